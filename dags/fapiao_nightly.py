@@ -1,0 +1,120 @@
+"""
+### fapiao_nightly: reconcile the night's issued fapiao against the tax registry
+
+Runs once per business night `D` (Asia/Shanghai): its data interval is `[D 00:00, D+1 00:00)`
+Beijing time and the night comes from that interval, never from "now". Trigger with
+`{"night": "YYYY-MM-DD"}` to rerun one night; a rerun or backfill replaces that night.
+
+1. **wait_for_deliveries**: waits until `<landing>/<D>/registry` and an issuing system have delivered.
+2. **list_sources** then **ingest** mapped per source: read, normalise, stage in DuckDB.
+3. **reconcile**: findings per category (SQL in DuckDB).
+4. **validate**: Great Expectations suites from `expectations/`.
+5. **publish**: `exceptions.csv`, `exceptions.xlsx`, `summary.json`, `report.html`, `manifest.json`
+   into `<reports>/<D>/`, atomically.
+6. **quality_gate**: fails the run (no retry) when an expectation failed; the report is already published.
+
+Paths: Airflow Variables or environment variables `FAPIAO_LANDING`, `FAPIAO_REPORTS`, `FAPIAO_DB`,
+`FAPIAO_CONFIG`. DuckDB has one writer: every task that opens it runs in the one-slot pool
+`fapiao_duckdb`, and `max_active_runs=1`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+
+POOL = "fapiao_duckdb"
+
+
+def _night() -> str:
+    from fapiao_audit.orchestration import night_for
+
+    ctx = get_current_context()
+    return night_for(ctx["params"], ctx["data_interval_start"]).isoformat()
+
+
+def _on_failure(context) -> None:
+    from fapiao_audit.orchestration import notify_failure
+
+    notify_failure(context)
+
+
+@dag(
+    dag_id="fapiao_nightly",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="Asia/Shanghai"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "pool": POOL,
+        "on_failure_callback": _on_failure,
+    },
+    params={
+        "night": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
+                       description="Business night YYYY-MM-DD; overrides the night of the data interval"),
+    },
+    tags=["fapiao", "reconciliation", "data-quality"],
+    doc_md=__doc__,
+)
+def fapiao_nightly():
+    @task.sensor(poke_interval=120, timeout=6 * 3600, mode="reschedule", pool="default_pool")
+    def wait_for_deliveries() -> PokeReturnValue:
+        from fapiao_audit.orchestration import deliveries_ready
+
+        night = _night()
+        return PokeReturnValue(is_done=deliveries_ready(date.fromisoformat(night)), xcom_value=night)
+
+    @task(pool="default_pool")
+    def list_sources(night: str) -> list[str]:
+        from fapiao_audit.orchestration import prune, sources_of
+
+        sources = sources_of(date.fromisoformat(night))
+        prune(date.fromisoformat(night), sources)
+        return sources
+
+    @task(max_active_tis_per_dag=1)
+    def ingest(source: str, night: str) -> dict:
+        from fapiao_audit.orchestration import ingest_one
+
+        return ingest_one(date.fromisoformat(night), source)
+
+    @task
+    def reconcile(night: str, ingested: list[dict]) -> dict:
+        from fapiao_audit.orchestration import reconcile as run
+
+        return run(date.fromisoformat(night))
+
+    @task
+    def validate(night: str, counts: dict) -> bool:
+        from fapiao_audit.orchestration import validate as run
+
+        return run(date.fromisoformat(night))
+
+    @task
+    def publish(night: str, passed: bool) -> dict:
+        from fapiao_audit.orchestration import publish as run
+
+        return run(date.fromisoformat(night))
+
+    @task(retries=0, pool="default_pool")
+    def quality_gate(result: dict) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if result["outcome"] != "passed":
+            raise AirflowFailException(
+                f"night {result['night']}: expectations failed; report published at {result['published']}"
+            )
+
+    night = wait_for_deliveries()
+    sources = list_sources(night)
+    ingested = ingest.partial(night=night).expand(source=sources)
+    counts = reconcile(night, ingested)
+    passed = validate(night, counts)
+    quality_gate(publish(night, passed))
+
+
+fapiao_nightly()

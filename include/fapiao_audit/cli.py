@@ -1,0 +1,134 @@
+"""The ``fapiao-audit`` command: run, generate, demo.
+
+Exit codes (DESIGN.md): 0 published and every expectation passed; 1 published but expectations
+failed (the findings are the output, not an error); 2 could not run: nothing published, one
+clear message on stderr, never a traceback (set FAPIAO_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from datetime import date, timedelta
+from pathlib import Path
+
+from .config import load_config
+from .errors import ConfigError, FapiaoError
+
+EXIT_OK, EXIT_EXPECTATIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit 2; keep it one line
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fapiao-audit", description="Nightly reconciliation of issued fapiao against the tax registry.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="ingest, reconcile, validate and publish one night")
+    run.add_argument("--night", required=True, help="business night, YYYY-MM-DD (Asia/Shanghai)")
+    run.add_argument("--landing", required=True, type=Path, help="landing folder holding <night>/registry and <night>/issuers")
+    run.add_argument("--reports", required=True, type=Path, help="reports folder; the night is published into <reports>/<night>/")
+    run.add_argument("--db", type=Path, default=None, help="DuckDB file (default: <reports>/../fapiao.duckdb)")
+    run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    run.add_argument("--shards", type=int, default=None, help="partitions of the reconciliation by key hash")
+
+    gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
+    gen.add_argument("--night", required=True)
+    gen.add_argument("--out", required=True, type=Path)
+    gen.add_argument("--rows", type=int, default=5000, help="invoices per side (default 5000)")
+    gen.add_argument("--seed", type=int, default=7)
+
+    demo = sub.add_parser("demo", help="generate a few nights, run them, print where the report is")
+    demo.add_argument("--dir", type=Path, default=Path("data/demo"), help="working folder (default data/demo)")
+    demo.add_argument("--nights", type=int, default=3)
+    demo.add_argument("--rows", type=int, default=5000)
+    demo.add_argument("--last-night", default=None, help="last night of the demo (default: yesterday)")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import Paths, parse_night, run_night
+
+    night = parse_night(args.night)
+    cfg = load_config(args.config)
+    if args.shards is not None:
+        if not 1 <= args.shards <= 1024:
+            raise ConfigError("--shards: must be between 1 and 1024")
+        from dataclasses import replace
+
+        cfg = replace(cfg, shards=args.shards)
+    if not args.landing.is_dir():
+        raise ConfigError(f"--landing: {args.landing} is not a folder")
+    db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")
+    outcome = run_night(Paths(args.landing, args.reports, db), night, cfg)
+    total = sum(outcome.counts.values())
+    print(
+        f"{night.isoformat()}: published {outcome.published} ({total} findings; expectations {outcome.outcome})"
+    )
+    return EXIT_OK if outcome.exit_code == 0 else EXIT_EXPECTATIONS_FAILED
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_night
+    from .pipeline import parse_night
+
+    night = parse_night(args.night)
+    if args.rows < 100:
+        raise ConfigError("--rows: at least 100")
+    res = generate_night(args.out, night, rows=args.rows, seed=args.seed)
+    total = sum(res.counts.values())
+    print(f"{res.night_dir}: {len(res.files)} files, {total} expected findings in {res.expected_path.name}")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import Config
+    from .generate import generate_night
+    from .pipeline import Paths, parse_night, run_night
+
+    last = parse_night(args.last_night) if args.last_night else date.today() - timedelta(days=1)
+    if not 1 <= args.nights <= 31:
+        raise ConfigError("--nights: between 1 and 31")
+    base = args.dir
+    landing, reports, db = base / "landing", base / "reports", base / "fapiao.duckdb"
+    cfg = Config()
+    worst = EXIT_OK
+    for i in range(args.nights - 1, -1, -1):
+        night = last - timedelta(days=i)
+        generate_night(landing, night, rows=args.rows, seed=7)
+        out = run_night(Paths(landing, reports, db), night, cfg)
+        total = sum(out.counts.values())
+        print(f"{night.isoformat()}: {total} findings, expectations {out.outcome} -> {out.published}")
+        worst = max(worst, out.exit_code)
+    report = (reports / last.isoformat() / "report.html").resolve()
+    print(f"\nAudit report: {report}")
+    print(f"Mismatch list: {report.with_name('exceptions.xlsx')} (and exceptions.csv)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        handler = {"run": _cmd_run, "generate": _cmd_generate, "demo": _cmd_demo}[args.command]
+        return handler(args)
+    except FapiaoError as e:
+        print(f"fapiao-audit: error: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        print("fapiao-audit: interrupted; nothing was published for the night in progress", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except Exception as e:  # never a traceback to the user
+        if os.environ.get("FAPIAO_DEBUG"):
+            traceback.print_exc()
+        print(f"fapiao-audit: error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

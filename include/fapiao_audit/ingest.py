@@ -1,0 +1,669 @@
+"""Ingest: read a night's deliveries, map headers, normalise, stage, reject with a reason.
+
+Every file becomes a DuckDB relation with positional columns ``c0..cN`` (headers are data,
+never identifiers) plus ``__line``. A mapping chosen in Python turns those into canonical
+columns, and ``sql/ingest.sql`` normalises them. Each row read is either staged or rejected
+with file, line, raw text and reason, so ``rows_read = rows_loaded + rows_rejected`` per file.
+
+A file that cannot be read at all stops the night (InputError -> exit 2): reconciling against a
+partial snapshot would flood finance with false MISSING findings.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import re
+import unicodedata
+import zipfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .config import SOURCE_NAME_RE, Config
+from .db import execute_sql, named_sql, sql_statements
+from .errors import InputError
+
+FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
+REGISTRY = "registry"
+_CHUNK = 1 << 20
+
+#: Header aliases per canonical column, compared after `header_key` (NFKC, lower case, no
+#: spaces, underscores, dashes or brackets). Order matters where several headers of one file
+#: map to one column: the first non-empty value wins.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "invoice_code": ("invoice_code", "invoicecode", "code", "发票代码", "fpdm"),
+    "invoice_number": (
+        "invoice_number", "invoicenumber", "invoiceno", "number", "发票号码", "数电发票号码", "数电票号码",
+        "全电发票号码", "fphm",
+    ),
+    "invoice_type": ("invoice_type", "invoicetype", "type", "发票票种", "票种", "发票类型", "发票种类"),
+    "issue_time": (
+        "issue_time", "issuetime", "issuedate", "issue_date", "invoicedate", "invoicetime", "issuedat",
+        "开票日期", "开票时间",
+    ),
+    "seller_tax_id": (
+        "seller_tax_id", "sellertaxid", "销方识别号", "销售方纳税人识别号", "销方纳税人识别号", "销售方识别号",
+    ),
+    "seller_name": ("seller_name", "sellername", "销方名称", "销售方名称"),
+    "buyer_tax_id": (
+        "buyer_tax_id", "buyertaxid", "购方识别号", "购买方纳税人识别号", "购方纳税人识别号", "购买方识别号",
+    ),
+    "buyer_name": ("buyer_name", "buyername", "购买方名称", "购方名称"),
+    "amount": ("amount", "金额", "合计金额", "不含税金额"),
+    "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额"),
+    "tax_rate": ("tax_rate", "taxrate", "rate", "税率", "税率征收率"),
+    "total_amount": ("total_amount", "totalamount", "total", "价税合计", "价税合计金额"),
+    "status": ("status", "invoice_status", "invoicestatus", "发票状态"),
+    "original_invoice_number": (
+        "original_invoice_number", "originalinvoicenumber", "originalinvoiceno", "blueinvoicenumber",
+        "原发票号码", "蓝字发票号码", "对应蓝字发票号码",
+    ),
+    "remark": ("remark", "remarks", "note", "备注"),
+    "is_positive": ("is_positive", "ispositive", "是否正数发票"),
+}
+REQUIRED = ("invoice_number", "issue_time", "seller_tax_id", "amount")
+_REQUIRED_HINT = {
+    "invoice_number": "invoice_number / 发票号码 / 数电发票号码",
+    "issue_time": "issue_time / 开票日期",
+    "seller_tax_id": "seller_tax_id / 销方识别号",
+    "amount": "amount / 金额",
+}
+
+
+def header_key(header: str) -> str:
+    """Header comparison key: NFKC, lower case, without spaces, underscores, dashes and brackets."""
+    h = unicodedata.normalize("NFKC", str(header)).lower()
+    return re.sub(r"[\s_\-()\[\]/\\.:：\ufeff]", "", h)
+
+
+_ALIAS_INDEX: dict[str, str] = {header_key(a): c for c, names in ALIASES.items() for a in names}
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """How one delivered file was read: the audit trail of the night's inputs."""
+
+    source_kind: str
+    source_system: str
+    file: str
+    sha256: str
+    format: str
+    encoding: str | None
+    bytes: int
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    duplicate_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    night: date
+    files: tuple[FileReport, ...]
+    issuer_systems: tuple[str, ...]
+    ignored_files: tuple[str, ...] = field(default=())
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Per-source totals with their files, registry first."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in self.files:
+            s = out.setdefault(
+                f.source_system,
+                {"source_system": f.source_system, "source_kind": f.source_kind, "rows_read": 0, "rows_loaded": 0,
+                 "rows_rejected": 0, "files": []},
+            )
+            s["rows_read"] += f.rows_read
+            s["rows_loaded"] += f.rows_loaded
+            s["rows_rejected"] += f.rows_rejected
+            s["files"].append(f.to_dict())
+        return sorted(out.values(), key=lambda s: (s["source_kind"] != "registry", s["source_system"]))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    source_kind: str
+    source_system: str
+    files: tuple[Path, ...]
+
+
+def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
+    """Find the night's deliveries; refuse a missing night, registry or issuer folder."""
+    night_dir = landing / night.isoformat()
+    if not night_dir.is_dir():
+        raise InputError(f"{night_dir}: no delivery folder for night {night.isoformat()}")
+    ignored: list[str] = []
+
+    def files_in(folder: Path) -> list[Path]:
+        out = []
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or p.name.startswith("~$"):
+                continue
+            if p.is_file() and p.suffix.lower() in FORMATS:
+                out.append(p)
+            else:
+                ignored.append(str(p.relative_to(night_dir)))
+        return out
+
+    registry_dir = night_dir / REGISTRY
+    if not registry_dir.is_dir():
+        raise InputError(f"{registry_dir}: the registry delivery is missing for night {night.isoformat()}")
+    registry_files = files_in(registry_dir)
+    if not registry_files:
+        raise InputError(
+            f"{registry_dir}: the registry delivery is empty (no .csv, .xlsx, .parquet or .jsonl file)"
+        )
+    deliveries = [Delivery("registry", REGISTRY, tuple(registry_files))]
+    issuers_dir = night_dir / "issuers"
+    if not issuers_dir.is_dir():
+        raise InputError(f"{issuers_dir}: no issuing system delivered for night {night.isoformat()}")
+    for sys_dir in sorted(issuers_dir.iterdir()):
+        if sys_dir.name.startswith("."):
+            continue
+        if not sys_dir.is_dir():
+            ignored.append(str(sys_dir.relative_to(night_dir)))
+            continue
+        if not SOURCE_NAME_RE.fullmatch(sys_dir.name) or sys_dir.name.lower() == REGISTRY:
+            raise InputError(
+                f"{sys_dir}: '{sys_dir.name}' is not an accepted issuing-system name "
+                "(letters, digits, '_' and '-', at most 64, not 'registry')"
+            )
+        files = files_in(sys_dir)
+        if not files:
+            raise InputError(f"{sys_dir}: issuing system '{sys_dir.name}' delivered no readable file")
+        deliveries.append(Delivery("issuer", sys_dir.name, tuple(files)))
+    if len(deliveries) == 1:
+        raise InputError(f"{issuers_dir}: no issuing system delivered for night {night.isoformat()}")
+    return deliveries, ignored
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_encoding(path: Path) -> str:
+    """utf-8-sig, utf-8 or gb18030, read in chunks; anything else is refused."""
+    with path.open("rb") as f:
+        head = f.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise InputError(f"{path}: UTF-16 text is not accepted; deliver UTF-8 or GB18030")
+    for enc in ("utf-8", "gb18030"):
+        dec = codecs.getincrementaldecoder(enc)()
+        try:
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    if b"\x00" in chunk:
+                        raise InputError(f"{path}: binary content (NUL bytes) in a text file")
+                    dec.decode(chunk)
+                dec.decode(b"", final=True)
+            return enc
+        except UnicodeDecodeError:
+            continue
+    raise InputError(f"{path}: text is neither UTF-8 nor GBK/GB18030")
+
+
+def transcode_to_utf8(path: Path, encoding: str, out: Path) -> None:
+    """Stream a GB18030 file into UTF-8, chunk by chunk (never the whole file in memory)."""
+    dec = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as src, out.open("wb") as dst:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            dst.write(dec.decode(chunk).encode("utf-8"))
+        dst.write(dec.decode(b"", final=True).encode("utf-8"))
+
+
+class _Reader:
+    """Loads one file into a temp relation `ing_raw` (c0..cN VARCHAR, __line) and returns headers."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path) -> None:
+        self.con = con
+        self.tmp_dir = tmp_dir
+
+    def read(self, path: Path, fmt: str) -> tuple[list[str], int, str | None]:
+        """Returns (headers, rows rejected by the reader itself, encoding)."""
+        try:
+            if fmt == "parquet":
+                return self._parquet(path), 0, None
+            if fmt == "csv":
+                return self._csv(path)
+            if fmt == "jsonl":
+                return self._jsonl(path)
+            return self._xlsx(path), 0, None
+        except InputError:
+            raise
+        except duckdb.Error as e:
+            raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
+
+    @staticmethod
+    def _positional(n: int, float_cols: frozenset[int] = frozenset()) -> str:
+        """c0..cN as text from positional references; integral floats lose their '.0' (ids typed as numbers)."""
+        cols = []
+        for i in range(n):
+            ref = f"#{i + 1}"
+            if i in float_cols:
+                expr = (f"CASE WHEN {ref} = trunc({ref}) AND abs({ref}) < 1e15 "
+                        f"THEN CAST(CAST({ref} AS BIGINT) AS VARCHAR) ELSE CAST({ref} AS VARCHAR) END")
+            else:
+                expr = f"CAST({ref} AS VARCHAR)"
+            cols.append(f"{expr} AS c{i}")
+        return ", ".join(cols)
+
+    def _parquet(self, path: Path) -> list[str]:
+        desc = self.con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()
+        floats = frozenset(i for i, d in enumerate(desc) if str(d[1]).upper() in ("DOUBLE", "FLOAT", "REAL"))
+        # A view (not a copy): the path goes in through the relational API, never into SQL text.
+        self.con.read_parquet(str(path), file_row_number=True).create_view("ing_parquet", replace=True)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT {self._positional(len(desc), floats)}, "
+            "file_row_number + 1 AS __line FROM ing_parquet"
+        )
+        # A parquet file whose footer is fine but data pages are corrupt fails on the scan: force it now.
+        self.con.execute("SELECT count(*) FROM ing_raw").fetchone()
+        return [d[0] for d in desc]
+
+    def _text_source(self, path: Path) -> tuple[Path, str]:
+        enc = detect_encoding(path)
+        if enc == "gb18030":
+            out = self.tmp_dir / (hashlib.sha1(str(path).encode()).hexdigest() + ".utf8")
+            transcode_to_utf8(path, enc, out)
+            return out, enc
+        return path, enc
+
+    def _csv(self, path: Path) -> tuple[list[str], int, str]:
+        src, enc = self._text_source(path)
+        # The header and the delimiter come from the first record, read here; DuckDB then parses
+        # with a fixed dialect (no sniffing: the sniffer can be misled by the very rows we reject).
+        with src.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+            first = f.readline(1 << 20)
+        delim = max([",", "\t", ";", "|"], key=first.count)
+        header_row = next(csv.reader([first], delimiter=delim), [])
+        headers = [h.strip() for h in header_row]
+        if not any(headers):
+            raise InputError(f"{path}: no header row")
+        columns = {f"c{i}": "VARCHAR" for i in range(len(headers))}
+        self._drop_rejects()
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ing_csv AS SELECT * FROM read_csv($p, header = true, auto_detect = false, "
+            "columns = $cols, delim = $d, quote = '\"', escape = '\"', null_padding = false, "
+            "store_rejects = true, rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
+            {"p": str(src), "d": delim, "cols": columns},
+        )
+        # One reject row per bad column: keep one per line.
+        rejects = self.con.execute(
+            "SELECT line, arg_min(csv_line, column_idx), arg_min(error_type, column_idx), "
+            "arg_min(error_message, column_idx) FROM ing_rej GROUP BY line ORDER BY line"
+        ).fetchall()
+        # Physical line of the k-th accepted record (k from 0): header + k + 1, plus every rejected
+        # line before it. Reject j (1-based, at line r_j) precedes accepted records with k >= r_j - j - 1.
+        self.con.execute("CREATE OR REPLACE TEMP TABLE ing_rej_shift (t BIGINT)")
+        if rejects:
+            self.con.executemany(
+                "INSERT INTO ing_rej_shift VALUES (?)", [[r[0] - j - 1] for j, r in enumerate(rejects, start=1)]
+            )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT c.*, "
+            "c.rowid + 2 + (SELECT count(*) FROM ing_rej_shift s WHERE s.t <= c.rowid) AS __line FROM ing_csv c"
+        )
+        self._reader_rejects = [
+            (int(r[0]), r[1], f"malformed CSV row ({r[2].lower()}): {r[3]}") for r in rejects
+        ]
+        return headers, len(rejects), enc
+
+    def _drop_rejects(self) -> None:
+        self.con.execute("DROP TABLE IF EXISTS ing_rej")
+        self.con.execute("DROP TABLE IF EXISTS ing_rej_scan")
+
+    def _jsonl(self, path: Path) -> tuple[list[str], int, str]:
+        src, enc = self._text_source(path)
+        self._drop_rejects()
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ing_lines0 AS SELECT j FROM read_csv($p, columns = {'j': 'VARCHAR'}, "
+            "header = false, delim = chr(31), quote = '', escape = '', auto_detect = false, store_rejects = true, "
+            "rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
+            {"p": str(src)},
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP VIEW ing_lines AS SELECT rowid + 1 AS __line, "
+            "CASE WHEN j IS NULL THEN NULL ELSE rtrim(j, chr(13)) END AS j FROM ing_lines0"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ing_json AS SELECT __line, j, json_valid(j) AS ok, "
+            "CASE WHEN json_valid(j) THEN json_type(j) = 'OBJECT' ELSE false END AS obj "
+            "FROM ing_lines WHERE j IS NOT NULL AND trim(j) <> ''"
+        )
+        keys = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT k, min(__line) AS first FROM (SELECT unnest(json_keys(j)) AS k, __line FROM ing_json "
+                "WHERE obj) GROUP BY k ORDER BY first, k"
+            ).fetchall()
+        ]
+        valid = self.con.execute("SELECT count(*) FILTER (WHERE obj), count(*) FROM ing_json").fetchone()
+        if valid[1] and not valid[0]:
+            raise InputError(f"{path}: no line is a JSON object; not a JSON Lines file")
+        pointers = ["/" + k.replace("~", "~0").replace("/", "~1") for k in keys]
+        cols = ", ".join(f"v[{i + 1}] AS c{i}" for i in range(len(keys)))
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ing_jsonl AS SELECT "
+            + (cols + ", " if cols else "")
+            + "__line, j AS __text FROM (SELECT __line, j, json_extract_string(j, $ptr) AS v FROM ing_json WHERE obj)",
+            {"ptr": pointers},
+        )
+        self.con.execute("CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM ing_jsonl")
+        bad = self.con.execute("SELECT __line, j, ok FROM ing_json WHERE NOT obj ORDER BY __line").fetchall()
+        more = self.con.execute("SELECT line, min(csv_line) FROM ing_rej GROUP BY line ORDER BY line").fetchall()
+        self._reader_rejects = [
+            (int(line), raw, "malformed JSON line" if not ok else "JSON line is not an object") for line, raw, ok in bad
+        ] + [(int(line), raw, "malformed JSON line") for line, raw in more]
+        return keys, len(self._reader_rejects), enc
+
+    def _xlsx(self, path: Path) -> list[str]:
+        import openpyxl  # heavy: only when an xlsx is delivered
+
+        try:
+            wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as e:
+            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
+        try:
+            ws = wb.worksheets[0]
+            rows = ws.iter_rows(values_only=True)
+            headers: list[str] | None = None
+            header_line = 0
+            batches: list[pa.RecordBatch] = []
+            buf: list[list[str | None]] = []
+            lines: list[int] = []
+            width = 0
+
+            def flush() -> None:
+                if buf:
+                    arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
+                    arrays.append(pa.array(lines, pa.int64()))
+                    batches.append(pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"]))
+                    buf.clear()
+                    lines.clear()
+
+            for excel_row, values in enumerate(rows, start=1):
+                cells = [_cell_text(v) for v in values]
+                if not any(c not in (None, "") for c in cells):
+                    continue
+                if headers is None:
+                    headers = [c or "" for c in cells]
+                    while headers and headers[-1] == "":
+                        headers.pop()
+                    width = len(headers)
+                    header_line = excel_row
+                    continue
+                buf.append(cells[:width])
+                lines.append(excel_row)
+                if len(buf) >= 50_000:
+                    flush()
+            flush()
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as e:
+            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
+        finally:
+            wb.close()
+        if headers is None:
+            raise InputError(f"{path}: the first sheet is empty")
+        del header_line
+        schema = pa.schema([(f"c{i}", pa.string()) for i in range(width)] + [("__line", pa.int64())])
+        table = pa.Table.from_batches(batches, schema=schema)
+        self.con.register("ing_xlsx_arrow", table)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE ing_xlsx AS SELECT * FROM ing_xlsx_arrow")
+        self.con.unregister("ing_xlsx_arrow")
+        self.con.execute("CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM ing_xlsx")
+        return headers
+
+    _reader_rejects: list[tuple[int, str | None, str]] = []
+
+
+def _cell_text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, date | time):
+        return v.isoformat()
+    return str(v)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def map_headers(headers: list[str], overrides: dict[str, str]) -> dict[str, list[int]]:
+    """Canonical column -> positions of the file's headers that feed it, in file order."""
+    over = {header_key(h): c for h, c in overrides.items()}
+    out: dict[str, list[int]] = {}
+    for i, h in enumerate(headers):
+        k = header_key(h)
+        canonical = over.get(k) or _ALIAS_INDEX.get(k)
+        if canonical:
+            out.setdefault(canonical, []).append(i)
+    # Prefer the fully digital number column when a file has both 发票号码 and 数电发票号码.
+    if "invoice_number" in out and len(out["invoice_number"]) > 1:
+        digital = [i for i in out["invoice_number"] if "数电" in headers[i] or "全电" in headers[i]]
+        out["invoice_number"] = digital + [i for i in out["invoice_number"] if i not in digital]
+    return out
+
+
+def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int, raw_column: str | None = None) -> str:
+    """SELECT list over ing_raw; only generated names (c<i>, canonical columns) appear in it."""
+    cols = ["__line"]
+    for canonical in ALIASES:
+        pos = mapping.get(canonical)
+        if not pos:
+            cols.append(f"NULL::VARCHAR AS {canonical}")
+        else:
+            # Present column: an empty cell is '' (NULL means the file has no such column).
+            cols.append("coalesce(" + ", ".join(f"NULLIF(trim(c{p}), '')" for p in pos) + f", '') AS {canonical}")
+    first = "c0" if ncols else "NULL::VARCHAR"
+    cols.append(f"{first} AS first_cell")
+    if raw_column:
+        raw = raw_column
+    elif ncols:
+        raw = "concat_ws(',', " + ", ".join(f"coalesce(c{i}, '')" for i in range(ncols)) + ")"
+    else:
+        raw = "''"
+    cols.append(f"{raw} AS __raw")
+    return "CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT " + ", ".join(cols) + " FROM ing_raw"
+
+
+def _install_macros(con: duckdb.DuckDBPyConnection) -> None:
+    for name, sql in sql_statements("ingest.sql"):
+        if name.startswith("macro"):
+            con.execute(sql)
+
+
+def find_delivery(landing: Path, night: date, source_system: str) -> Delivery:
+    """One source's delivery of the night (for a task that ingests a single source)."""
+    deliveries, _ = discover(landing, night)
+    for d in deliveries:
+        if d.source_system == source_system:
+            return d
+    raise InputError(f"{landing / night.isoformat()}: no delivery from source '{source_system}'")
+
+
+def prune_sources(con: duckdb.DuckDBPyConnection, night: date, systems: Iterable[str]) -> None:
+    """Drop staged rows of sources that no longer deliver for this night (a rerun replaces the night)."""
+    keep = sorted(systems)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("staged_invoices", "rejected_rows", "ingested_files"):
+            con.execute(
+                f"DELETE FROM {table} WHERE night = $night AND NOT list_contains($keep, source_system)",
+                {"night": night, "keep": keep},
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def ingest_source(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    night: date,
+    delivery: Delivery,
+    cfg: Config,
+    tmp_dir: Path,
+) -> tuple[FileReport, ...]:
+    """Stage one source of a night, replacing its rows of that night in one transaction."""
+    night_dir = landing / night.isoformat()
+    _install_macros(con)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    reader = _Reader(con, tmp_dir)
+    reports: list[FileReport] = []
+    seen: dict[str, str] = {}
+    d = delivery
+    # Files are read into temp tables outside any transaction (rowids of uncommitted rows do not
+    # follow file order); the source's partition is then replaced in one transaction.
+    con.execute("CREATE OR REPLACE TEMP TABLE ing_staged AS FROM staged_invoices LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE ing_rejected AS FROM rejected_rows LIMIT 0")
+    try:
+        for path in d.files:
+            rel = str(path.relative_to(night_dir))
+            reports.append(_ingest_file(con, reader, path, rel, d, night, cfg, seen))
+        if sum(r.rows_loaded for r in reports) == 0:
+            where = night_dir / ("registry" if d.source_kind == "registry" else f"issuers/{d.source_system}")
+            raise InputError(
+                f"{where}: {d.source_system} delivered no loadable invoice rows; refusing to reconcile "
+                "against an empty snapshot"
+            )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("staged_invoices", "rejected_rows", "ingested_files"):
+                con.execute(
+                    f"DELETE FROM {table} WHERE night = $night AND source_system = $system",
+                    {"night": night, "system": d.source_system},
+                )
+            con.execute("INSERT INTO staged_invoices FROM ing_staged")
+            con.execute("INSERT INTO rejected_rows FROM ing_rejected")
+            con.executemany(
+                "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[night, r.source_kind, r.source_system, r.file, r.sha256, r.format, r.encoding, r.bytes,
+                  r.rows_read, r.rows_loaded, r.rows_rejected, r.duplicate_of] for r in reports],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        for p in tmp_dir.glob("*.utf8"):
+            p.unlink(missing_ok=True)
+        con.execute("DROP TABLE IF EXISTS ing_staged")
+        con.execute("DROP TABLE IF EXISTS ing_rejected")
+    return tuple(reports)
+
+
+def ingest_night(
+    con: duckdb.DuckDBPyConnection,
+    landing: Path,
+    night: date,
+    cfg: Config,
+    tmp_dir: Path,
+) -> IngestResult:
+    """Stage every source of a night (the command line's path; the DAG maps ingest_source)."""
+    deliveries, ignored = discover(landing, night)
+    prune_sources(con, night, [d.source_system for d in deliveries])
+    reports: list[FileReport] = []
+    for d in deliveries:
+        reports.extend(ingest_source(con, landing, night, d, cfg, tmp_dir))
+    systems = tuple(d.source_system for d in deliveries if d.source_kind == "issuer")
+    return IngestResult(night, tuple(reports), systems, tuple(ignored))
+
+
+def load_ingest_result(con: duckdb.DuckDBPyConnection, night: date) -> IngestResult:
+    """The night's ingest audit trail as stored in DuckDB."""
+    rows = con.execute(
+        "SELECT source_kind, source_system, file, sha256, format, encoding, bytes, rows_read, rows_loaded, "
+        "rows_rejected, duplicate_of FROM ingested_files WHERE night = $n "
+        "ORDER BY source_kind = 'issuer', source_system, file",
+        {"n": night},
+    ).fetchall()
+    files = tuple(FileReport(*r) for r in rows)
+    systems = tuple(sorted({f.source_system for f in files if f.source_kind == "issuer"}))
+    return IngestResult(night, files, systems)
+
+
+def _ingest_file(
+    con: duckdb.DuckDBPyConnection,
+    reader: _Reader,
+    path: Path,
+    rel: str,
+    d: Delivery,
+    night: date,
+    cfg: Config,
+    seen: dict[str, str],
+) -> FileReport:
+    fmt = FORMATS[path.suffix.lower()]
+    size = path.stat().st_size
+    sha = sha256_of(path)
+    if sha in seen:
+        return FileReport(d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0, duplicate_of=seen[sha])
+    seen[sha] = rel
+    if size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    reader._reader_rejects = []
+    headers, reader_rejected, encoding = reader.read(path, fmt)
+    mapping = map_headers(headers, cfg.column_mappings.get(d.source_system, {}))
+    missing = [c for c in REQUIRED if c not in mapping]
+    if missing:
+        shown = ", ".join(repr(h) for h in headers[:25]) or "none"
+        raise InputError(
+            f"{path}: missing required column(s): "
+            + "; ".join(_REQUIRED_HINT[c] for c in missing)
+            + f" (headers found: {shown})"
+        )
+    con.execute(_mapped_view_sql(mapping, len(headers), "__text" if fmt == "jsonl" else None))
+    params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel}
+    try:
+        execute_sql(con, named_sql("ingest.sql", "normalize"), params)
+        execute_sql(con, named_sql("ingest.sql", "insert_staged"), params)
+        execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
+        read, loaded = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
+    except duckdb.Error as e:
+        raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
+    if reader._reader_rejects:
+        con.executemany(
+            "INSERT INTO ing_rejected VALUES (?, ?, ?, ?, ?, ?)",
+            [[night, d.source_system, rel, line, (raw or "")[:2000], reason] for line, raw, reason in reader._reader_rejects],
+        )
+    read += reader_rejected
+    if read > 0 and loaded == 0:
+        sample = con.execute(
+            "SELECT reason, count(*) FROM ing_rejected WHERE night = $n AND file = $f AND source_system = $s "
+            "GROUP BY reason ORDER BY count(*) DESC LIMIT 1",
+            {"n": night, "f": rel, "s": d.source_system},
+        ).fetchone()
+        if not (sample and sample[0].startswith("合计") and read == 1):
+            raise InputError(
+                f"{path}: none of its {read} rows could be loaded (most common problem: {sample[0] if sample else '?'})"
+            )
+    return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, read - loaded)
+
+
+def staged_counts(con: duckdb.DuckDBPyConnection, night: date) -> Iterable[tuple[str, int]]:
+    return con.execute(
+        "SELECT source_system, count(*) FROM staged_invoices WHERE night = $n GROUP BY 1 ORDER BY 1", {"n": night}
+    ).fetchall()
+
+

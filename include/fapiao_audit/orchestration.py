@@ -1,0 +1,158 @@
+"""What the Airflow tasks call: settings from Variables or FAPIAO_* variables, the business
+night from the data interval (never from "now"), and one function per task.
+
+Nothing here runs at DAG parse time; each function is called inside a task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import SHANGHAI, Config, load_config
+from .errors import ConfigError, InputError
+from .pipeline import (
+    Paths,
+    list_sources,
+    open_db,
+    parse_night,
+    stage_ingest_source,
+    stage_publish,
+    stage_reconcile,
+    stage_validate,
+)
+
+log = logging.getLogger("fapiao_audit")
+
+PROJECT_DATA = Path(__file__).resolve().parents[2] / "data"
+#: Airflow tasks wait this long for another task holding the DuckDB file (the pool normally
+#: serialises them already).
+TASK_LOCK_TIMEOUT_S = 900.0
+
+
+def _setting(name: str, default: str | None) -> str | None:
+    """An Airflow Variable if Airflow is there and it is set, else the environment, else the default."""
+    value = None
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(name, default=None)
+    except Exception:  # outside a task (tests, CLI) there is no Variable backend
+        value = None
+    return value or os.environ.get(name) or default
+
+
+def settings() -> tuple[Paths, Config]:
+    landing = Path(_setting("FAPIAO_LANDING", str(PROJECT_DATA / "landing")))
+    reports = Path(_setting("FAPIAO_REPORTS", str(PROJECT_DATA / "reports")))
+    db = Path(_setting("FAPIAO_DB", str(PROJECT_DATA / "fapiao.duckdb")))
+    cfg_path = _setting("FAPIAO_CONFIG", None)
+    cfg = load_config(Path(cfg_path) if cfg_path else None)
+    cfg = replace(cfg, lock_timeout_s=max(cfg.lock_timeout_s, TASK_LOCK_TIMEOUT_S))
+    return Paths(landing, reports, db), cfg
+
+
+def night_for(params: dict[str, Any] | None, data_interval_start: datetime | None) -> date:
+    """The business night: the `night` param if given, else the Beijing date the interval starts on."""
+    override = (params or {}).get("night")
+    if override:
+        return parse_night(str(override))
+    if data_interval_start is None:
+        raise ConfigError("no data interval and no 'night' param: cannot tell which night to run")
+    return data_interval_start.astimezone(SHANGHAI).date()
+
+
+def deliveries_ready(night: date) -> bool:
+    """True when the night's registry and at least one issuing system have delivered files."""
+    paths, _ = settings()
+    try:
+        return bool(list_sources(paths, night))
+    except InputError as e:
+        log.info("night %s not ready: %s", night, e)
+        return False
+
+
+def sources_of(night: date) -> list[str]:
+    paths, _ = settings()
+    return list_sources(paths, night)
+
+
+def ingest_one(night: date, source: str) -> dict[str, Any]:
+    paths, cfg = settings()
+    with open_db(paths, cfg) as con:
+        reports = stage_ingest_source(con, paths, night, cfg, source)
+    return {
+        "source": source,
+        "files": len(reports),
+        "rows_read": sum(r.rows_read for r in reports),
+        "rows_loaded": sum(r.rows_loaded for r in reports),
+        "rows_rejected": sum(r.rows_rejected for r in reports),
+    }
+
+
+def prune(night: date, sources: list[str]) -> None:
+    from .ingest import prune_sources
+
+    paths, cfg = settings()
+    with open_db(paths, cfg) as con:
+        prune_sources(con, night, sources)
+
+
+def reconcile(night: date) -> dict[str, int]:
+    paths, cfg = settings()
+    with open_db(paths, cfg) as con:
+        return stage_reconcile(con, night, cfg).counts
+
+
+def validate(night: date) -> bool:
+    paths, cfg = settings()
+    with open_db(paths, cfg) as con:
+        return bool(stage_validate(con, night, cfg)["success"])
+
+
+def publish(night: date) -> dict[str, Any]:
+    paths, cfg = settings()
+    with open_db(paths, cfg) as con:
+        out = stage_publish(con, paths, night, cfg)
+    return {"night": night.isoformat(), "outcome": out.outcome, "published": str(out.published), "counts": out.counts}
+
+
+def failure_summary(context: dict[str, Any]) -> str:
+    """One readable line for the on-failure callback (logged; e-mailed where SMTP is configured)."""
+    ti = context.get("task_instance") or context.get("ti")
+    dag_run = context.get("dag_run")
+    exc = context.get("exception")
+    night = None
+    try:
+        night = night_for(context.get("params"), getattr(dag_run, "data_interval_start", None))
+    except Exception:
+        night = None
+    return (
+        f"fapiao_nightly failed: night={night.isoformat() if night else '?'} "
+        f"task={getattr(ti, 'task_id', '?')} run={getattr(dag_run, 'run_id', '?')} "
+        f"error={str(exc).splitlines()[0] if exc else 'see task log'}"
+    )
+
+
+def notify_failure(context: dict[str, Any]) -> None:
+    message = failure_summary(context)
+    log.error(message)
+    if os.environ.get("AIRFLOW__SMTP__SMTP_HOST") and os.environ.get("FAPIAO_ALERT_EMAIL"):
+        try:
+            import smtplib
+            from email.message import EmailMessage
+
+            msg = EmailMessage()
+            msg["Subject"] = message[:120]
+            msg["From"] = os.environ.get("AIRFLOW__SMTP__SMTP_MAIL_FROM", "fapiao-audit@localhost")
+            msg["To"] = os.environ["FAPIAO_ALERT_EMAIL"]
+            msg.set_content(message)
+            with smtplib.SMTP(os.environ["AIRFLOW__SMTP__SMTP_HOST"], int(os.environ.get("AIRFLOW__SMTP__SMTP_PORT", "25")),
+                              timeout=10) as s:
+                s.send_message(msg)
+        except OSError as e:
+            log.error("failure e-mail not sent: %s", e)

@@ -1,0 +1,293 @@
+"""The night, stage by stage: ingest -> reconcile -> validate -> publish.
+
+The command line runs all stages on one connection; the Airflow DAG runs them as separate
+tasks, each opening the database for itself. Stages hand results on through DuckDB
+(``run_state``), never through memory, so any stage can be retried or rerun alone.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import __version__
+from .config import SHANGHAI, Config
+from .db import connect, exclusive
+from .errors import ConfigError, FapiaoError
+from .ingest import (
+    Delivery,
+    FileReport,
+    discover,
+    find_delivery,
+    ingest_night,
+    ingest_source,
+    load_ingest_result,
+)
+from .publish import NightWriter, write_exceptions_csv, write_json, write_text
+from .reconcile import CATEGORIES, ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+
+
+@dataclass(frozen=True)
+class Paths:
+    landing: Path
+    reports: Path
+    db: Path
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.db.parent / ".fapiao-tmp" if str(self.db) != ":memory:" else Path(tempfile.gettempdir())
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    night: date
+    published: Path
+    outcome: str  # passed | failed
+    counts: dict[str, int]
+    exit_code: int
+
+
+def parse_night(text: str) -> date:
+    """A business night: exactly YYYY-MM-DD. It names folders, so nothing else gets through."""
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--night: {text!r} is not a date in the form YYYY-MM-DD") from None
+
+
+def expectations_dir() -> Path:
+    """Suites ship in the project's expectations/ folder."""
+    if not EXPECTATIONS_DIR.is_dir():
+        raise ConfigError(f"{EXPECTATIONS_DIR}: the expectation suites folder is missing")
+    return EXPECTATIONS_DIR
+
+
+@contextmanager
+def open_db(paths: Paths, cfg: Config) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The single writer: advisory lock, then the DuckDB connection; both released at the end."""
+    if str(paths.db) != ":memory:":
+        paths.db.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(paths.db, cfg.lock_timeout_s):
+        con = connect(paths.db, cfg)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _put_state(con: duckdb.DuckDBPyConnection, night: date, stage: str, payload: dict[str, Any]) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM run_state WHERE night = $n AND stage = $s", {"n": night, "s": stage})
+        con.execute(
+            "INSERT INTO run_state VALUES ($n, $s, $p)",
+            {"n": night, "s": stage, "p": json.dumps(payload, ensure_ascii=False, default=str)},
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _get_state(con: duckdb.DuckDBPyConnection, night: date, stage: str) -> dict[str, Any]:
+    row = con.execute("SELECT payload FROM run_state WHERE night = $n AND stage = $s", {"n": night, "s": stage}).fetchone()
+    if row is None:
+        raise FapiaoError(f"night {night.isoformat()}: stage '{stage}' has not run yet")
+    return json.loads(row[0])
+
+
+# ---------------------------------------------------------------- stages
+
+
+def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config) -> list[FileReport]:
+    return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir).files)
+
+
+def stage_ingest_source(
+    con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, source_system: str
+) -> list[FileReport]:
+    delivery: Delivery = find_delivery(paths.landing, night, source_system)
+    return list(ingest_source(con, paths.landing, night, delivery, cfg, paths.tmp_dir))
+
+
+def list_sources(paths: Paths, night: date) -> list[str]:
+    deliveries, _ = discover(paths.landing, night)
+    return [d.source_system for d in deliveries]
+
+
+def stage_reconcile(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> ReconcileResult:
+    result = reconcile_night(con, night, cfg)
+    payload = asdict(result)
+    _put_state(con, night, "reconcile", payload)
+    return result
+
+
+def stage_validate(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> dict[str, Any]:
+    from .validate import run_expectations  # GX is heavy: import only when validating
+
+    start, end = cfg.window_for(night)
+    systems = list(load_ingest_result(con, night).issuer_systems)
+    thresholds = {**asdict(cfg.thresholds), "window_start": start, "window_end": end,
+                  "amount_tolerance": cfg.amount_tolerance}
+    result = run_expectations(con, night, sources=systems, suites_dir=expectations_dir(), thresholds=thresholds)
+    _put_state(con, night, "validate", result)
+    return result
+
+
+def _by_seller(con: duckdb.DuckDBPyConnection, night: date, limit: int = 50) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT f.seller_tax_id, any_value(s.seller_name) AS seller_name, count(*) AS findings "
+        "FROM findings f LEFT JOIN (SELECT DISTINCT seller_tax_id, seller_name FROM staged_invoices "
+        "WHERE night = $n AND seller_name IS NOT NULL) s USING (seller_tax_id) "
+        "WHERE f.night = $n GROUP BY 1 ORDER BY findings DESC, 1 LIMIT $lim",
+        {"n": night, "lim": limit},
+    ).fetchall()
+    return [{"seller_tax_id": a, "seller_name": b, "findings": c} for a, b, c in rows]
+
+
+def _history(con: duckdb.DuckDBPyConnection, night: date, tonight: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT night, counts, outcome FROM runs WHERE published AND night < $n "
+        "QUALIFY row_number() OVER (PARTITION BY night ORDER BY started_at DESC) = 1 "
+        "ORDER BY night DESC LIMIT 29",
+        {"n": night},
+    ).fetchall()
+    out = []
+    for n, counts, outcome in reversed(rows):
+        c = json.loads(counts) if counts else {}
+        out.append({"night": n.isoformat(), "counts": c, "total": sum(c.values()), "outcome": outcome})
+    out.append(tonight)
+    return out
+
+
+def _counts_of(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, int]:
+    counts = dict.fromkeys(CATEGORIES, 0)
+    for cat, n in con.execute(
+        "SELECT category, count(*) FROM findings WHERE night = $n GROUP BY 1", {"n": night}
+    ).fetchall():
+        counts[cat] = n
+    return counts
+
+
+def build_summary(
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime
+) -> dict[str, Any]:
+    rec = _get_state(con, night, "reconcile")
+    expectations = _get_state(con, night, "validate")
+    ingest = load_ingest_result(con, night)
+    counts = _counts_of(con, night)
+    prev = rec.get("previous_night")
+    counts_prev = _counts_of(con, date.fromisoformat(prev)) if prev else None
+    outcome = "passed" if expectations.get("success") else "failed"
+    start, end = cfg.window_for(night)
+    finished = datetime.now(SHANGHAI)
+    tonight = {"night": night.isoformat(), "counts": counts, "total": sum(counts.values()), "outcome": outcome}
+    return {
+        "night": night.isoformat(),
+        "outcome": outcome,
+        "run": {
+            "run_id": run_id,
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds"),
+            "duration_s": round((finished - started).total_seconds(), 3),
+            "version": __version__,
+        },
+        "as_of": cfg.as_of_for(night).isoformat(),
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "counts": counts,
+        "total_findings": sum(counts.values()),
+        "previous_night": prev,
+        "counts_previous": counts_prev,
+        "new": rec["new"],
+        "open": rec["open"],
+        "resolved": rec["resolved"],
+        "out_of_window": rec["out_of_window"],
+        "keys": {
+            "issuer": rec["issuer_keys"],
+            "registry": rec["registry_keys"],
+            "matched": rec["matched_keys"],
+        },
+        "sources": ingest.sources(),
+        "by_seller": _by_seller(con, night),
+        "out_of_scope": {"registry_other_sellers": rec["registry_other_sellers"]},
+        "expectations": expectations,
+        "config": cfg.to_dict(),
+        "history": _history(con, night, tonight),
+    }
+
+
+def _rejected_table(con: duckdb.DuckDBPyConnection, night: date) -> Any:
+    return con.execute(
+        "SELECT source_system, file, line, raw, reason FROM rejected_rows WHERE night = $n "
+        "ORDER BY source_system, file, line",
+        {"n": night},
+    ).to_arrow_table()
+
+
+def stage_publish(
+    con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, started: datetime | None = None
+) -> RunOutcome:
+    """Write the five files into a temp folder, swap it into place, then record the run."""
+    from .excel import write_exceptions_xlsx
+    from .masking import mask_record
+    from .report import render_report_html
+
+    started = started or datetime.now(SHANGHAI)
+    run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    summary = build_summary(con, night, cfg, run_id, started)
+    findings = fetch_findings(con, night)
+    resolved = fetch_resolved(con, night, cfg)
+    rejected = _rejected_table(con, night)
+    with NightWriter(paths.reports, night, run_id) as w:
+        write_exceptions_csv(
+            w.path("exceptions.csv"), findings.to_batches(max_chunksize=50_000), mask_record if cfg.mask_csv else None
+        )
+        write_exceptions_xlsx(
+            w.path("exceptions.xlsx"), summary, findings, resolved, mask=cfg.mask_excel,
+            max_rows_per_sheet=cfg.excel_max_rows,
+        )
+        write_json(w.path("summary.json"), summary)
+        html = render_report_html(summary, findings, rejected, resolved, mask=cfg.mask_html, max_rows=cfg.report_max_rows)
+        write_text(w.path("report.html"), html)
+        w.write_manifest({"run_id": run_id, "outcome": summary["outcome"], "generator": f"fapiao-audit {__version__}"})
+        final = w.commit()
+    con.execute(
+        "INSERT INTO runs VALUES ($n, $id, $start, now(), $outcome, true, $counts)",
+        {"n": night, "id": run_id, "start": started, "outcome": summary["outcome"],
+         "counts": json.dumps(summary["counts"])},
+    )
+    return RunOutcome(night, final, summary["outcome"], summary["counts"], 0 if summary["outcome"] == "passed" else 1)
+
+
+def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> RunOutcome:
+    """The whole night on one connection: what ``fapiao-audit run`` does."""
+    started = datetime.now(SHANGHAI)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[name] = time.perf_counter() - t0
+        if log:
+            log(f"{name}: {timings[name]:.2f} s")
+        return out
+
+    with open_db(paths, cfg) as con:
+        timed("ingest", stage_ingest, con, paths, night, cfg)
+        timed("reconcile", stage_reconcile, con, night, cfg)
+        timed("validate", stage_validate, con, night, cfg)
+        return timed("publish", stage_publish, con, paths, night, cfg, started)

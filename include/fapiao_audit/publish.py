@@ -1,0 +1,224 @@
+"""Publish: write a night's files beside their final place, then swap them in atomically.
+
+A reader of ``<reports>/<night>/`` sees the previous complete version or the new complete
+version, never a mix: the files are written into ``<reports>/.<night>.tmp-<run>/`` (manifest
+last, every file fsynced), and the folder is exchanged with the published one in a single
+``renameat2(RENAME_EXCHANGE)`` (plain rename when nothing was published yet). A crash at any
+point leaves the previously published version intact; leftovers are swept on the next run.
+Paths are built only from the validated night, never from data.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import PublishError
+
+EXCEPTIONS_COLUMNS = (
+    "category",
+    "invoice_code",
+    "invoice_number",
+    "field",
+    "source_system",
+    "issuer_value",
+    "registry_value",
+    "seller_tax_id",
+    "issue_date",
+    "detail",
+    "suggested_match",
+    "finding_status",
+    "first_seen",
+    "age_days",
+    "invoice_key",
+)
+OUTPUT_FILES = ("exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json")
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux). False when the kernel or libc cannot."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, date):
+        return v.isoformat()
+    return str(v)
+
+
+def write_exceptions_csv(
+    path: Path, batches: Iterable[pa.RecordBatch], transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> int:
+    """UTF-8 with BOM, header row, one row per finding; every value written as text."""
+    n = 0
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f, lineterminator="\r\n")
+        w.writerow(EXCEPTIONS_COLUMNS)
+        for batch in batches:
+            for row in batch.to_pylist():
+                if transform:
+                    row = transform(row)
+                w.writerow([_text(row.get(c)) for c in EXCEPTIONS_COLUMNS])
+                n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return n
+
+
+def write_json(path: Path, data: Any) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2, default=_text)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class NightWriter:
+    """A night's output folder under construction; ``commit()`` swaps it into place."""
+
+    def __init__(self, reports: Path, night: date, run_id: str) -> None:
+        if not isinstance(night, date):
+            raise TypeError("night must be a date")
+        self.reports = reports
+        self.night = night
+        self.final = reports / night.isoformat()
+        self.tmp = reports / f".{night.isoformat()}.tmp-{run_id}"
+        self.run_id = run_id
+
+    def __enter__(self) -> NightWriter:
+        try:
+            self.reports.mkdir(parents=True, exist_ok=True)
+            sweep(self.reports, self.night)
+            self.tmp.mkdir()
+        except OSError as e:
+            raise PublishError(f"{self.reports}: cannot prepare the reports folder: {e.strerror or e}") from None
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        if name not in OUTPUT_FILES:
+            raise ValueError(name)
+        return self.tmp / name
+
+    def write_manifest(self, extra: dict[str, Any]) -> None:
+        files = []
+        for name in OUTPUT_FILES[:-1]:
+            p = self.tmp / name
+            files.append({"name": name, "bytes": p.stat().st_size, "sha256": sha256_file(p)})
+        write_json(self.tmp / "manifest.json", {**extra, "night": self.night.isoformat(), "files": files})
+
+    def commit(self) -> Path:
+        """Swap the finished folder into place and move ``latest`` if this is the newest night."""
+        try:
+            _fsync_dir(self.tmp)
+            if self.final.exists() and not self.final.is_symlink():
+                if not _renameat2_exchange(self.tmp, self.final):
+                    # Fallback without RENAME_EXCHANGE: a short window where the night is absent.
+                    old = self.reports / f".{self.night.isoformat()}.old-{self.run_id}"
+                    os.rename(self.final, old)
+                    os.rename(self.tmp, self.final)
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(self.tmp, self.final)
+            _fsync_dir(self.reports)
+            shutil.rmtree(self.tmp, ignore_errors=True)  # the previous version, after an exchange
+            update_latest(self.reports)
+        except OSError as e:
+            raise PublishError(f"{self.final}: cannot publish: {e.strerror or e}") from None
+        return self.final
+
+
+def sweep(reports: Path, night: date) -> None:
+    """Remove leftovers of interrupted runs of this night."""
+    prefix_tmp = f".{night.isoformat()}.tmp-"
+    prefix_old = f".{night.isoformat()}.old-"
+    for p in reports.iterdir():
+        if p.name.startswith((prefix_tmp, prefix_old)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def published_nights(reports: Path) -> list[date]:
+    out = []
+    if not reports.is_dir():
+        return out
+    for p in reports.iterdir():
+        try:
+            d = date.fromisoformat(p.name)
+        except ValueError:
+            continue
+        if (p / "manifest.json").is_file():
+            out.append(d)
+    return sorted(out)
+
+
+def update_latest(reports: Path) -> None:
+    """Point ``latest`` at the newest complete night, replacing the link atomically."""
+    nights = published_nights(reports)
+    if not nights:
+        return
+    target = nights[-1].isoformat()
+    link = reports / "latest"
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    tmp = reports / f".latest.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, link)

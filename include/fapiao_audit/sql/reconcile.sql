@@ -1,0 +1,292 @@
+-- Reconciliation of one night: one row per invoice key with both sides side by side, then one
+-- finding per (category, key, field, source). Parameters:
+--   $night, $window_start, $window_end, $as_of (TIMESTAMP, Beijing wall clock),
+--   $grace_cutoff (as_of minus the sync grace period), $amount_tol, $tax_tol, $monitored (VARCHAR[]),
+--   $shards, $shard (the reconciliation covers keys with hash(key) % shards = shard).
+
+-- name: rows
+CREATE OR REPLACE TEMP TABLE rc_rows AS
+SELECT *
+FROM staged_invoices
+WHERE night = $night AND invoice_key IS NOT NULL
+  AND ($shards = 1 OR hash(invoice_key) % $shards = $shard);
+
+-- name: duplicates
+-- Keys seen more than once in one source's snapshot: found and collapsed before the join, so a
+-- key k times on one side and m times on the other never makes k x m rows.
+CREATE OR REPLACE TEMP TABLE rc_dups AS
+SELECT source_kind, source_system, invoice_key, count(*) AS n,
+       string_agg(file || ':' || line, ', ' ORDER BY file, line) AS places
+FROM rc_rows
+GROUP BY ALL
+HAVING count(*) > 1;
+
+-- name: one_per_source
+CREATE OR REPLACE TEMP TABLE rc_one AS
+SELECT *
+FROM rc_rows
+QUALIFY row_number() OVER (PARTITION BY source_system, invoice_key ORDER BY file, line) = 1;
+
+-- name: monitored
+CREATE OR REPLACE TEMP TABLE rc_monitored AS
+SELECT DISTINCT seller_tax_id
+FROM (
+    SELECT unnest($monitored::VARCHAR[]) AS seller_tax_id
+    UNION ALL
+    SELECT seller_tax_id FROM staged_invoices
+    WHERE night = $night AND source_kind = 'issuer' AND len($monitored::VARCHAR[]) = 0
+)
+WHERE seller_tax_id IS NOT NULL;
+
+-- name: issuer_side
+-- One issuer record per key: the alphabetically first system holding it.
+CREATE OR REPLACE TEMP TABLE rc_issuer AS
+SELECT *, count(*) OVER (PARTITION BY invoice_key) AS n_systems
+FROM rc_one
+WHERE source_kind = 'issuer'
+QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY source_system) = 1;
+
+-- name: across_issuers
+CREATE OR REPLACE TEMP TABLE rc_across AS
+SELECT invoice_key, string_agg(source_system, ',' ORDER BY source_system) AS systems
+FROM rc_one
+WHERE source_kind = 'issuer' AND invoice_key IN (SELECT invoice_key FROM rc_issuer WHERE n_systems > 1)
+GROUP BY invoice_key;
+
+-- name: pairs
+CREATE OR REPLACE TEMP TABLE rc_pairs AS
+SELECT
+    coalesce(i.invoice_key, r.invoice_key)  AS invoice_key,
+    i.invoice_key IS NOT NULL               AS in_issuer,
+    r.invoice_key IS NOT NULL               AS in_registry,
+    i.source_system AS i_system, i.invoice_code AS i_code, i.invoice_number AS i_number,
+    i.invoice_type AS i_type, i.issue_time AS i_time, i.issue_date AS i_date,
+    i.seller_tax_id AS i_seller, i.buyer_tax_id AS i_buyer_id, i.buyer_name AS i_buyer_name,
+    i.amount AS i_amount, i.tax_amount AS i_tax, i.total_amount AS i_total, i.status AS i_status,
+    r.invoice_code AS r_code, r.invoice_number AS r_number,
+    r.invoice_type AS r_type, r.issue_time AS r_time, r.issue_date AS r_date,
+    r.seller_tax_id AS r_seller, r.buyer_tax_id AS r_buyer_id, r.buyer_name AS r_buyer_name,
+    r.amount AS r_amount, r.tax_amount AS r_tax, r.total_amount AS r_total, r.status AS r_status,
+    (r.seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored)) AS r_monitored
+FROM rc_issuer i
+FULL OUTER JOIN (SELECT * FROM rc_one WHERE source_kind = 'registry') r USING (invoice_key);
+
+-- name: create_findings
+CREATE OR REPLACE TEMP TABLE rc_findings (
+    category VARCHAR, invoice_key VARCHAR, invoice_code VARCHAR, invoice_number VARCHAR, field VARCHAR,
+    source_system VARCHAR, issuer_value VARCHAR, registry_value VARCHAR, seller_tax_id VARCHAR,
+    issue_date DATE, detail VARCHAR, suggested_match VARCHAR
+);
+
+-- name: missing_in_registry
+-- Issued in a system, absent from the registry: MISSING once the sync grace period has passed.
+INSERT INTO rc_findings
+SELECT
+    CASE WHEN i_time > $grace_cutoff THEN 'PENDING_SYNC' ELSE 'MISSING_IN_REGISTRY' END,
+    invoice_key, i_code, i_number, '', i_system, NULL, NULL, i_seller, i_date,
+    'issued ' || strftime(i_time, '%Y-%m-%d %H:%M') || ', not in the registry snapshot of '
+        || strftime($as_of::TIMESTAMP, '%Y-%m-%d %H:%M') || ' (' || round(epoch($as_of::TIMESTAMP - i_time) / 3600, 1)
+        || ' h after issue; grace ' || round(epoch($as_of::TIMESTAMP - $grace_cutoff::TIMESTAMP) / 3600, 1) || ' h)',
+    NULL
+FROM rc_pairs
+WHERE in_issuer AND NOT in_registry AND i_date BETWEEN $window_start AND $window_end;
+
+-- name: missing_in_issuer
+INSERT INTO rc_findings
+SELECT 'MISSING_IN_ISSUER', invoice_key, r_code, r_number, '', 'registry', NULL, NULL, r_seller, r_date,
+       'in the registry (issued ' || strftime(r_time, '%Y-%m-%d %H:%M') || ', status ' || r_status
+           || '), in no issuing system''s snapshot',
+       NULL
+FROM rc_pairs
+WHERE in_registry AND NOT in_issuer AND r_monitored AND r_date BETWEEN $window_start AND $window_end;
+
+-- name: duplicate_in_source
+INSERT INTO rc_findings
+SELECT 'DUPLICATE_IN_SOURCE', d.invoice_key, o.invoice_code, o.invoice_number, '', d.source_system, NULL, NULL,
+       o.seller_tax_id, o.issue_date,
+       d.n || ' records with this key in ' || d.source_system || ': ' || d.places, NULL
+FROM rc_dups d
+JOIN rc_one o USING (source_system, invoice_key)
+WHERE d.source_kind = 'issuer'
+   OR o.seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored)
+   OR d.invoice_key IN (SELECT invoice_key FROM rc_issuer);
+
+-- name: duplicate_across_issuers
+INSERT INTO rc_findings
+SELECT 'DUPLICATE_ACROSS_ISSUERS', a.invoice_key, i.invoice_code, i.invoice_number, '', a.systems, NULL, NULL,
+       i.seller_tax_id, i.issue_date, 'issued by ' || n_systems || ' systems: ' || a.systems, NULL
+FROM rc_across a
+JOIN rc_issuer i USING (invoice_key);
+
+-- name: field_mismatch
+-- Both sides have the key; one row per field that differs after normalisation.
+INSERT INTO rc_findings
+WITH matched AS (SELECT * FROM rc_pairs WHERE in_issuer AND in_registry),
+diffs AS (
+    SELECT *, 'amount' AS field, i_amount::VARCHAR AS iv, r_amount::VARCHAR AS rv, (i_amount - r_amount)::VARCHAR AS delta
+    FROM matched WHERE abs(i_amount - r_amount) > $amount_tol
+    UNION ALL
+    SELECT *, 'tax_amount', i_tax::VARCHAR, r_tax::VARCHAR, (i_tax - r_tax)::VARCHAR
+    FROM matched WHERE abs(i_tax - r_tax) > $amount_tol
+    UNION ALL
+    SELECT *, 'total_amount', i_total::VARCHAR, r_total::VARCHAR, (i_total - r_total)::VARCHAR
+    FROM matched WHERE abs(i_total - r_total) > $amount_tol
+    UNION ALL
+    SELECT *, 'issue_date', i_date::VARCHAR, r_date::VARCHAR, (i_date - r_date)::VARCHAR || ' d'
+    FROM matched WHERE i_date <> r_date
+    UNION ALL
+    SELECT *, 'seller_tax_id', i_seller, r_seller, NULL FROM matched WHERE i_seller <> r_seller
+    UNION ALL
+    SELECT *, 'buyer_tax_id', i_buyer_id, r_buyer_id, NULL FROM matched WHERE i_buyer_id <> r_buyer_id
+    UNION ALL
+    SELECT *, 'buyer_name', i_buyer_name, r_buyer_name, NULL FROM matched WHERE i_buyer_name <> r_buyer_name
+    UNION ALL
+    SELECT *, 'invoice_type', i_type, r_type, NULL FROM matched WHERE i_type <> r_type
+)
+SELECT 'FIELD_MISMATCH', invoice_key, i_code, i_number, field, i_system, iv, rv, i_seller, i_date,
+       field || ' differs: issuer ' || coalesce(iv, '∅') || ', registry ' || coalesce(rv, '∅')
+           || coalesce(' (difference ' || delta || ')', ''),
+       NULL
+FROM diffs;
+
+-- name: status_mismatch
+INSERT INTO rc_findings
+SELECT 'STATUS_MISMATCH', invoice_key, i_code, i_number, 'status', i_system, i_status, r_status, i_seller, i_date,
+       'issuer says ' || i_status || ', registry says ' || r_status, NULL
+FROM rc_pairs
+WHERE in_issuer AND in_registry
+  AND i_status IN ('normal', 'voided', 'red_reversed', 'partly_red_reversed')
+  AND r_status IN ('normal', 'voided', 'red_reversed', 'partly_red_reversed')
+  AND i_status <> r_status;
+
+-- name: registry_risk
+INSERT INTO rc_findings
+SELECT 'REGISTRY_RISK', invoice_key, coalesce(i_code, r_code), coalesce(i_number, r_number), 'status', 'registry',
+       i_status, r_status, coalesce(i_seller, r_seller), coalesce(i_date, r_date),
+       'the registry marks this invoice ' || r_status
+           || CASE WHEN in_issuer THEN ' (issuer: ' || i_status || ')' ELSE '' END,
+       NULL
+FROM rc_pairs
+WHERE in_registry AND r_status IN ('out_of_control', 'abnormal') AND (in_issuer OR r_monitored)
+  AND coalesce(i_date, r_date) BETWEEN $window_start AND $window_end;
+
+-- name: invalid_records
+-- Rules a record breaks on its own, on every issuer record and every in-scope registry record.
+INSERT INTO rc_findings
+WITH scoped AS (
+    SELECT * FROM rc_one
+    WHERE source_kind = 'issuer'
+       OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored)
+       OR invoice_key IN (SELECT invoice_key FROM rc_issuer)
+),
+violations AS (
+    SELECT *, 'invoice_number' AS field, invoice_number AS value,
+           'invoice number ' || invoice_number || ' is neither 8 digits (legacy) nor 20 digits (数电票)' AS why
+    FROM scoped WHERE NOT regexp_full_match(invoice_number, '\d{8}|\d{20}')
+    UNION ALL
+    SELECT *, 'invoice_code', invoice_code,
+           'legacy invoice code ' || CASE WHEN invoice_code = '' THEN '(empty)' ELSE invoice_code END
+               || ' is not 10 or 12 digits'
+    FROM scoped WHERE regexp_full_match(invoice_number, '\d{8}') AND NOT regexp_full_match(invoice_code, '\d{10}|\d{12}')
+    UNION ALL
+    SELECT *, 'seller_tax_id', seller_tax_id, 'seller tax id fails the GB 32100 check character'
+    FROM scoped WHERE seller_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
+    UNION ALL
+    SELECT *, 'buyer_tax_id', buyer_tax_id, 'buyer tax id fails the GB 32100 check character'
+    FROM scoped WHERE buyer_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
+    UNION ALL
+    SELECT *, 'total_amount', total_amount::VARCHAR,
+           'total ' || total_amount || ' <> amount ' || amount || ' + tax ' || tax_amount
+               || ' (difference ' || (total_amount - amount - tax_amount) || ')'
+    FROM scoped WHERE abs(total_amount - (amount + tax_amount)) > $amount_tol
+    UNION ALL
+    SELECT *, 'tax_amount', tax_amount::VARCHAR,
+           'tax ' || tax_amount || ' <> amount ' || amount || ' x rate ' || round(tax_rate, 4)
+               || ' = ' || round(amount * tax_rate, 2) || ' (off by more than ' || $tax_tol || ')'
+    FROM scoped WHERE abs(amount * tax_rate - tax_amount) > $tax_tol
+)
+SELECT 'INVALID_RECORD', invoice_key, invoice_code, invoice_number, field, source_system,
+       CASE WHEN source_kind = 'issuer' THEN value END, CASE WHEN source_kind = 'registry' THEN value END,
+       seller_tax_id, issue_date, why, NULL
+FROM violations;
+
+-- name: orphan_red_invoices
+-- A red invoice whose blue original is found nowhere (tonight or in earlier staged nights), or whose
+-- red totals exceed the blue. One finding per red key, named after the red invoice.
+INSERT INTO rc_findings
+WITH reds AS (
+    SELECT * FROM rc_one
+    WHERE is_red AND (source_kind = 'issuer' OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored))
+    QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY source_kind = 'registry', source_system) = 1
+),
+blues AS (
+    SELECT invoice_key, abs(total_amount) AS total
+    FROM (
+        SELECT invoice_key, total_amount, 0 AS age, source_kind = 'registry' AS reg, source_system
+        FROM staged_invoices
+        WHERE night = $night AND invoice_key IN (SELECT original_invoice_key FROM reds) AND NOT is_red
+        UNION ALL
+        SELECT invoice_key, total_amount, $night - night, source_kind = 'registry', source_system
+        FROM staged_invoices
+        WHERE night < $night AND invoice_key IN (SELECT original_invoice_key FROM reds) AND NOT is_red
+    )
+    QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY age, reg DESC, source_system) = 1
+),
+sums AS (
+    SELECT original_invoice_key, sum(abs(total_amount)) AS red_total, count(*) AS n_reds
+    FROM reds WHERE original_invoice_key IS NOT NULL GROUP BY 1
+)
+SELECT 'ORPHAN_RED_INVOICE', r.invoice_key, r.invoice_code, r.invoice_number, '', r.source_system,
+       CASE WHEN r.source_kind = 'issuer' THEN r.original_invoice_key END,
+       CASE WHEN r.source_kind = 'registry' THEN r.original_invoice_key END,
+       r.seller_tax_id, r.issue_date,
+       CASE
+           WHEN r.original_invoice_key IS NULL THEN 'red invoice names no blue original (no reference in 备注)'
+           WHEN b.invoice_key IS NULL THEN 'blue original ' || r.original_invoice_key || ' is found in no snapshot'
+           ELSE 'red totals ' || s.red_total || ' (' || s.n_reds || ' red invoice(s)) exceed the blue original '
+                || r.original_invoice_key || ' total ' || b.total
+       END,
+       NULL
+FROM reds r
+LEFT JOIN blues b ON b.invoice_key = r.original_invoice_key
+LEFT JOIN sums s ON s.original_invoice_key = r.original_invoice_key
+WHERE r.original_invoice_key IS NULL OR b.invoice_key IS NULL OR s.red_total > b.total + $amount_tol;
+
+-- name: probable_match
+-- A missing invoice whose number differs by one or two characters from an unmatched registry record
+-- of the same seller, amount and date (a typo or a transposition): name each as the other's match.
+CREATE OR REPLACE TEMP TABLE rc_matches AS
+WITH lost AS (
+    SELECT invoice_key, i_seller AS seller, i_amount AS amount, i_date AS d FROM rc_pairs
+    WHERE in_issuer AND NOT in_registry
+),
+extra AS (
+    SELECT invoice_key, r_seller AS seller, r_amount AS amount, r_date AS d FROM rc_pairs
+    WHERE in_registry AND NOT in_issuer
+)
+SELECT l.invoice_key AS issuer_key, e.invoice_key AS registry_key,
+       damerau_levenshtein(l.invoice_key, e.invoice_key) AS distance
+FROM lost l JOIN extra e USING (seller, amount, d)
+WHERE damerau_levenshtein(l.invoice_key, e.invoice_key) <= 2;
+
+-- name: probable_match_apply
+UPDATE rc_findings f
+SET suggested_match = m.other,
+    detail = f.detail || '; probable match: ' || m.other || ' (same seller, amount and date; '
+             || m.distance || ' character(s) apart)'
+FROM (
+    SELECT issuer_key AS k, arg_min(registry_key, (distance, registry_key)) AS other, min(distance) AS distance
+    FROM rc_matches GROUP BY 1
+    UNION ALL
+    SELECT registry_key, arg_min(issuer_key, (distance, issuer_key)), min(distance)
+    FROM rc_matches GROUP BY 1
+) m
+WHERE f.invoice_key = m.k AND f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'MISSING_IN_ISSUER');
+
+-- name: out_of_scope
+SELECT count(*) FROM rc_pairs WHERE in_registry AND NOT in_issuer AND NOT r_monitored;
+
+-- name: key_counts
+SELECT count(*) FILTER (WHERE in_issuer), count(*) FILTER (WHERE in_registry),
+       count(*) FILTER (WHERE in_issuer AND in_registry)
+FROM rc_pairs;

@@ -1,0 +1,89 @@
+-- Persistent tables of the fapiao-audit DuckDB database.
+-- Every table is partitioned by the business night; a night's rows are replaced in one transaction.
+
+CREATE TABLE IF NOT EXISTS ingested_files (
+    night          DATE    NOT NULL,
+    source_kind    VARCHAR NOT NULL,      -- 'issuer' | 'registry'
+    source_system  VARCHAR NOT NULL,      -- issuing system's folder name, or 'registry'
+    file           VARCHAR NOT NULL,      -- path relative to <landing>/<night>/
+    sha256         VARCHAR NOT NULL,
+    format         VARCHAR NOT NULL,      -- csv | xlsx | parquet | jsonl
+    encoding       VARCHAR,               -- csv only: utf-8 | utf-8-sig | gb18030
+    bytes          BIGINT  NOT NULL,
+    rows_read      BIGINT  NOT NULL,
+    rows_loaded    BIGINT  NOT NULL,
+    rows_rejected  BIGINT  NOT NULL,
+    duplicate_of   VARCHAR                -- same bytes delivered before under this name: not loaded again
+);
+
+CREATE TABLE IF NOT EXISTS staged_invoices (
+    night                   DATE    NOT NULL,
+    source_kind             VARCHAR NOT NULL,
+    source_system           VARCHAR NOT NULL,
+    file                    VARCHAR NOT NULL,
+    line                    BIGINT  NOT NULL,   -- 1-based line in the file (header is line 1 for csv/xlsx)
+    invoice_key             VARCHAR,            -- 20-digit number, or '<code>-<number>' for legacy invoices
+    invoice_code            VARCHAR,            -- '' for 数电票
+    invoice_number          VARCHAR,
+    invoice_type            VARCHAR,            -- digital_special | digital_normal | electronic_special | ...
+    invoice_type_raw        VARCHAR,
+    issue_time              TIMESTAMP,          -- Asia/Shanghai wall-clock time
+    issue_date              DATE,               -- Asia/Shanghai date
+    seller_tax_id           VARCHAR,
+    seller_name             VARCHAR,
+    buyer_tax_id            VARCHAR,
+    buyer_name              VARCHAR,
+    amount                  DECIMAL(18, 2),
+    tax_amount              DECIMAL(18, 2),
+    tax_rate                DECIMAL(9, 4),      -- 0.1300 for 13 %
+    total_amount            DECIMAL(18, 2),
+    status                  VARCHAR,            -- normal | voided | red_reversed | partly_red_reversed | out_of_control | abnormal
+    is_red                  BOOLEAN,
+    original_invoice_key    VARCHAR,            -- red invoices: the blue invoice's key
+    remark                  VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    night          DATE    NOT NULL,
+    source_system  VARCHAR NOT NULL,
+    file           VARCHAR NOT NULL,
+    line           BIGINT,
+    raw            VARCHAR,
+    reason         VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS findings (
+    night            DATE    NOT NULL,
+    category         VARCHAR NOT NULL,
+    invoice_key      VARCHAR,
+    invoice_code     VARCHAR,
+    invoice_number   VARCHAR,
+    field            VARCHAR,
+    source_system    VARCHAR,
+    issuer_value     VARCHAR,
+    registry_value   VARCHAR,
+    seller_tax_id    VARCHAR,
+    issue_date       DATE,
+    detail           VARCHAR,
+    suggested_match  VARCHAR,
+    finding_status   VARCHAR,     -- new | open (relative to the previous published night)
+    first_seen       DATE,
+    age_days         INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    night         DATE      NOT NULL,
+    run_id        VARCHAR   NOT NULL,
+    started_at    TIMESTAMPTZ NOT NULL,
+    finished_at   TIMESTAMPTZ,
+    outcome       VARCHAR,    -- passed | failed (expectations)
+    published     BOOLEAN   NOT NULL DEFAULT false,
+    counts        JSON
+);
+
+-- Results handed from one stage to the next (Airflow runs stages in separate processes).
+CREATE TABLE IF NOT EXISTS run_state (
+    night    DATE    NOT NULL,
+    stage    VARCHAR NOT NULL,   -- reconcile | validate
+    payload  JSON    NOT NULL
+);
