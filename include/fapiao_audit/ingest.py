@@ -217,13 +217,27 @@ def detect_encoding(path: Path) -> str:
     raise InputError(f"{path}: text is neither UTF-8 nor GBK/GB18030")
 
 
-def transcode_to_utf8(path: Path, encoding: str, out: Path) -> None:
-    """Stream a GB18030 file into UTF-8, chunk by chunk (never the whole file in memory)."""
+def transcode_to_utf8(path: Path, encoding: str, out: Path, *, unify_newlines: bool = False) -> None:
+    """Stream a file into UTF-8, chunk by chunk (never the whole file in memory).
+
+    With ``unify_newlines`` every CRLF or lone CR becomes LF: DuckDB's strict CSV parser refuses
+    files whose line endings are mixed, which happens when exports are concatenated.
+    """
     dec = codecs.getincrementaldecoder(encoding)()
+    pending_cr = False
     with path.open("rb") as src, out.open("wb") as dst:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
-            dst.write(dec.decode(chunk).encode("utf-8"))
-        dst.write(dec.decode(b"", final=True).encode("utf-8"))
+            text = dec.decode(chunk)
+            if unify_newlines:
+                if pending_cr:
+                    text = "\r" + text
+                pending_cr = text.endswith("\r")
+                if pending_cr:
+                    text = text[:-1]
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            dst.write(text.encode("utf-8"))
+        tail = dec.decode(b"", final=True) + ("\n" if pending_cr else "")
+        dst.write(tail.encode("utf-8"))
 
 
 class _Reader:
@@ -275,16 +289,16 @@ class _Reader:
         self.con.execute("SELECT count(*) FROM ing_raw").fetchone()
         return [d[0] for d in desc]
 
-    def _text_source(self, path: Path) -> tuple[Path, str]:
+    def _text_source(self, path: Path, *, unify_newlines: bool = False) -> tuple[Path, str]:
         enc = detect_encoding(path)
-        if enc == "gb18030":
+        if enc == "gb18030" or unify_newlines:
             out = self.tmp_dir / (hashlib.sha1(str(path).encode()).hexdigest() + ".utf8")
-            transcode_to_utf8(path, enc, out)
+            transcode_to_utf8(path, enc, out, unify_newlines=unify_newlines)
             return out, enc
         return path, enc
 
-    def _csv(self, path: Path) -> tuple[list[str], int, str]:
-        src, enc = self._text_source(path)
+    def _csv(self, path: Path, unify_newlines: bool = False) -> tuple[list[str], int, str]:
+        src, enc = self._text_source(path, unify_newlines=unify_newlines)
         # The header and the delimiter come from the first record, read here; DuckDB then parses
         # with a fixed dialect (no sniffing: the sniffer can be misled by the very rows we reject).
         with src.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
@@ -296,12 +310,17 @@ class _Reader:
             raise InputError(f"{path}: no header row")
         columns = {f"c{i}": "VARCHAR" for i in range(len(headers))}
         self._drop_rejects()
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_csv AS SELECT * FROM read_csv($p, header = true, auto_detect = false, "
-            "columns = $cols, delim = $d, quote = '\"', escape = '\"', null_padding = false, "
-            "store_rejects = true, rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
-            {"p": str(src), "d": delim, "cols": columns},
-        )
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE ing_csv AS SELECT * FROM read_csv($p, header = true, "
+                "auto_detect = false, columns = $cols, delim = $d, quote = '\"', escape = '\"', null_padding = false, "
+                "store_rejects = true, rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
+                {"p": str(src), "d": delim, "cols": columns},
+            )
+        except duckdb.InvalidInputException as e:
+            if unify_newlines or "state machine" not in str(e):
+                raise
+            return self._csv(path, unify_newlines=True)
         # One reject row per bad column: keep one per line.
         rejects = self.con.execute(
             "SELECT line, arg_min(csv_line, column_idx), arg_min(error_type, column_idx), "
