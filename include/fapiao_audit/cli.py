@@ -78,9 +78,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import parse_night
 
     night = parse_night(args.night)
-    if args.rows < 100:
-        raise ConfigError("--rows: at least 100")
-    res = generate_night(args.out, night, rows=args.rows, seed=args.seed)
+    try:
+        res = generate_night(args.out, night, rows=args.rows, seed=args.seed)
+    except ValueError as e:
+        raise ConfigError(f"--rows: {e}") from None
     total = sum(res.counts.values())
     print(f"{res.night_dir}: {len(res.files)} files, {total} expected findings in {res.expected_path.name}")
     return EXIT_OK

@@ -1,0 +1,126 @@
+"""generate + run, as a user would: the published findings equal the generator's expected findings."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from fapiao_audit.cli import main
+
+NIGHT = "2026-11-21"
+KEY = ("category", "invoice_code", "invoice_number", "field", "source_system")
+
+
+def read_keys(path: Path) -> list[tuple[str, ...]]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return sorted(tuple(r[k] for k in KEY) for r in csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    assert main(["generate", "--night", NIGHT, "--out", str(base / "landing"), "--rows", "3000", "--seed", "11"]) == 0
+    code = main(["run", "--night", NIGHT, "--landing", str(base / "landing"), "--reports", str(base / "reports"),
+                 "--db", str(base / "fapiao.duckdb")])
+    return base, code
+
+
+def test_findings_equal_expected(published):
+    base, code = published
+    expected = read_keys(base / "landing" / NIGHT / "expected_findings.csv")
+    got = read_keys(base / "reports" / NIGHT / "exceptions.csv")
+    assert got == expected
+    assert {k[0] for k in expected} >= {"MISSING_IN_REGISTRY", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
+                                        "FIELD_MISMATCH"}
+
+
+def test_exit_code_and_five_files(published):
+    base, code = published
+    night_dir = base / "reports" / NIGHT
+    assert sorted(p.name for p in night_dir.iterdir()) == sorted(
+        ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
+    summary = json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
+    # Injected cross-issuer duplicates break a threshold of 0: published, exit 1.
+    assert summary["outcome"] == "failed" and code == 1
+    manifest = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
+    for f in manifest["files"]:
+        assert hashlib.sha256((night_dir / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+    assert (base / "reports" / "latest").resolve() == night_dir.resolve()
+
+
+def test_csv_format(published):
+    base, _ = published
+    raw = (base / "reports" / NIGHT / "exceptions.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    header = raw[3:].split(b"\r\n", 1)[0].decode()
+    assert header.startswith("category,invoice_code,invoice_number,field,source_system,issuer_value,registry_value,"
+                             "seller_tax_id,issue_date,detail")
+    rows = list(csv.DictReader(raw[3:].decode().splitlines()))
+    for r in rows:
+        assert len(r["invoice_number"]) in (7, 8, 20) or r["category"] == "INVALID_RECORD"
+        if len(r["invoice_number"]) == 20:
+            assert r["invoice_code"] == ""
+
+
+def test_accounting_in_summary(published):
+    base, _ = published
+    summary = json.loads((base / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    for source in summary["sources"]:
+        for f in source["files"]:
+            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"]
+            assert len(f["sha256"]) == 64
+    assert summary["counts"] and sum(summary["counts"].values()) == summary["total_findings"]
+    assert summary["config"]["window_days"] == 7
+
+
+def test_rerun_is_byte_identical_on_same_and_fresh_db(published, tmp_path):
+    base, _ = published
+    first = (base / "reports" / NIGHT / "exceptions.csv").read_bytes()
+    args = ["run", "--night", NIGHT, "--landing", str(base / "landing")]
+    assert main([*args, "--reports", str(base / "reports"), "--db", str(base / "fapiao.duckdb")]) == 1
+    assert (base / "reports" / NIGHT / "exceptions.csv").read_bytes() == first
+    assert main([*args, "--reports", str(tmp_path / "r"), "--db", str(tmp_path / "fresh.duckdb")]) == 1
+    assert (tmp_path / "r" / NIGHT / "exceptions.csv").read_bytes() == first
+    s1 = json.loads((base / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    s2 = json.loads((tmp_path / "r" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    for s in (s1, s2):
+        s.pop("run")
+    assert s1 == s2
+
+
+def test_missing_registry_exits_2_and_publishes_nothing(tmp_path, capsys):
+    landing = tmp_path / "landing"
+    assert main(["generate", "--night", NIGHT, "--out", str(landing), "--rows", "500"]) == 0
+    import shutil
+
+    shutil.rmtree(landing / NIGHT / "registry")
+    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(tmp_path / "reports")])
+    err = capsys.readouterr().err
+    assert code == 2 and "registry delivery is missing" in err and "Traceback" not in err
+    assert not (tmp_path / "reports" / NIGHT).exists()
+
+
+def test_corrupt_file_keeps_previous_night_intact(tmp_path, capsys):
+    landing, reports = tmp_path / "landing", tmp_path / "reports"
+    assert main(["generate", "--night", NIGHT, "--out", str(landing), "--rows", "500"]) == 0
+    assert main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports)]) in (0, 1)
+    before = {p.name: p.read_bytes() for p in (reports / NIGHT).iterdir()}
+    victim = next((landing / NIGHT / "issuers").glob("*/*.parquet"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports)])
+    err = capsys.readouterr().err
+    assert code == 2 and victim.name in err
+    assert {p.name: p.read_bytes() for p in (reports / NIGHT).iterdir()} == before
+
+
+def test_demo_runs_and_points_at_the_report(tmp_path, capsys):
+    code = main(["demo", "--dir", str(tmp_path / "demo"), "--nights", "2", "--rows", "500",
+                 "--last-night", date(2026, 11, 22).isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "report.html" in out and (tmp_path / "demo" / "reports" / "2026-11-22" / "report.html").is_file()
