@@ -1,0 +1,405 @@
+"""``exceptions.xlsx``: the night's findings for finance, one sheet per category.
+
+Finance opens this file in Excel or WPS and fixes invoices from it, so:
+
+- every data value is a plain cell: strings through ``write_string`` (never ``write()``, which
+  would turn ``=…`` into a formula, ``00012345`` into a number and ``http…`` into a link) and
+  the workbook options that disable each of those conversions; identifiers stay text with
+  their leading zeros, dates are real dates, ages are numbers;
+- XlsxWriter's ``constant_memory`` mode keeps memory flat for a million findings: rows are
+  streamed in order, one category (or one part of one) after the other;
+- a category with more rows than a sheet holds continues on ``<name> (2)``, ``(3)`` …;
+- the output is byte-for-byte reproducible for the same inputs (document times come from the
+  night, XlsxWriter writes fixed zip timestamps), so a rerun's checksum in the manifest is stable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime, time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from fapiao_audit import masking
+from fapiao_audit.report import CATEGORIES, CATEGORY_BY_CODE, FIELD_LABELS
+
+__all__ = ["EXCEL_MAX_DATA_ROWS", "HEADERS", "SUMMARY_SHEET", "RESOLVED_SHEET", "write_exceptions_xlsx"]
+
+#: Data rows a sheet holds below its header row (Excel's limit is 1,048,576 rows in all).
+EXCEL_MAX_DATA_ROWS = 1_048_575
+SUMMARY_SHEET = "汇总 summary"
+RESOLVED_SHEET = "已解决 resolved"
+
+# (header, source column, kind, width). kind: text | id | date | int | category | status
+HEADERS: tuple[tuple[str, str, str, float], ...] = (
+    ("类别", "category", "category", 16),
+    ("发票代码", "invoice_code", "id", 14),
+    ("发票号码", "invoice_number", "id", 23),
+    ("字段", "field", "text", 14),
+    ("来源系统", "source_system", "text", 12),
+    ("开票方值", "issuer_value", "text", 24),
+    ("税务系统值", "registry_value", "text", 24),
+    ("销方识别号", "seller_tax_id", "id", 21),
+    ("开票日期", "issue_date", "date", 11),
+    ("说明", "detail", "text", 48),
+    ("疑似匹配", "suggested_match", "id", 23),
+    ("状态", "finding_status", "status", 8),
+    ("首次发现", "first_seen", "date", 11),
+    ("账龄(天)", "age_days", "int", 9),
+)
+_STATUS = {"new": "新增", "open": "持续"}
+_OUTCOME = {"passed": "通过 passed", "failed": "未通过 failed"}
+_SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
+_BATCH = 65_536
+#: Day 0 of Excel's 1900 date system (for dates after 1900-03-01).
+_EXCEL_EPOCH = date(1899, 12, 30)
+_CELL_MAX = 32_767
+
+
+def write_exceptions_xlsx(
+    path: str | os.PathLike[str],
+    summary: Mapping[str, Any],
+    findings: pa.Table,
+    resolved: pa.Table,
+    *,
+    mask: bool = False,
+    max_rows_per_sheet: int = EXCEL_MAX_DATA_ROWS,
+) -> None:
+    """Write the workbook: a summary sheet, one sheet per category with findings, the resolved sheet.
+
+    ``max_rows_per_sheet`` (data rows, header excluded) is Excel's limit by default; it is a
+    parameter so the split into ``<name> (2)`` … can be tested on small inputs.
+    """
+    if not 1 <= max_rows_per_sheet <= EXCEL_MAX_DATA_ROWS:
+        raise ValueError(f"max_rows_per_sheet must be between 1 and {EXCEL_MAX_DATA_ROWS}")
+    workbook = xlsxwriter.Workbook(
+        os.fspath(path),
+        {
+            "constant_memory": True,
+            "strings_to_formulas": False,
+            "strings_to_numbers": False,
+            "strings_to_urls": False,
+            "nan_inf_to_errors": False,
+        },
+    )
+    try:
+        fmt = _formats(workbook)
+        created = _night_datetime(summary)
+        workbook.set_properties({
+            "title": f"发票核对异常清单 Fapiao exceptions {summary.get('night', '')}",
+            "subject": "fapiao reconciliation",
+            "author": "fapiao-audit",
+            "created": created,
+        })
+        # Worksheet names are fixed before any data is streamed: the summary links to them.
+        plan = _sheet_plan(findings, max_rows_per_sheet)
+        summary_ws = workbook.add_worksheet(SUMMARY_SHEET)
+        sheets = []
+        for code, start, length, name in plan:
+            ws = workbook.add_worksheet(name)
+            cat = CATEGORY_BY_CODE.get(code or "")
+            if cat:
+                ws.set_tab_color(cat.colour)
+            sheets.append((ws, code, start, length))
+        resolved_ws = workbook.add_worksheet(RESOLVED_SHEET)
+
+        _write_summary(summary_ws, fmt, summary, findings, plan)
+        for ws, code, start, length in sheets:
+            part = _category_rows(findings, code).slice(start, length)
+            _write_findings_sheet(ws, fmt, part, mask=mask)
+        note = None
+        if resolved.num_rows > max_rows_per_sheet:
+            note = f"仅列出前 {max_rows_per_sheet:,} / {resolved.num_rows:,} 行 · first rows only"
+        _write_findings_sheet(resolved_ws, fmt, resolved.slice(0, max_rows_per_sheet), mask=mask, note=note)
+        summary_ws.activate()
+    finally:
+        workbook.close()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _category_order(findings: pa.Table) -> list[str | None]:
+    if findings.num_rows == 0:
+        return []
+    present = {r["values"] for r in pc.value_counts(findings.column("category")).to_pylist()}
+    known = [c.code for c in CATEGORIES if c.code in present]
+    others = sorted(v for v in present if v is not None and v not in CATEGORY_BY_CODE)
+    return known + others + ([None] if None in present else [])
+
+
+def _category_rows(findings: pa.Table, code: str | None) -> pa.Table:
+    cat = findings.column("category")
+    mask = pc.is_null(cat) if code is None else pc.fill_null(pc.equal(cat, code), False)
+    return findings.filter(mask)
+
+
+def _safe_sheet_name(raw: str, used: set[str], suffix: str = "") -> str:
+    """A valid, unused sheet name: no ``[]:*?/\\``, no edge apostrophes, ≤ 31 characters."""
+    base = _SHEET_BAD.sub("_", raw).strip("'") or "_"
+    name = base[: 31 - len(suffix)] + suffix
+    n = 2
+    while name.lower() in used:
+        tail = f"~{n}{suffix}"
+        name = base[: 31 - len(tail)] + tail
+        n += 1
+    used.add(name.lower())
+    return name
+
+
+def _sheet_plan(findings: pa.Table, max_rows: int) -> list[tuple[str | None, int, int, str]]:
+    """(category, first row, row count, sheet name) for every category sheet, in display order."""
+    used = {SUMMARY_SHEET.lower(), RESOLVED_SHEET.lower()}
+    plan = []
+    for code in _category_order(findings):
+        count = _category_rows(findings, code).num_rows
+        base = code if code is not None else "UNCATEGORISED"
+        for part, start in enumerate(range(0, count, max_rows), start=1):
+            suffix = "" if part == 1 else f" ({part})"
+            plan.append((code, start, min(max_rows, count - start), _safe_sheet_name(base, used, suffix)))
+    return plan
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _formats(workbook: xlsxwriter.Workbook) -> dict[str, Any]:
+    return {
+        "header": workbook.add_format({"bold": True, "bg_color": "#1F2937", "font_color": "#FFFFFF",
+                                       "border": 1, "valign": "vcenter", "text_wrap": True}),
+        "text": workbook.add_format({"num_format": "@", "valign": "top"}),
+        "id": workbook.add_format({"num_format": "@", "valign": "top", "font_name": "Consolas"}),
+        "date": workbook.add_format({"num_format": "yyyy-mm-dd", "valign": "top", "align": "left"}),
+        "int": workbook.add_format({"num_format": "0", "valign": "top"}),
+        "title": workbook.add_format({"bold": True, "font_size": 16}),
+        "label": workbook.add_format({"bold": True, "font_color": "#374151"}),
+        "passed": workbook.add_format({"bold": True, "font_color": "#15803D", "font_size": 13}),
+        "failed": workbook.add_format({"bold": True, "font_color": "#B91C1C", "font_size": 13}),
+        "num": workbook.add_format({"num_format": "#,##0"}),
+        "num_bold": workbook.add_format({"num_format": "#,##0", "bold": True}),
+        "delta": workbook.add_format({"num_format": "+#,##0;-#,##0;0"}),
+        "link": workbook.add_format({"font_color": "#1D4ED8", "underline": 1}),
+        "mono": workbook.add_format({"font_name": "Consolas", "num_format": "@"}),
+        "bad": workbook.add_format({"bold": True, "font_color": "#B91C1C"}),
+        "ok": workbook.add_format({"font_color": "#15803D"}),
+    }
+
+
+def _night_datetime(summary: Mapping[str, Any]) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(str(summary.get("night"))), time(0))
+    except ValueError:
+        return datetime(2000, 1, 1)
+
+
+def _as_date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _iter_records(table: pa.Table, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, a batch at a time (a million-row table never becomes one Python list)."""
+    present = [c for c in columns if c in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
+    for batch in table.select(present).to_batches(max_chunksize=_BATCH):
+        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        for values in zip(*cols, strict=True):
+            record = dict(zip(present, values, strict=True))
+            for c in missing:
+                record[c] = None
+            yield record
+
+
+def _write_text(ws: Worksheet, row: int, col: int, value: Any, cell_format: Any) -> None:
+    if value is None:
+        return
+    ws.write_string(row, col, value if isinstance(value, str) else str(value), cell_format)
+
+
+def _write_findings_sheet(
+    ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask: bool, note: str | None = None
+) -> None:
+    ws.freeze_panes(1, 0)
+    ws.set_row(0, 20)
+    for col, (_header, _key, kind, width) in enumerate(HEADERS):
+        ws.set_column(col, col, width, fmt["id"] if kind == "id" else fmt["text"] if kind == "text" else None)
+    ws.autofilter(0, 0, max(table.num_rows, 1), len(HEADERS) - 1)
+    for col, (header, *_rest) in enumerate(HEADERS):
+        ws.write_string(0, col, header, fmt["header"])
+    if note:
+        ws.write_string(0, len(HEADERS), note, fmt["bad"])
+
+    write_string, write_number = ws.write_string, ws.write_number
+    text_fmt, id_fmt, date_fmt, int_fmt = fmt["text"], fmt["id"], fmt["date"], fmt["int"]
+    zh = {c.code: c.zh for c in CATEGORIES}
+
+    def cell(row: int, col: int, kind: str, value: Any) -> None:
+        # None and "" stay blank cells: an empty identifier is no value, not a zero-length text.
+        if value is None or value == "":
+            return
+        if kind == "date":
+            d = _as_date(value)
+            if d is not None:
+                # An Excel date is a day count; writing it directly skips a datetime round trip.
+                write_number(row, col, (d - _EXCEL_EPOCH).days, date_fmt)
+                return
+        elif kind == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                write_number(row, col, value, int_fmt)
+                return
+        elif kind == "category":
+            value = zh.get(value, value)
+        elif kind == "status":
+            value = _STATUS.get(value, value)
+        text = value if isinstance(value, str) else str(value)
+        if "\ufffe" in text or "\uffff" in text:  # not allowed in XML; Excel would call the file corrupt
+            text = text.replace("\ufffe", "\ufffd").replace("\uffff", "\ufffd")
+        if len(text) > _CELL_MAX:  # Excel's cell limit; say so rather than cut silently
+            text = text[: _CELL_MAX - 1] + "…"
+        write_string(row, col, text, id_fmt if kind == "id" else text_fmt)
+
+    plan = [(col, key, kind) for col, (_h, key, kind, _w) in enumerate(HEADERS)]
+    for row, record in enumerate(_iter_records(table, [key for _c, key, _k in plan]), start=1):
+        if mask:
+            record = masking.mask_record(record)
+        for col, key, kind in plan:
+            cell(row, col, kind, record[key])
+
+
+def _write_summary(
+    ws: Worksheet,
+    fmt: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    findings: pa.Table,
+    plan: Sequence[tuple[str | None, int, int, str]],
+) -> None:
+    """The summary sheet, top to bottom (constant_memory: rows strictly in order)."""
+    ws.set_column(0, 0, 28)
+    ws.set_column(1, 1, 30)
+    ws.set_column(2, 2, 26)
+    ws.set_column(3, 6, 12)
+    ws.set_column(7, 7, 40)
+    ws.set_column(8, 8, 12)
+    row = 0
+    ws.write_string(row, 0, "发票核对异常清单 Fapiao reconciliation exceptions", fmt["title"])
+    row += 2
+    run = summary.get("run") or {}
+    window = summary.get("window") or {}
+    outcome = str(summary.get("outcome") or "")
+    facts: list[tuple[str, Any, str]] = [
+        ("业务日期 Night", summary.get("night"), "mono"),
+        ("结果 Outcome", _OUTCOME.get(outcome, outcome), outcome if outcome in _OUTCOME else "label"),
+        ("运行编号 Run id", run.get("run_id"), "mono"),
+        ("数据截至 As of", summary.get("as_of"), "mono"),
+        ("开票窗口 Window", f"{window.get('start', '')} → {window.get('end', '')}", "mono"),
+        ("上一晚 Previous night", summary.get("previous_night") or "—", "mono"),
+        ("发现总数 Total findings", _int(summary.get("total_findings", findings.num_rows)), "num_bold"),
+        ("新增 New", _int(summary.get("new")), "num"),
+        ("持续 Open", _int(summary.get("open")), "num"),
+        ("已解决 Resolved", _int(summary.get("resolved")), "num"),
+    ]
+    for label, value, style in facts:
+        ws.write_string(row, 0, label, fmt["label"])
+        if isinstance(value, int):
+            ws.write_number(row, 1, value, fmt[style])
+        elif value is not None:
+            ws.write_string(row, 1, str(value), fmt[style])
+        row += 1
+
+    row += 1
+    heads = ("类别代码 Code", "类别 Category (中文)", "Category (English)", "今晚 Tonight", "上一晚 Previous",
+             "变化 Change", "新增 New", "工作表 Sheets")
+    for col, head in enumerate(heads):
+        ws.write_string(row, col, head, fmt["header"])
+    row += 1
+    counts = summary.get("counts") or {}
+    previous = summary.get("counts_previous")
+    new_by_cat: dict[Any, int] = {}
+    if findings.num_rows and "finding_status" in findings.column_names:
+        for r in findings.group_by(["category", "finding_status"]).aggregate([([], "count_all")]).to_pylist():
+            if r["finding_status"] == "new":
+                new_by_cat[r["category"]] = r["count_all"]
+    sheets_by_cat: dict[Any, list[str]] = {}
+    for code, _start, _length, name in plan:
+        sheets_by_cat.setdefault(code, []).append(name)
+    codes = [c.code for c in CATEGORIES] + sorted(k for k in counts if k not in CATEGORY_BY_CODE)
+    for code in codes:
+        cat = CATEGORY_BY_CODE.get(code)
+        n = _int(counts.get(code))
+        ws.write_string(row, 0, code, fmt["mono"])
+        ws.write_string(row, 1, cat.zh if cat else code)
+        ws.write_string(row, 2, cat.en if cat else code)
+        ws.write_number(row, 3, n, fmt["num_bold"])
+        if previous is not None:
+            p = _int(previous.get(code))
+            ws.write_number(row, 4, p, fmt["num"])
+            ws.write_number(row, 5, n - p, fmt["delta"])
+        else:
+            ws.write_string(row, 4, "—")
+            ws.write_string(row, 5, "—")
+        ws.write_number(row, 6, new_by_cat.get(code, 0), fmt["num"])
+        names = sheets_by_cat.get(code, [])
+        if names:
+            target = "'" + names[0].replace("'", "''") + "'!A1"
+            ws.write_url(row, 7, f"internal:{target}", fmt["link"], string=", ".join(names))
+        row += 1
+
+    row += 1
+    heads = ("来源系统 Source", "文件 File", "SHA-256", "读取 Read", "载入 Loaded", "拒绝 Rejected", "字节 Bytes",
+             "格式/编码 Format/encoding", "核对 Check")
+    for col, head in enumerate(heads):
+        ws.write_string(row, col, head, fmt["header"])
+    row += 1
+    for src in summary.get("sources") or []:
+        files = src.get("files") or [{}]
+        for f in files:
+            read, loaded, rejected = (_int(f.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
+            _write_text(ws, row, 0, src.get("source_system"), fmt["mono"])
+            _write_text(ws, row, 1, f.get("file"), fmt["mono"])
+            _write_text(ws, row, 2, f.get("sha256"), fmt["mono"])
+            ws.write_number(row, 3, read, fmt["num"])
+            ws.write_number(row, 4, loaded, fmt["num"])
+            ws.write_number(row, 5, rejected, fmt["num"])
+            ws.write_number(row, 6, _int(f.get("bytes")), fmt["num"])
+            fe = " / ".join(str(v) for v in (f.get("format"), f.get("encoding")) if v)
+            _write_text(ws, row, 7, fe + (f" (重复 duplicate of {f['duplicate_of']})" if f.get("duplicate_of") else ""),
+                        None)
+            if read == loaded + rejected:
+                ws.write_string(row, 8, "✓ 平衡 balanced", fmt["ok"])
+            else:
+                ws.write_string(row, 8, "✗ 不平衡 unbalanced", fmt["bad"])
+            row += 1
+
+    row += 1
+    ws.write_string(row, 0, "说明 Notes", fmt["label"])
+    row += 1
+    for note in (
+        "字段列使用规范英文字段名 / 字段 uses the canonical field names: "
+        + ", ".join(f"{k} {v}" for k, v in FIELD_LABELS.items() if k in (
+            "amount", "tax_amount", "total_amount", "issue_date", "seller_tax_id", "buyer_tax_id", "buyer_name",
+            "invoice_type", "status")),
+        "所有单元格均为文本、日期或数字，不含公式 / No cell is a formula; identifiers are text.",
+    ):
+        ws.write_string(row, 0, note)
+        row += 1
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

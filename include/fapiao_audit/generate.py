@@ -1,0 +1,1239 @@
+"""Deterministic synthetic landing nights with known injected defects and their expected findings.
+
+``generate_night`` writes one business night the way the job receives it (``registry/`` plus
+``issuers/<system>/``, see DESIGN.md "Input contract") together with ``expected_findings.csv``,
+the findings a correct reconciler must report for exactly these files. It serves the demo, the
+end-to-end tests and the benchmarks, so it has to be realistic, exact and fast.
+
+How it stays exact and fast at 10M rows per side:
+
+* Every invoice is a pure function of ``(seed, issue day, per-day sequence number)``. The bulk rows
+  are produced by DuckDB from ``range()`` and ``hash()`` (never ``random()``, which is not
+  reproducible under parallelism); Python only builds small tables (party pools, per-day
+  parameters, the sequence numbers that carry a defect).
+* Because an invoice depends on its day and not on the night, night D and night D+1 contain the same
+  invoices for their shared days, like real trailing-window snapshots. Only registry presence moves:
+  a record is in night D's registry export when it arrived by ``as_of`` (late "pending" records show up
+  in a later night, "lost" ones never).
+* Defects are placed on reserved ranks of a per-day permutation of the sequence, so they are spread
+  over the day, never overlap, and never touch red/blue pairs or purchase invoices.
+* The expected findings are derived from what was actually written (presence, duplicates, field and
+  status differences, rule violations), following DESIGN.md's categories, so time-dependent outcomes
+  (pending vs. missing, a date shift pushing a registry record out of the window) are right for every
+  night rather than assumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from stdnum.cn import uscc
+
+__all__ = [
+    "CATEGORIES",
+    "EXPECTED_COLUMNS",
+    "ISSUER_SYSTEMS",
+    "REGISTRY_COLUMNS",
+    "ISSUER_COLUMNS",
+    "GenerateResult",
+    "generate_night",
+]
+
+#: Finding categories of DESIGN.md, in the contract's order.
+CATEGORIES: tuple[str, ...] = (
+    "MISSING_IN_REGISTRY",
+    "PENDING_SYNC",
+    "MISSING_IN_ISSUER",
+    "DUPLICATE_IN_SOURCE",
+    "DUPLICATE_ACROSS_ISSUERS",
+    "FIELD_MISMATCH",
+    "STATUS_MISMATCH",
+    "REGISTRY_RISK",
+    "INVALID_RECORD",
+    "ORPHAN_RED_INVOICE",
+)
+
+#: Issuing systems (folder names): erp ~50 %, pos ~30 %, webshop ~20 % of issuer rows.
+ISSUER_SYSTEMS: tuple[str, ...] = ("erp", "pos", "webshop")
+
+#: Columns of expected_findings.csv.
+EXPECTED_COLUMNS: tuple[str, ...] = ("category", "invoice_code", "invoice_number", "field", "source_system")
+
+#: The registry's Chinese export layout, in file order.
+REGISTRY_COLUMNS: tuple[str, ...] = (
+    "序号", "发票代码", "发票号码", "数电发票号码", "销方识别号", "销方名称", "购方识别号", "购买方名称",
+    "开票日期", "金额", "税额", "价税合计", "发票来源", "发票票种", "发票状态", "是否正数发票",
+    "发票风险等级", "开票人", "备注",
+)  # fmt: skip
+
+#: Canonical columns (keys) of the issuer files, in file order.
+ISSUER_COLUMNS: tuple[str, ...] = (
+    "invoice_code", "invoice_number", "invoice_type", "issue_time", "seller_tax_id", "seller_name",
+    "buyer_tax_id", "buyer_name", "amount", "tax_amount", "tax_rate", "total_amount", "status",
+    "original_invoice_number", "remark",
+)  # fmt: skip
+
+# Defect kinds placed on reserved per-day ranks (one slot each). "voided" is a consistent
+# void on both sides (no finding): it makes the status column realistic, not a defect.
+_SINGLE_KINDS: tuple[str, ...] = (
+    "lost",
+    "missing_in_issuer",
+    "dup_issuer",
+    "dup_registry",
+    "dup_across",
+    "fm_amount",
+    "fm_date",
+    "fm_buyer_name",
+    "fm_buyer_tax_id",
+    "fm_seller_tax_id",
+    "fm_type",
+    "status_voided",
+    "registry_risk",
+    "inv_total",
+    "inv_rate",
+    "inv_checksum",
+    "inv_typo",
+    "orphan_missing",
+)
+
+_ANCHOR_SELLERS = 10  # sellers guaranteed to issue every day, so defects needing a monitored seller use them
+_N_SELLERS = 300
+_N_BUYERS = 5000  # multiple of 20: index % 20 == 19 are individuals, (i + 20) % n keeps the class
+_N_OUTSIDE = 200
+_DAY_START_S = 7 * 3600  # invoices are issued 07:00..22:59:59, so normal arrivals never cross midnight
+_DAY_SPAN_S = 16 * 3600
+_PENDING_DELAY_S = 60 * 3600
+_MAX_NORMAL_DELAY_S = 1800
+
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+_BEIJING_DISTRICTS = (
+    "110101", "110102", "110105", "110106", "110107", "110108", "110109", "110111", "110112",
+    "110113", "110114", "110115", "110116", "110117",
+)  # fmt: skip
+_BUYER_REGIONS: tuple[tuple[str, str], ...] = (
+    ("110105", "北京"), ("110108", "北京"), ("110102", "北京"), ("110106", "北京"), ("310115", "上海"),
+    ("310104", "上海"), ("120101", "天津"), ("440106", "广州"), ("440305", "深圳"), ("330106", "杭州"),
+    ("320102", "南京"), ("510104", "成都"), ("420106", "武汉"), ("610113", "西安"),
+)  # fmt: skip
+_OUTSIDE_REGIONS: tuple[tuple[str, str], ...] = tuple(r for r in _BUYER_REGIONS if not r[0].startswith("11"))
+_CORE_WORDS = (
+    "华信", "中科", "博远", "天成", "瑞达", "金桥", "恒通", "宏图", "鼎盛", "汇智", "远景", "星辰", "京华",
+    "正和", "安泰", "德润", "新元", "嘉禾", "卓越", "广源", "同创", "盛世", "联创", "长城", "东方", "万通",
+    "海纳", "银河", "众诚", "立信", "明德", "凯旋", "永信", "启航", "云帆", "睿思", "清源", "朗润", "和光",
+    "泰康", "百川", "君合", "思源", "华夏", "宏远", "信达", "易通", "锦程", "致远", "合力",
+)  # fmt: skip
+_INDUSTRIES = (
+    "科技", "信息技术", "网络科技", "软件", "电子商务", "贸易", "商贸", "文化传媒", "广告", "餐饮管理",
+    "酒店管理", "建筑工程", "装饰工程", "物业管理", "医药", "医疗器械", "教育科技", "企业管理咨询", "物流",
+    "供应链管理", "新能源", "环保科技", "食品", "服饰", "印刷",
+)  # fmt: skip
+_SUFFIXES = ("有限公司", "有限责任公司", "股份有限公司")
+_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+)
+_GIVEN = (
+    "伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超",
+    "秀兰", "霞", "平", "刚", "桂英", "建华", "文", "华", "建国", "红梅", "志强", "晓明", "海燕", "丹",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """What ``generate_night`` wrote.
+
+    ``files`` are the landing input files (registry and issuers) in sorted order; ``counts`` holds the
+    expected findings per category (every category present, possibly 0); ``rows_per_source`` the data
+    rows written per issuing system and for ``registry`` (the totals row not counted).
+    """
+
+    night_dir: Path
+    files: list[Path]
+    expected_path: Path
+    counts: dict[str, int]
+    rows_per_source: dict[str, int]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-day sizes, derived from ``rows`` and the window only (never from the night)."""
+
+    per_day: int
+    purchases_per_day: int
+    k_night: int
+    k_day: int
+    pending_per_day: int
+    red_pairs_per_day: int
+    voided_per_day: int
+    slots: tuple[tuple[str, str | None], ...]  # (kind, pair_kind) per reserved rank; pairs take two ranks
+
+
+# --------------------------------------------------------------------------------------------------
+# Deterministic helpers (Python side: small pools and per-day parameters)
+# --------------------------------------------------------------------------------------------------
+
+
+def _stable_int(*parts: object) -> int:
+    """A 63-bit integer from the parts, identical on every platform and Python version."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def _org_code(body8: str) -> str:
+    """GB 11714 organisation code: 8 characters plus its check character.
+
+    python-stdnum does not validate the embedded organisation code, but real USCCs carry a valid
+    one, so it is computed anyway.
+    """
+    total = sum(
+        (int(c) if c.isdigit() else ord(c) - 55) * w for c, w in zip(body8, _ORG_WEIGHTS, strict=True)
+    )
+    check = 11 - total % 11
+    return body8 + ("X" if check == 10 else "0" if check == 11 else str(check))
+
+
+def _make_uscc(region: str, body8: str) -> str:
+    """A GB 32100 unified social credit code for an enterprise (``91``) registered in ``region``."""
+    first17 = "91" + region + _org_code(body8)
+    code = first17 + uscc.calc_check_digit(first17)
+    if not uscc.is_valid(code):  # pragma: no cover - guards the construction above
+        raise AssertionError(f"constructed an invalid USCC {code}")
+    return code
+
+
+def _uscc_pool(seed: int, label: str, regions: Sequence[str], count: int, used: set[str]) -> list[str]:
+    """``count`` distinct valid USCCs, none of them in ``used`` (which is extended)."""
+    letters = _USCC_ALPHABET
+    ids: list[str] = []
+    attempt = 0
+    while len(ids) < count:
+        h = _stable_int(seed, label, "uscc", attempt)
+        attempt += 1
+        if h % 10 < 3:  # newer codes: 'MA' + 6 alphanumerics
+            body = "MA" + "".join(letters[(h >> (5 * i + 8)) % len(letters)] for i in range(6))
+        else:
+            body = f"{(h >> 8) % 100_000_000:08d}"
+        code = _make_uscc(regions[(h >> 4) % len(regions)] if len(regions) > 1 else regions[0], body)
+        if code not in used:
+            used.add(code)
+            ids.append(code)
+    return ids
+
+
+def _company_names(seed: int, label: str, city: Sequence[str], count: int, used: set[str]) -> list[str]:
+    """Distinct realistic company names; about 6% carry full-width brackets."""
+    names: list[str] = []
+    attempt = 0
+    while len(names) < count:
+        h = _stable_int(seed, label, "name", attempt)
+        c = city[len(names) % len(city)]
+        core = _CORE_WORDS[h % len(_CORE_WORDS)]
+        industry = _INDUSTRIES[(h >> 8) % len(_INDUSTRIES)]
+        suffix = _SUFFIXES[(h >> 16) % len(_SUFFIXES)]
+        variant = (h >> 24) % 100
+        if variant < 3:
+            name = f"{c}{core}（中国）有限公司"
+        elif variant < 6:
+            name = f"{core}{industry}（{c}）有限公司"
+        else:
+            name = f"{c}{core}{industry}{suffix}"
+        attempt += 1
+        if name not in used:
+            used.add(name)
+            names.append(name)
+    return names
+
+
+def _person_names(seed: int, count: int) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    attempt = 0
+    while len(names) < count:
+        h = _stable_int(seed, "person", attempt)
+        attempt += 1
+        name = _SURNAMES[h % len(_SURNAMES)] + _GIVEN[(h >> 8) % len(_GIVEN)]
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def _pools(seed: int) -> dict[str, pa.Table]:
+    """Seller, buyer, outside-seller and clerk pools (depend on the seed only)."""
+    used_ids: set[str] = set()
+    used_names: set[str] = set()
+    seller_ids = _uscc_pool(seed, "seller", _BEIJING_DISTRICTS, _N_SELLERS, used_ids)
+    seller_names = _company_names(seed, "seller", ("北京",), _N_SELLERS, used_names)
+
+    n_people = _N_BUYERS // 20
+    n_companies = _N_BUYERS - n_people
+    buyer_regions = [r for r, _ in _BUYER_REGIONS]
+    company_ids = _uscc_pool(seed, "buyer", buyer_regions, n_companies, used_ids)
+    # a company's name names the city of its registration region
+    company_names: list[str] = []
+    for i, tax_id in enumerate(company_ids):
+        city = dict(_BUYER_REGIONS)[tax_id[2:8]]
+        company_names.extend(_company_names(seed, f"buyer-{i}", (city,), 1, used_names))
+    people = _person_names(seed, n_people)
+    buyer_ids: list[str] = []
+    buyer_names: list[str] = []
+    ci = pi = 0
+    for idx in range(_N_BUYERS):
+        if idx % 20 == 19:
+            buyer_ids.append("")
+            buyer_names.append(people[pi])
+            pi += 1
+        else:
+            buyer_ids.append(company_ids[ci])
+            buyer_names.append(company_names[ci])
+            ci += 1
+
+    outside_regions = [r for r, _ in _OUTSIDE_REGIONS]
+    outside_ids = _uscc_pool(seed, "outside", outside_regions, _N_OUTSIDE, used_ids)
+    outside_names = [
+        _company_names(seed, f"outside-{i}", (dict(_OUTSIDE_REGIONS)[t[2:8]],), 1, used_names)[0]
+        for i, t in enumerate(outside_ids)
+    ]
+    clerks = _person_names(seed + 1, 40)
+    return {
+        "sellers": pa.table({"idx": range(_N_SELLERS), "tax_id": seller_ids, "name": seller_names}),
+        "buyers": pa.table({"idx": range(_N_BUYERS), "tax_id": buyer_ids, "name": buyer_names}),
+        "outside": pa.table(
+            {
+                "idx": range(_N_OUTSIDE),
+                "tax_id": outside_ids,
+                "name": outside_names,
+                "prov": [t[2:4] for t in outside_ids],
+            }
+        ),
+        "clerks": pa.table({"idx": range(len(clerks)), "name": clerks}),
+    }
+
+
+def _coprime_multiplier(modulus: int, start: int) -> int:
+    """A multiplier coprime with ``modulus`` (so ``s -> s*m + o (mod modulus)`` is a permutation)."""
+    m = start % modulus or 1
+    while math.gcd(m, modulus) != 1:
+        m = m % modulus + 1
+    return m
+
+
+def _plan(rows: int, window_days: int) -> _Plan:
+    """How many invoices and defect slots each day gets.
+
+    K = max(3, rows // 2000) cases per kind and night are spread over the window's days, rounded up to
+    whole cases per day (so a night holds window_days * ceil(K / window_days) >= K of each kind).
+    Pending invoices only surface as PENDING_SYNC on the last two days of a night, so each day gets
+    ceil(K / 2) of them.
+    """
+    per_day = math.ceil(rows / window_days)
+    k_night = max(3, rows // 2000)
+    k_day = math.ceil(k_night / window_days)
+    pending = math.ceil(k_night / 2)
+    red_pairs = max(1, round(per_day / 100))
+    voided = max(1, per_day // 1000)
+    slots: list[tuple[str, str | None]] = [("anchor", None)] * _ANCHOR_SELLERS
+    for kind in _SINGLE_KINDS:
+        slots += [(kind, None)] * k_day
+    slots += [("pending", None)] * pending
+    slots += [("voided", None)] * voided
+    # red/blue pairs: two ranks per pair; alternate full and partial reversals
+    for p in range(red_pairs):
+        kind = "full" if p % 2 == 0 else "partial"
+        slots += [("pair", kind), ("pair", kind)]
+    for _ in range(k_day):
+        slots += [("pair", "exceeds"), ("pair", "exceeds")]
+    if per_day > 9_000_000:  # keeps s * multiplier inside BIGINT and s inside the 2^24 key space
+        raise ValueError(f"rows={rows} exceeds {9_000_000 * window_days} for a {window_days}-day window")
+    if per_day < 2 * len(slots):
+        minimum = 2 * len(slots) * window_days
+        raise ValueError(
+            f"rows={rows} is too small for a {window_days}-day window: every day needs at least "
+            f"{2 * len(slots)} invoices to hold its injected defects (use rows >= {minimum})"
+        )
+    return _Plan(
+        per_day=per_day,
+        purchases_per_day=max(1, round(per_day * 0.03)),
+        k_night=k_night,
+        k_day=k_day,
+        pending_per_day=pending,
+        red_pairs_per_day=red_pairs,
+        voided_per_day=voided,
+        slots=tuple(slots),
+    )
+
+
+_DAYS_SCHEMA = pa.schema(
+    [
+        ("day", pa.date32()),
+        ("dn", pa.int64()),
+        ("ds", pa.int64()),
+        ("yy", pa.string()),
+        ("doy", pa.string()),
+        ("m12", pa.int64()),
+        ("off12", pa.int64()),
+        ("m8", pa.int64()),
+        ("off8", pa.int64()),
+    ]
+)
+_ROLES_SCHEMA = pa.schema(
+    [
+        ("dn", pa.int64()),
+        ("s", pa.int64()),
+        ("kind", pa.string()),
+        ("j", pa.int64()),
+        ("pair_kind", pa.string()),
+        ("role", pa.string()),
+        ("partner_s", pa.int64()),
+        ("typo_number", pa.string()),
+    ]
+)
+
+
+def _day_tables(seed: int, days: Sequence[date], plan: _Plan) -> tuple[pa.Table, pa.Table]:
+    """Per-day parameters and the per-day roles (defect slots, red/blue pairs, typo numbers).
+
+    A day's rank permutation ``r = (s * mult + off) mod n`` is inverted here, so the SQL joins the few
+    special sequence numbers by value instead of evaluating a rank for every row.
+    """
+    n = plan.per_day
+    day_rows: list[dict[str, object]] = []
+    role_rows: list[dict[str, object]] = []
+    for day in days:
+        dn = (day - date(1970, 1, 1)).days
+        ds = _stable_int(seed, day.isoformat(), "day")
+        # number scramblers: s -> (s * m + off) mod 10^k is a bijection, so numbers never collide
+        m12 = _coprime_multiplier(10**12, 10**11 + _stable_int(ds, "m12") % (9 * 10**11))
+        m8 = _coprime_multiplier(10**8, 10**7 + _stable_int(ds, "m8") % (9 * 10**7))
+        off12 = _stable_int(ds, "off12") % 10**12
+        off8 = _stable_int(ds, "off8") % 10**8
+        day_rows.append(
+            {
+                "day": day,
+                "dn": dn,
+                "ds": ds,
+                "yy": f"{day.year % 100:02d}",
+                "doy": f"{day.timetuple().tm_yday:03d}",
+                "m12": m12,
+                "off12": off12,
+                "m8": m8,
+                "off8": off8,
+            }
+        )
+
+        mult = _coprime_multiplier(n, _stable_int(ds, "mult") % n)
+        off = _stable_int(ds, "off") % n
+        inverse = pow(mult, -1, n)
+        per_kind: dict[str, int] = {}
+        typo_seen: set[str] = set()
+        rank = 0
+        while rank < len(plan.slots):
+            kind, pair_kind = plan.slots[rank]
+            j = per_kind.get(kind, 0)
+            per_kind[kind] = j + 1
+            base = {"dn": dn, "kind": kind, "j": j, "pair_kind": pair_kind, "role": None, "partner_s": None}
+            if kind == "pair":
+                a, b = (((r - off) * inverse) % n for r in (rank, rank + 1))
+                blue, red = min(a, b), max(a, b)  # the blue is issued first
+                role_rows.append({**base, "s": blue, "role": "blue", "partner_s": red, "typo_number": None})
+                role_rows.append({**base, "s": red, "role": "red", "partner_s": blue, "typo_number": None})
+                rank += 2
+                continue
+            s = ((rank - off) * inverse) % n
+            typo: str | None = None
+            if kind == "inv_typo":
+                number8 = f"{(s * m8 + off8) % 10**8:08d}"  # as the SQL macro num8 formats it
+                drop = 1 + _stable_int(ds, s, "typo") % 6  # a middle digit: leading zeros stay visible
+                typo = number8[:drop] + number8[drop + 1 :]
+                if typo in typo_seen:  # two typos collapsing to one number: keep the invoice clean
+                    base["kind"], typo = "clean", None
+                else:
+                    typo_seen.add(typo)
+            role_rows.append({**base, "s": s, "typo_number": typo})
+            rank += 1
+    return (
+        pa.Table.from_pylist(day_rows, schema=_DAYS_SCHEMA),
+        pa.Table.from_pylist(role_rows, schema=_ROLES_SCHEMA),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# SQL
+# --------------------------------------------------------------------------------------------------
+# Big tables stay compact (integers, booleans, short codes): text is produced only while writing
+# files and for the (small) expected findings. A key is identified by key_id = dn * 2^24 + s; a typo'd
+# issuer key by -key_id; a phantom blue (orphan red) by 2^45 + key_id; purchase invoices by 2^46 + ...
+
+_KEY_DAY = 1 << 24
+_PHANTOM_BASE = 1 << 45
+_PURCHASE_BASE = 1 << 46
+
+_MACROS = r"""
+-- hash() combines its arguments almost linearly, so values for different salts would be correlated;
+-- hashing the combination again decorrelates them.
+CREATE MACRO hr(ds, s, salt, m) AS CAST(hash(hash(ds, s, salt)) >> 1 AS BIGINT) % m;
+CREATE MACRO tax_of(f, pct) AS sign(f) * ((abs(f) * pct + 50) // 100);
+CREATE MACRO num20(yy, prov, doy, ch, s, m, o) AS
+    yy || prov || doy || ch || lpad(CAST((s * m + o) % 1000000000000 AS VARCHAR), 12, '0');
+CREATE MACRO num8(s, m, o) AS lpad(CAST((s * m + o) % 100000000 AS VARCHAR), 8, '0');
+CREATE MACRO inv_code(is_digital, is_special, yy, doy) AS CASE WHEN is_digital THEN ''
+    ELSE '01100' || yy || doy || CASE WHEN is_special THEN '13' ELSE '11' END END;
+CREATE MACRO inv_number(is_digital, s, yy, doy, m12, off12, m8, off8) AS CASE WHEN is_digital
+    THEN num20(yy, '11', doy, '0', s, m12, off12) ELSE num8(s, m8, off8) END;
+CREATE MACRO fen_txt(f) AS
+    (CASE WHEN f < 0 THEN '-' ELSE '' END) || CAST(abs(f) // 100 AS VARCHAR) || '.'
+    || lpad(CAST(abs(f) % 100 AS VARCHAR), 2, '0');
+CREATE MACRO fen_fmt(f) AS
+    (CASE WHEN f < 0 THEN '-' ELSE '' END) || format('{:,}', abs(f) // 100) || '.'
+    || lpad(CAST(abs(f) % 100 AS VARCHAR), 2, '0');
+CREATE MACRO type_name(is_digital, is_special) AS CASE
+    WHEN is_digital AND is_special THEN '数电票（增值税专用发票）'
+    WHEN is_digital THEN '数电票（普通发票）'
+    WHEN is_special THEN '增值税专用发票'
+    ELSE '增值税电子普通发票' END;
+CREATE MACRO break_check(x) AS left(x, 17) || CASE WHEN right(x, 1) = '0' THEN '1' ELSE '0' END;
+CREATE MACRO fat_id(x) AS translate(x, '0123456789ABCDEFGHJKLMNPQRTUWXY',
+    '０１２３４５６７８９ＡＢＣＤＥＦＧＨＪＫＬＭＮＰＱＲＴＵＷＸＹ');
+"""
+
+# One row per invoice of our sellers in the window: the issuer's truth plus the registry's version.
+# A red invoice draws its party/type/amount attributes with its blue's sequence number (column a),
+# which is how it inherits them without a self-join.
+_INV_SQL = r"""
+CREATE TABLE inv AS
+WITH seq AS (
+    SELECT d.day, d.dn, d.ds, t.s,
+           coalesce(ro.kind, '') AS dk, ro.j, ro.pair_kind, ro.role, ro.partner_s, ro.typo_number,
+           CASE WHEN ro.role = 'red' THEN ro.partner_s ELSE t.s END AS a
+    FROM days AS d
+    CROSS JOIN range($n) AS t(s)
+    LEFT JOIN roles AS ro ON ro.dn = d.dn AND ro.s = t.s
+), draw AS (
+    SELECT *,
+        CASE WHEN dk = 'inv_typo' THEN false WHEN dk = 'orphan_missing' THEN true
+             ELSE hr(ds, a, 1, 100) < 70 END AS is_digital,
+        CASE WHEN hr(ds, a, 2, 10) < 5 THEN 'erp' WHEN hr(ds, a, 2, 10) < 8 THEN 'pos' ELSE 'webshop' END
+            AS system,
+        CASE WHEN dk = 'anchor' THEN j
+             WHEN dk = 'missing_in_issuer' THEN hr(ds, a, 3, $n_anchor)
+             ELSE hr(ds, a, 3, $n_sellers) END AS seller_idx,
+        hr(ds, a, 4, $n_buyers) AS buyer_draw,
+        hr(ds, a, 5, 100) < 35 AS special_draw,
+        CASE WHEN hr(ds, a, 8, 100) < 30 THEN 1000 + hr(ds, a, 9, 9000)
+             WHEN hr(ds, a, 8, 100) < 65 THEN 10000 + hr(ds, a, 9, 90000)
+             WHEN hr(ds, a, 8, 100) < 90 THEN 100000 + hr(ds, a, 9, 900000)
+             ELSE 1000000 + hr(ds, a, 9, 19000000) END AS fen0,
+        CASE WHEN hr(ds, a, 10, 100) < 45 THEN 13 WHEN hr(ds, a, 10, 100) < 70 THEN 6
+             WHEN hr(ds, a, 10, 100) < 80 THEN 9 WHEN hr(ds, a, 10, 100) < 90 THEN 3 ELSE 1 END AS rate_pct,
+        CAST(day AS TIMESTAMP)
+            + to_seconds($day_start + s * $day_span // $n + hr(ds, s, 6, greatest(1, $day_span // $n)))
+            AS issue_time
+    FROM seq
+), attrs AS (
+    SELECT *,
+        CASE WHEN dk IN ('fm_buyer_tax_id', 'inv_checksum', 'fm_type') AND buyer_draw % 20 = 19
+             THEN buyer_draw - 1 ELSE buyer_draw END AS buyer_idx
+    FROM draw
+), money AS (
+    SELECT *,
+        buyer_idx % 20 <> 19 AND special_draw AS is_special,
+        CASE WHEN role = 'red' AND pair_kind = 'full' THEN -fen0
+             WHEN role = 'red' AND pair_kind = 'partial' THEN -(fen0 * (10 + hr(ds, s, 19, 81)) // 100)
+             WHEN role = 'red' THEN -(fen0 * 3 // 2)
+             WHEN dk = 'orphan_missing' THEN -fen0
+             ELSE fen0 END AS fen
+    FROM attrs
+), taxed AS (
+    SELECT *,
+        tax_of(fen, rate_pct) + CASE WHEN dk = 'inv_rate' THEN 10 + hr(ds, s, 20, 990) ELSE 0 END AS tax,
+        CASE WHEN dk = 'fm_amount' THEN (fen * 11 + 5) // 10 ELSE fen END AS reg_fen
+    FROM money
+)
+SELECT
+    CAST(dn AS INTEGER) AS dn,
+    CAST(s AS INTEGER) AS s,
+    dn * $key_day + s AS key_id,
+    CASE WHEN dk = 'inv_typo' THEN -(dn * $key_day + s) ELSE dn * $key_day + s END AS iss_key_id,
+    CASE WHEN role = 'red' THEN dn * $key_day + partner_s
+         WHEN dk = 'orphan_missing' THEN $phantom + dn * $key_day + s END AS orig_key_id,
+    CAST(CASE WHEN role = 'red' THEN partner_s END AS INTEGER) AS orig_s,
+    dk,
+    typo_number,
+    is_digital,
+    is_special,
+    CASE WHEN dk = 'fm_type' THEN NOT is_special ELSE is_special END AS reg_is_special,
+    system,
+    CASE WHEN hr(ds, s, 12, 2) = 0 THEN
+        CASE system WHEN 'erp' THEN 'pos' WHEN 'pos' THEN 'webshop' ELSE 'erp' END
+    ELSE CASE system WHEN 'erp' THEN 'webshop' WHEN 'pos' THEN 'erp' ELSE 'pos' END END AS system2,
+    CAST(hr(ds, s, 13, 2) AS TINYINT) AS part,
+    CAST(hr(ds, s, 17, 2) AS TINYINT) AS dup_part,
+    CAST(hr(ds, s, 11, 100) AS TINYINT) AS noise,
+    CAST(seller_idx AS SMALLINT) AS seller_idx,
+    CAST(CASE WHEN dk <> 'fm_seller_tax_id' THEN seller_idx
+              WHEN hr(ds, s, 16, $n_anchor) = seller_idx THEN (seller_idx + 1) % $n_anchor
+              ELSE hr(ds, s, 16, $n_anchor) END AS SMALLINT) AS reg_seller_idx,
+    CAST(buyer_idx AS SMALLINT) AS buyer_idx,
+    CAST(CASE WHEN dk = 'fm_buyer_tax_id' THEN (buyer_idx + 20) % $n_buyers ELSE buyer_idx END AS SMALLINT)
+        AS reg_buyer_id_idx,
+    CAST(CASE WHEN dk = 'fm_buyer_name' THEN (buyer_idx + 20) % $n_buyers ELSE buyer_idx END AS SMALLINT)
+        AS reg_buyer_name_idx,
+    dk = 'inv_checksum' AS bad_buyer_id,
+    CAST(rate_pct AS TINYINT) AS rate_pct,
+    fen,
+    tax,
+    fen + tax + CASE WHEN dk = 'inv_total' THEN 1 + hr(ds, s, 20, 500) ELSE 0 END AS total,
+    reg_fen,
+    CASE WHEN dk = 'fm_amount' THEN tax_of(reg_fen, rate_pct) ELSE tax END AS reg_tax,
+    CASE WHEN dk = 'fm_amount' THEN reg_fen + tax_of(reg_fen, rate_pct)
+         ELSE fen + tax + CASE WHEN dk = 'inv_total' THEN 1 + hr(ds, s, 20, 500) ELSE 0 END END AS reg_total,
+    issue_time,
+    CASE WHEN dk = 'fm_date' THEN issue_time - INTERVAL 1 DAY ELSE issue_time END AS reg_issue_time,
+    CASE WHEN dk = 'lost' THEN NULL
+         WHEN dk = 'pending' THEN issue_time + to_seconds($pending_delay)
+         ELSE issue_time + to_seconds(60 + hr(ds, s, 7, $max_delay - 60)) END AS arrival,
+    CASE WHEN role = 'blue' AND pair_kind = 'partial' THEN 'partly_red_reversed'
+         WHEN role = 'blue' THEN 'red_reversed'
+         WHEN dk = 'voided' THEN 'voided'
+         ELSE 'normal' END AS status,
+    CASE WHEN role = 'blue' AND pair_kind = 'partial' THEN 'partly_red_reversed'
+         WHEN role = 'blue' THEN 'red_reversed'
+         WHEN dk IN ('voided', 'status_voided') THEN 'voided'
+         WHEN dk = 'registry_risk' AND hr(ds, s, 14, 2) = 0 THEN 'out_of_control'
+         WHEN dk = 'registry_risk' THEN 'abnormal'
+         ELSE 'normal' END AS reg_status,
+    CAST((seller_idx * 7 + hr(ds, s, 18, 3)) % 40 AS TINYINT) AS clerk_idx,
+    CASE WHEN role IS NULL AND dk <> 'orphan_missing' AND hr(ds, s, 21, 100) < 8
+         THEN CAST(hr(ds, s, 22, 1000000) AS INTEGER) END AS contract_no
+FROM taxed
+"""
+
+# Purchase invoices: outside sellers, our companies as buyers; registry only, out of scope.
+_PUR_SQL = r"""
+CREATE TABLE pur AS
+WITH seq AS (
+    SELECT d.dn, d.ds, d.day, t.s FROM days AS d CROSS JOIN range($np) AS t(s)
+), draw AS (
+    SELECT *,
+        hr(ds, s, 101, 100) < 70 AS is_digital,
+        hr(ds, s, 102, $n_outside) AS out_idx,
+        hr(ds, s, 104, 100) < 40 AS is_special,
+        CASE WHEN hr(ds, s, 105, 100) < 40 THEN 1000 + hr(ds, s, 106, 9000)
+             WHEN hr(ds, s, 105, 100) < 80 THEN 10000 + hr(ds, s, 106, 90000)
+             ELSE 100000 + hr(ds, s, 106, 2000000) END AS fen,
+        CASE WHEN hr(ds, s, 107, 100) < 50 THEN 13 WHEN hr(ds, s, 107, 100) < 80 THEN 6 ELSE 9 END AS rate_pct
+    FROM seq
+)
+SELECT
+    CAST(dn AS INTEGER) AS dn, CAST(s AS INTEGER) AS s, $purchase + dn * $key_day + s AS key_id,
+    is_digital, is_special,
+    CAST(day AS TIMESTAMP)
+        + to_seconds($day_start + s * $day_span // $np + hr(ds, s, 108, greatest(1, $day_span // $np)))
+        AS issue_time,
+    CAST(out_idx AS SMALLINT) AS out_idx,
+    CAST(hr(ds, s, 103, $n_sellers) AS SMALLINT) AS buyer_idx,
+    fen, tax_of(fen, rate_pct) AS tax, fen + tax_of(fen, rate_pct) AS total,
+    CAST(hr(ds, s, 110, 100) AS TINYINT) AS noise,
+    CAST((out_idx * 7 + hr(ds, s, 111, 3)) % 40 AS TINYINT) AS clerk_idx
+FROM draw
+"""
+
+# Purchase invoices arrive within half an hour of issue; the snapshot holds those arrived by as_of.
+_PUR_SNAP_SQL = r"""
+CREATE TABLE pur_snap AS SELECT * FROM pur WHERE issue_time + INTERVAL 30 MINUTE <= $as_of
+"""
+
+# Issuer rows as exported: every invoice in its system (except those the issuer never exported),
+# an exact second copy for dup_issuer, and a copy in a second system for dup_across.
+_ISS_VIEW = r"""
+CREATE VIEW iss AS
+SELECT system AS src, part AS file_part, 0 AS copy_no, * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk <> 'missing_in_issuer'
+UNION ALL
+SELECT system AS src, dup_part AS file_part, 1 AS copy_no, * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk = 'dup_issuer'
+UNION ALL
+SELECT system2 AS src, part AS file_part, 0 AS copy_no, * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk = 'dup_across'
+"""
+
+# The registry snapshot of our sellers' invoices: arrived by as_of and dated (by the registry) inside
+# the window. code_special keeps the key's legacy code even when the registry's type differs.
+_REG_SQL = r"""
+CREATE TABLE reg AS
+WITH snap AS (
+    SELECT key_id, dn, CAST(dn - CASE WHEN dk = 'fm_date' THEN 1 ELSE 0 END AS INTEGER) AS reg_dn, s, dk,
+           is_digital, is_special AS code_special, reg_is_special AS is_special,
+           reg_issue_time AS issue_time, reg_seller_idx AS seller_idx, reg_buyer_id_idx AS buyer_id_idx,
+           reg_buyer_name_idx AS buyer_name_idx, bad_buyer_id, reg_fen AS fen, reg_tax AS tax,
+           reg_total AS total, reg_status AS status, orig_key_id, orig_s, typo_number, noise, clerk_idx,
+           contract_no
+    FROM inv
+    WHERE arrival <= $as_of AND CAST(reg_issue_time AS DATE) BETWEEN $start AND $night
+)
+SELECT 0 AS copy_no, * FROM snap
+UNION ALL
+SELECT 1 AS copy_no, * FROM snap WHERE dk = 'dup_registry'
+"""
+
+# Expected findings by key id, derived from what is written (see the module docstring).
+_EXPECTED_KEYS_SQL = r"""
+CREATE TABLE expected_keys AS
+WITH
+monitored AS (SELECT DISTINCT seller_idx FROM iss),
+scope AS (SELECT * FROM reg WHERE seller_idx IN (SELECT seller_idx FROM monitored)),
+missing AS (
+    SELECT DISTINCT
+           CASE WHEN i.issue_time < $grace_cutoff THEN 'MISSING_IN_REGISTRY'
+                ELSE 'PENDING_SYNC' END AS category,
+           i.iss_key_id AS key_id, '' AS field, i.src AS source_system
+    FROM iss AS i ANTI JOIN reg AS r ON r.key_id = i.iss_key_id
+),
+missing_issuer AS (
+    SELECT DISTINCT 'MISSING_IN_ISSUER', r.key_id, '', 'registry'
+    FROM scope AS r ANTI JOIN iss AS i ON i.iss_key_id = r.key_id
+),
+repeated AS (SELECT iss_key_id FROM iss GROUP BY iss_key_id HAVING count(*) > 1),
+repeated_rows AS (SELECT i.src, i.iss_key_id FROM iss AS i SEMI JOIN repeated AS k USING (iss_key_id)),
+dup_source AS (
+    SELECT 'DUPLICATE_IN_SOURCE', iss_key_id, '', src FROM repeated_rows
+    GROUP BY src, iss_key_id HAVING count(*) > 1
+    UNION ALL
+    SELECT 'DUPLICATE_IN_SOURCE', key_id, '', 'registry' FROM scope GROUP BY key_id HAVING count(*) > 1
+),
+dup_across AS (
+    SELECT 'DUPLICATE_ACROSS_ISSUERS', iss_key_id, '', array_to_string(list_sort(list_distinct(list(src))), ',')
+    FROM repeated_rows GROUP BY iss_key_id HAVING count(DISTINCT src) > 1
+),
+-- duplicates are exact copies (copy_no > 0): one row per key and source is compared
+both_sides AS (
+    SELECT i.src, i.iss_key_id AS key_id,
+           i.fen AS i_fen, r.fen AS r_fen, i.tax AS i_tax, r.tax AS r_tax, i.total AS i_total, r.total AS r_total,
+           CAST(i.issue_time AS DATE) AS i_date, CAST(r.issue_time AS DATE) AS r_date,
+           i.seller_idx AS i_seller, r.seller_idx AS r_seller,
+           i.buyer_idx AS i_buyer_id, r.buyer_id_idx AS r_buyer_id,
+           i.buyer_idx AS i_buyer_name, r.buyer_name_idx AS r_buyer_name,
+           i.is_special AS i_special, r.is_special AS r_special, i.status AS i_status, r.status AS r_status
+    FROM iss AS i JOIN scope AS r ON r.key_id = i.iss_key_id
+    WHERE i.copy_no = 0 AND r.copy_no = 0
+),
+field_mismatch AS (
+    SELECT 'FIELD_MISMATCH', key_id, 'amount', src FROM both_sides WHERE i_fen <> r_fen
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'tax_amount', src FROM both_sides WHERE i_tax <> r_tax
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'total_amount', src FROM both_sides WHERE i_total <> r_total
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'issue_date', src FROM both_sides WHERE i_date <> r_date
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'seller_tax_id', src FROM both_sides WHERE i_seller <> r_seller
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_tax_id', src FROM both_sides WHERE i_buyer_id <> r_buyer_id
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_name', src FROM both_sides WHERE i_buyer_name <> r_buyer_name
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'invoice_type', src FROM both_sides WHERE i_special <> r_special
+),
+status_findings AS (
+    SELECT CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'REGISTRY_RISK' ELSE 'STATUS_MISMATCH' END,
+           key_id, 'status',
+           CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'registry' ELSE src END
+    FROM both_sides WHERE i_status <> r_status
+),
+sides AS (
+    SELECT src, iss_key_id AS key_id, fen, tax, total, rate_pct, bad_buyer_id,
+           iss_key_id < 0 AND length(typo_number) <> 8 AS bad_number
+    FROM iss
+    UNION ALL
+    SELECT 'registry', key_id, fen, tax, total, NULL, bad_buyer_id, false FROM scope
+),
+invalid AS (
+    SELECT 'INVALID_RECORD', key_id, 'total_amount', src FROM sides WHERE total <> fen + tax
+    UNION ALL
+    SELECT 'INVALID_RECORD', key_id, 'tax_amount', src FROM sides WHERE abs(fen * rate_pct - tax * 100) > 600
+    UNION ALL
+    SELECT 'INVALID_RECORD', key_id, 'invoice_number', src FROM sides WHERE bad_number
+    UNION ALL
+    SELECT 'INVALID_RECORD', key_id, 'buyer_tax_id', src FROM sides WHERE bad_buyer_id
+),
+reds AS (SELECT DISTINCT src, iss_key_id AS key_id, total, orig_key_id FROM iss WHERE fen < 0),
+blues AS (
+    SELECT x.key_id, max(x.total) AS total
+    FROM (SELECT iss_key_id AS key_id, total FROM iss UNION ALL SELECT key_id, total FROM reg) AS x
+    SEMI JOIN reds AS r ON r.orig_key_id = x.key_id
+    GROUP BY x.key_id
+),
+red_sums AS (
+    SELECT orig_key_id, sum(-total) AS red_total
+    FROM (SELECT DISTINCT key_id, total, orig_key_id FROM reds)
+    GROUP BY orig_key_id
+),
+orphans AS (
+    SELECT 'ORPHAN_RED_INVOICE', r.key_id, '', r.src
+    FROM reds AS r
+    LEFT JOIN blues AS b ON b.key_id = r.orig_key_id
+    LEFT JOIN red_sums AS rs ON rs.orig_key_id = r.orig_key_id
+    WHERE b.key_id IS NULL OR rs.red_total > b.total
+)
+SELECT DISTINCT * FROM (
+    SELECT * FROM missing
+    UNION ALL SELECT * FROM missing_issuer
+    UNION ALL SELECT * FROM dup_source
+    UNION ALL SELECT * FROM dup_across
+    UNION ALL SELECT * FROM field_mismatch
+    UNION ALL SELECT * FROM status_findings
+    UNION ALL SELECT * FROM invalid
+    UNION ALL SELECT * FROM orphans
+)
+"""
+
+_EXPECTED_SQL = r"""
+CREATE TABLE expected AS
+SELECT e.category,
+       inv_code(i.is_digital, i.is_special, d.yy, d.doy) AS invoice_code,
+       CASE WHEN e.key_id < 0 THEN i.typo_number
+            ELSE inv_number(i.is_digital, i.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) END AS invoice_number,
+       e.field, e.source_system
+FROM expected_keys AS e
+JOIN inv AS i ON i.key_id = abs(e.key_id)
+JOIN days AS d ON d.dn = i.dn
+"""
+
+# Issuer rows with their text, shared by the three issuer formats.
+_ISS_TXT_VIEW = r"""
+CREATE VIEW iss_txt AS
+WITH t AS (
+    SELECT i.src, i.file_part, i.copy_no, i.dn, i.iss_key_id, i.issue_time, i.is_digital, i.status,
+           i.fen, i.tax, i.total, i.rate_pct,
+           inv_code(i.is_digital, i.is_special, d.yy, d.doy) AS code,
+           CASE WHEN i.iss_key_id < 0 THEN i.typo_number
+                ELSE inv_number(i.is_digital, i.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) END AS number,
+           type_name(i.is_digital, i.is_special) AS invoice_type,
+           se.tax_id AS seller_tax_id, se.name AS seller_name,
+           CASE WHEN i.bad_buyer_id THEN break_check(bu.tax_id) ELSE bu.tax_id END AS buyer_tax_id,
+           bu.name AS buyer_name,
+           CASE WHEN i.orig_s IS NOT NULL
+                THEN inv_number(i.is_digital, i.orig_s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8)
+                WHEN i.dk = 'orphan_missing' THEN num20(d.yy, '11', d.doy, '9', i.s, d.m12, d.off12)
+                ELSE '' END AS orig_number,
+           CASE WHEN i.contract_no IS NOT NULL
+                THEN '合同编号：HT' || d.yy || lpad(CAST(i.contract_no AS VARCHAR), 6, '0') ELSE '' END AS contract
+    FROM iss AS i
+    JOIN days AS d ON d.dn = i.dn
+    JOIN sellers AS se ON se.idx = i.seller_idx
+    JOIN buyers AS bu ON bu.idx = i.buyer_idx
+)
+SELECT *,
+       CASE WHEN orig_number <> '' AND is_digital THEN '被红冲蓝字数电票号码：' || orig_number
+            WHEN orig_number <> '' THEN '对应正数发票代码:' || code || '号码:' || orig_number
+            ELSE contract END AS remark
+FROM t
+"""
+
+# Registry rows (ours and purchase invoices) with their text; cosmetic noise is added when writing.
+_REG_TXT_VIEW = r"""
+CREATE VIEW reg_txt AS
+WITH ours AS (
+    SELECT r.copy_no, r.key_id, r.reg_dn, r.issue_time, r.is_digital, r.status, r.fen, r.tax, r.total, r.noise,
+           inv_code(r.is_digital, r.code_special, d.yy, d.doy) AS code,
+           inv_number(r.is_digital, r.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) AS number,
+           type_name(r.is_digital, r.is_special) AS invoice_type,
+           se.tax_id AS seller_tax_id, se.name AS seller_name,
+           CASE WHEN r.bad_buyer_id THEN break_check(bi.tax_id) ELSE bi.tax_id END AS buyer_tax_id,
+           bn.name AS buyer_name, cl.name AS clerk,
+           CASE WHEN r.orig_s IS NOT NULL
+                THEN inv_number(r.is_digital, r.orig_s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8)
+                WHEN r.dk = 'orphan_missing' THEN num20(d.yy, '11', d.doy, '9', r.s, d.m12, d.off12)
+                ELSE '' END AS orig_number,
+           CASE WHEN r.contract_no IS NOT NULL
+                THEN '合同编号：HT' || d.yy || lpad(CAST(r.contract_no AS VARCHAR), 6, '0') ELSE '' END AS contract
+    FROM reg AS r
+    JOIN days AS d ON d.dn = r.dn
+    JOIN sellers AS se ON se.idx = r.seller_idx
+    JOIN buyers AS bi ON bi.idx = r.buyer_id_idx
+    JOIN buyers AS bn ON bn.idx = r.buyer_name_idx
+    JOIN clerks AS cl ON cl.idx = r.clerk_idx
+), purchases AS (
+    SELECT 0 AS copy_no, p.key_id, p.dn AS reg_dn, p.issue_time, p.is_digital, 'normal' AS status, p.fen, p.tax, p.total, p.noise,
+           CASE WHEN p.is_digital THEN ''
+                ELSE '0' || o.prov || '00' || d.yy || d.doy || CASE WHEN p.is_special THEN '13' ELSE '11' END
+                END AS code,
+           CASE WHEN p.is_digital THEN num20(d.yy, o.prov, d.doy, '5', p.s, d.m12, d.off12)
+                ELSE num8(p.s, d.m8, d.off8) END AS number,
+           type_name(p.is_digital, p.is_special) AS invoice_type,
+           o.tax_id AS seller_tax_id, o.name AS seller_name, se.tax_id AS buyer_tax_id, se.name AS buyer_name,
+           cl.name AS clerk, '' AS orig_number, '' AS contract
+    FROM pur_snap AS p
+    JOIN days AS d ON d.dn = p.dn
+    JOIN outside AS o ON o.idx = p.out_idx
+    JOIN sellers AS se ON se.idx = p.buyer_idx
+    JOIN clerks AS cl ON cl.idx = p.clerk_idx
+)
+SELECT *,
+       CASE WHEN orig_number <> '' AND is_digital THEN '被红冲蓝字数电票号码：' || orig_number
+            WHEN orig_number <> '' THEN '对应正数发票代码:' || code || '号码:' || orig_number
+            ELSE contract END AS remark
+FROM (SELECT * FROM ours UNION ALL SELECT * FROM purchases)
+"""
+
+_ISSUER_ORDER = "ORDER BY issue_time, iss_key_id, copy_no"
+
+_ERP_SELECT = r"""
+SELECT NULLIF(code, '') AS invoice_code, number AS invoice_number, invoice_type,
+       issue_time AT TIME ZONE 'Asia/Shanghai' AS issue_time,
+       seller_tax_id, seller_name, NULLIF(buyer_tax_id, '') AS buyer_tax_id, buyer_name,
+       CAST(fen AS DOUBLE) / 100 AS amount, CAST(tax AS DOUBLE) / 100 AS tax_amount,
+       CAST(rate_pct AS DOUBLE) / 100 AS tax_rate, CAST(total AS DOUBLE) / 100 AS total_amount,
+       status, CASE WHEN is_digital THEN NULLIF(orig_number, '') END AS original_invoice_number,
+       NULLIF(remark, '') AS remark
+FROM iss_txt WHERE src = 'erp' AND file_part = {part}
+"""
+
+_POS_SELECT = r"""
+SELECT NULLIF(code, '') AS invoice_code, number AS invoice_number, invoice_type,
+       strftime(issue_time, '%Y-%m-%d %H:%M:%S') AS issue_time,
+       seller_tax_id, seller_name, NULLIF(buyer_tax_id, '') AS buyer_tax_id, buyer_name,
+       fen_txt(fen) AS amount, fen_txt(tax) AS tax_amount, '0.' || lpad(CAST(rate_pct AS VARCHAR), 2, '0') AS tax_rate,
+       fen_txt(total) AS total_amount, status,
+       CASE WHEN is_digital THEN NULLIF(orig_number, '') END AS original_invoice_number,
+       NULLIF(remark, '') AS remark
+FROM iss_txt WHERE src = 'pos' AND dn = {dn}
+"""
+
+# The web shop writes names through a half-width form field: cosmetic, equal after NFKC.
+_WEBSHOP_SELECT = r"""
+SELECT code AS invoice_code, number AS invoice_number, invoice_type,
+       strftime(issue_time, '%Y-%m-%dT%H:%M:%S') || '+08:00' AS issue_time,
+       seller_tax_id, replace(replace(seller_name, '（', '('), '）', ')') AS seller_name,
+       buyer_tax_id, replace(replace(buyer_name, '（', '('), '）', ')') AS buyer_name,
+       fen_txt(fen) AS amount, fen_txt(tax) AS tax_amount, CAST(rate_pct AS VARCHAR) || '%' AS tax_rate,
+       fen_txt(total) AS total_amount, status,
+       CASE WHEN is_digital THEN NULLIF(orig_number, '') END AS original_invoice_number,
+       NULLIF(remark, '') AS remark
+FROM iss_txt WHERE src = 'webshop' AND dn = {dn}
+"""
+
+# Cosmetic registry noise (no finding): full-width buyer ids, stray spaces around names.
+_REGISTRY_SELECT = r"""
+SELECT CAST({offset} + row_number() OVER (ORDER BY issue_time, key_id, copy_no) AS VARCHAR) AS "序号",
+       NULLIF(code, '') AS "发票代码",
+       CASE WHEN is_digital THEN NULL ELSE number END AS "发票号码",
+       CASE WHEN is_digital THEN number END AS "数电发票号码",
+       seller_tax_id AS "销方识别号",
+       CASE WHEN noise = 4 THEN ' ' || seller_name ELSE seller_name END AS "销方名称",
+       NULLIF(CASE WHEN noise < 2 THEN fat_id(buyer_tax_id) ELSE buyer_tax_id END, '') AS "购方识别号",
+       CASE WHEN noise IN (2, 3) THEN buyer_name || ' ' ELSE buyer_name END AS "购买方名称",
+       strftime(issue_time, '%Y-%m-%d %H:%M:%S') AS "开票日期",
+       fen_fmt(fen) AS "金额", fen_fmt(tax) AS "税额", fen_fmt(total) AS "价税合计",
+       CASE WHEN is_digital THEN '电子发票服务平台' ELSE '增值税发票管理系统' END AS "发票来源",
+       invoice_type AS "发票票种",
+       CASE status WHEN 'normal' THEN '正常' WHEN 'voided' THEN '作废' WHEN 'red_reversed' THEN '红冲'
+            WHEN 'partly_red_reversed' THEN '部分红冲' WHEN 'out_of_control' THEN '失控' ELSE '异常' END
+           AS "发票状态",
+       CASE WHEN fen < 0 THEN '否' ELSE '是' END AS "是否正数发票",
+       CASE WHEN status IN ('out_of_control', 'abnormal') THEN '高风险' ELSE '正常' END AS "发票风险等级",
+       clerk AS "开票人",
+       NULLIF(remark, '') AS "备注"
+FROM reg_txt WHERE reg_dn = {dn}
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _sql_path(path: Path) -> str:
+    """A file path as a SQL string literal (COPY targets cannot be bound as parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, order: str, target: Path, options: str) -> None:
+    con.execute(f"COPY ({select} {order}) TO {_sql_path(target)} ({options})")
+
+
+def _concat(parts: Sequence[Path], target: Path, *, encoding: str | None = None, trailer: str = "") -> None:
+    """Join per-day chunk files into ``target`` in streaming fashion, optionally re-encoding them.
+
+    Chunks keep DuckDB's sorts small (a day at a time); re-encoding reads fixed-size pieces of
+    text, so a 10M-row registry export is never held in memory.
+    """
+    with target.open("wb") as out:
+        for part in parts:
+            if encoding is None:
+                with part.open("rb") as fin:
+                    shutil.copyfileobj(fin, out, 1 << 22)
+            else:
+                with part.open("r", encoding="utf-8", newline="") as fin:
+                    while chunk := fin.read(1 << 22):
+                        out.write(chunk.encode(encoding))
+            part.unlink()
+        if trailer:
+            out.write(trailer.encode(encoding or "utf-8"))
+
+
+def _csv_line(values: Iterable[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(values))
+    return buf.getvalue()
+
+
+def _fen_fmt(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
+
+
+def _write_chunked(
+    con: duckdb.DuckDBPyConnection,
+    selects: Sequence[str],
+    order: str,
+    target: Path,
+    options: str,
+    *,
+    header: bool,
+    encoding: str | None = None,
+    trailer: str = "",
+) -> None:
+    """COPY each select (one day each, in order) to a chunk file, then join the chunks into ``target``."""
+    parts: list[Path] = []
+    for i, select in enumerate(selects):
+        part = target.with_name(f".{target.name}.part{i:03d}")
+        opts = options + (f", HEADER {'true' if header and i == 0 else 'false'}" if header else "")
+        _copy(con, select, order, part, opts)
+        parts.append(part)
+    _concat(parts, target, encoding=encoding, trailer=trailer)
+
+
+def _write_night(
+    con: duckdb.DuckDBPyConnection, root: Path, night: date, days: Sequence[date]
+) -> tuple[list[Path], dict[str, int]]:
+    """Write the landing files of the prepared tables into ``root``; returns files and row counts."""
+    for system in ISSUER_SYSTEMS:
+        (root / "issuers" / system).mkdir(parents=True)
+    (root / "registry").mkdir(parents=True)
+    dns = [(d - date(1970, 1, 1)).days for d in days]
+    files: list[Path] = []
+
+    for part in (0, 1):
+        target = root / "issuers" / "erp" / f"erp_part-{part}.parquet"
+        _copy(
+            con, _ERP_SELECT.format(part=int(part)), _ISSUER_ORDER, target, "FORMAT parquet, COMPRESSION zstd"
+        )
+        files.append(target)
+    target = root / "issuers" / "pos" / "pos_invoices.csv"
+    pos = [_POS_SELECT.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, pos, _ISSUER_ORDER, target, "FORMAT csv", header=True)
+    files.append(target)
+    target = root / "issuers" / "webshop" / "webshop_invoices.jsonl"
+    webshop = [_WEBSHOP_SELECT.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, webshop, _ISSUER_ORDER, target, "FORMAT json", header=False)
+    files.append(target)
+
+    # registry: one chunk per registry date, numbered continuously, totals row appended
+    registry_rows = (
+        "SELECT reg_dn, fen, tax, total FROM reg UNION ALL SELECT dn, fen, tax, total FROM pur_snap"
+    )
+    per_day = dict(con.execute(f"SELECT reg_dn, count(*) FROM ({registry_rows}) GROUP BY reg_dn").fetchall())
+    selects: list[str] = []
+    offset = 0
+    for dn in dns:
+        selects.append(_REGISTRY_SELECT.format(offset=int(offset), dn=int(dn)))
+        offset += int(per_day.get(dn, 0))
+    sums = con.execute(f"SELECT sum(fen), sum(tax), sum(total) FROM ({registry_rows})").fetchone() or ()
+    totals = ["合计"] + [""] * (len(REGISTRY_COLUMNS) - 1)
+    for column, value in zip(("金额", "税额", "价税合计"), sums, strict=True):
+        totals[REGISTRY_COLUMNS.index(column)] = _fen_fmt(int(value or 0))
+    target = root / "registry" / f"registry_export_{night.isoformat()}.csv"
+    order = "ORDER BY issue_time, key_id, copy_no"
+    trailer = _csv_line(totals)
+    _write_chunked(
+        con, selects, order, target, "FORMAT csv", header=True, encoding="gb18030", trailer=trailer
+    )
+    files.append(target)
+
+    rows: dict[str, int] = dict.fromkeys(ISSUER_SYSTEMS, 0)
+    for src, count in con.execute("SELECT src, count(*) FROM iss GROUP BY src").fetchall():
+        rows[str(src)] = int(count)
+    rows["registry"] = offset
+    return sorted(files), rows
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap ``tmp`` into place as ``final``, replacing an earlier generation of the same night."""
+    old: Path | None = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _memory_limit() -> str:
+    """Half the machine's memory, capped at 8 GB: DuckDB spills the rest to its temp directory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return "4GB"
+    return f"{max(1, min(8, total // 2 // 2**30))}GB"
+
+
+def _load(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    con.register(f"{name}_arrow", table)
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
+    con.unregister(f"{name}_arrow")
+
+
+def generate_night(
+    out_dir: Path,
+    night: date,
+    rows: int = 5000,
+    seed: int = 7,
+    *,
+    window_days: int = 7,
+    grace_hours: int = 48,
+) -> GenerateResult:
+    """Write a synthetic landing night ``out_dir/<night>/`` and its expected findings.
+
+    ``rows`` is the number of invoices per side for the whole window (issuers together about
+    ``rows``, registry about ``rows`` plus 3 % purchase invoices). Same arguments give byte-identical
+    files. An existing night folder is replaced (built beside it, then renamed into place).
+    """
+    if isinstance(night, datetime) or not isinstance(night, date):
+        raise TypeError("night must be a datetime.date")
+    rows, seed, window_days, grace_hours = int(rows), int(seed), int(window_days), int(grace_hours)
+    if rows <= 0 or window_days <= 0 or grace_hours < 0:
+        raise ValueError("rows and window_days must be positive, grace_hours not negative")
+    plan = _plan(rows, window_days)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = night - timedelta(days=window_days - 1)
+    as_of = datetime.combine(night + timedelta(days=1), datetime.min.time())
+    grace_cutoff = as_of - timedelta(hours=grace_hours)
+    days = [start + timedelta(days=i) for i in range(window_days)]
+
+    final = out_dir / night.isoformat()
+    tmp = out_dir / f".{night.isoformat()}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # not mkdtemp: the published folder keeps the umask's permissions
+    spill = Path(tempfile.mkdtemp(prefix="fapiao-generate-"))
+    try:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET preserve_insertion_order = true")
+            con.execute("SET enable_progress_bar = false")  # library code: no terminal output
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET temp_directory = {_sql_path(spill)}")
+            con.execute(f"SET memory_limit = '{_memory_limit()}'")
+            for statement in _MACROS.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            for name, table in _pools(seed).items():
+                _load(con, name, table)
+            days_table, roles_table = _day_tables(seed, days, plan)
+            _load(con, "days", days_table)
+            _load(con, "roles", roles_table)
+            con.execute(
+                _INV_SQL,
+                {
+                    "n": plan.per_day,
+                    "n_anchor": _ANCHOR_SELLERS,
+                    "n_sellers": _N_SELLERS,
+                    "n_buyers": _N_BUYERS,
+                    "day_start": _DAY_START_S,
+                    "day_span": _DAY_SPAN_S,
+                    "pending_delay": _PENDING_DELAY_S,
+                    "max_delay": _MAX_NORMAL_DELAY_S,
+                    "key_day": _KEY_DAY,
+                    "phantom": _PHANTOM_BASE,
+                },
+            )
+            con.execute(
+                _PUR_SQL,
+                {
+                    "np": plan.purchases_per_day,
+                    "n_outside": _N_OUTSIDE,
+                    "n_sellers": _N_SELLERS,
+                    "day_start": _DAY_START_S,
+                    "day_span": _DAY_SPAN_S,
+                    "key_day": _KEY_DAY,
+                    "purchase": _PURCHASE_BASE,
+                },
+            )
+            con.execute(_PUR_SNAP_SQL, {"as_of": as_of})
+            con.execute(_ISS_VIEW)
+            con.execute(_REG_SQL, {"as_of": as_of, "start": start, "night": night})
+            con.execute(_EXPECTED_KEYS_SQL, {"grace_cutoff": grace_cutoff})
+            for statement in (_EXPECTED_SQL, _ISS_TXT_VIEW, _REG_TXT_VIEW):
+                con.execute(statement)
+            injected = {
+                str(kind): int(count)
+                for kind, count in con.execute(
+                    "SELECT CASE WHEN dk = 'pair' THEN 'red_pair' ELSE dk END, count(*) FROM inv "
+                    "WHERE dk NOT IN ('', 'anchor', 'clean') AND orig_s IS NULL GROUP BY ALL ORDER BY 1"
+                ).fetchall()
+            }
+
+            files, rows_per_source = _write_night(con, tmp, night, days)
+            _copy(
+                con,
+                "SELECT category, NULLIF(invoice_code, '') AS invoice_code, invoice_number, "
+                "NULLIF(field, '') AS field, source_system FROM expected",
+                "ORDER BY category, coalesce(invoice_code, ''), invoice_number, coalesce(field, ''), source_system",
+                tmp / "expected_findings.csv",
+                "FORMAT csv, HEADER true",
+            )
+            counts = dict.fromkeys(CATEGORIES, 0)
+            for category, count in con.execute(
+                "SELECT category, count(*) FROM expected GROUP BY ALL"
+            ).fetchall():
+                counts[str(category)] = int(count)
+        finally:
+            con.close()
+
+        meta = {
+            "generator": "fapiao_audit.generate",
+            "seed": seed,
+            "rows": rows,
+            "night": night.isoformat(),
+            "window": {"start": start.isoformat(), "end": night.isoformat(), "days": window_days},
+            "as_of": as_of.isoformat() + "+08:00",
+            "grace_hours": grace_hours,
+            "timezone": "Asia/Shanghai",
+            "invoices_per_day": plan.per_day,
+            "purchase_invoices_per_day": plan.purchases_per_day,
+            "cases_per_kind_per_night": plan.k_night,
+            "cases_per_kind_per_day": plan.k_day,
+            "pending_per_day": plan.pending_per_day,
+            "red_pairs_per_day": plan.red_pairs_per_day,
+            "voided_per_day": plan.voided_per_day,
+            "injected": injected,
+            "rows_per_source": rows_per_source,
+            "counts": counts,
+            "files": [p.relative_to(tmp).as_posix() for p in files],
+        }
+        (tmp / "generation.json").write_text(
+            json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+    return GenerateResult(
+        night_dir=final,
+        files=[final / p.relative_to(tmp) for p in files],
+        expected_path=final / "expected_findings.csv",
+        counts=counts,
+        rows_per_source=rows_per_source,
+    )

@@ -1,0 +1,801 @@
+"""The auditors' nightly quality report: one self-contained HTML page.
+
+The page has to open from an e-mail attachment or an archive share years later, on a
+machine without network access, and must never run or load anything that came in with the
+data. Hence:
+
+- one file: CSS, JavaScript and SVG charts are inline; a Content-Security-Policy forbids every
+  fetch and allows only the page's own script (by hash), so even a rendering bug cannot make
+  the page call out or run injected script;
+- Jinja2 with autoescape for everything on the page, and data for the findings tables
+  embedded as JSON in ``<script type="application/json">`` with ``<``, ``>``, ``&``, U+2028
+  and U+2029 escaped, then drawn with DOM APIs and ``textContent`` only;
+- deterministic: the same inputs give the same bytes (no clock is read here; every time on
+  the page comes from ``summary``), so a rerun can be compared with ``diff``.
+
+The page embeds at most ``max_rows`` findings. When it has to leave rows out it keeps every
+category represented (a fair share each, in list order) rather than the first ``max_rows``
+rows of the sorted list, which would show the first category only; the page says how many
+rows it shows and that the full list is in ``exceptions.csv``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+import pyarrow as pa
+import pyarrow.compute as pc
+from markupsafe import Markup, escape
+
+from fapiao_audit import masking
+
+__all__ = [
+    "CATEGORIES",
+    "CATEGORY_BY_CODE",
+    "FIELD_LABELS",
+    "FINDING_COLUMNS",
+    "Category",
+    "fair_quotas",
+    "json_for_script",
+    "render_report_html",
+    "select_embedded_rows",
+    "trend_svg",
+]
+
+
+@dataclass(frozen=True)
+class Category:
+    """A finding category: its code (as in ``exceptions.csv``), labels, colour and rule."""
+
+    code: str
+    zh: str
+    en: str
+    colour: str
+    rule_zh: str
+    rule_en: str
+    field: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.zh} / {self.en}"
+
+
+#: The categories of DESIGN.md, in display order.
+CATEGORIES: tuple[Category, ...] = (
+    Category(
+        "MISSING_IN_REGISTRY", "缺失于税务系统", "Missing in registry", "#d62728",
+        "开票系统已开具，税务系统中不存在，且开票时间早于数据截至时间（as_of）前的同步宽限期（默认 48 小时）。",
+        "Issued in an issuing system, absent from the registry, and issued longer ago than the sync "
+        "grace period before as_of (default 48 h).",
+    ),
+    Category(
+        "PENDING_SYNC", "等待同步", "Pending sync", "#a3acb9",
+        "开票系统已开具，税务系统中暂不存在，但仍在同步宽限期内（仅供参考）。",
+        "Issued in an issuing system, absent from the registry, but still inside the sync grace period "
+        "(informational).",
+    ),
+    Category(
+        "MISSING_IN_ISSUER", "缺失于开票系统", "Missing in issuer", "#ff7f0e",
+        "税务系统中存在且属于受监控销方，但任何开票系统中都没有。",
+        "In the registry under a monitored seller, in no issuing system.",
+    ),
+    Category(
+        "DUPLICATE_IN_SOURCE", "同源重复", "Duplicate in source", "#8c564b",
+        "同一发票键在同一来源的快照中出现多次。",
+        "The same invoice key appears more than once in one source's snapshot.",
+    ),
+    Category(
+        "DUPLICATE_ACROSS_ISSUERS", "跨开票系统重复", "Duplicate across issuers", "#e377c2",
+        "同一发票键出现在两个或以上开票系统中。",
+        "The same invoice key appears in two or more issuing systems.",
+    ),
+    Category(
+        "FIELD_MISMATCH", "字段不一致", "Field mismatch", "#1f77b4",
+        "双方均有该发票，但规范化后某字段不一致；每个不一致字段一行（金额、税额、价税合计、开票日期、"
+        "销方识别号、购方识别号、购方名称、发票票种）。",
+        "Both sides have the invoice but a field differs after normalisation; one row per differing field "
+        "(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type).",
+        "amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type",
+    ),
+    Category(
+        "STATUS_MISMATCH", "状态不一致", "Status mismatch", "#9467bd",
+        "发票状态（正常 / 作废 / 红冲 / 部分红冲）在开票系统与税务系统之间不一致。",
+        "The status (normal / voided / red_reversed / partly_red_reversed) disagrees between issuer and "
+        "registry.",
+        "status",
+    ),
+    Category(
+        "REGISTRY_RISK", "税务系统风险", "Registry risk", "#b8860b",
+        "税务系统将该发票标记为失控或异常（且不同时属于状态不一致）。",
+        "The registry marks the invoice out_of_control or abnormal (and it is not also a status mismatch).",
+        "status",
+    ),
+    Category(
+        "INVALID_RECORD", "无效记录", "Invalid record", "#17a2b8",
+        "记录本身违反规则：发票代码/号码格式错误；18 位纳税人识别号未通过 GB 32100 校验；"
+        "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06。",
+        "A record breaks a rule on its own: bad key format; an 18-character tax id failing the GB 32100 "
+        "checksum; total ≠ amount + tax; |amount × rate − tax| > 0.06.",
+        "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount",
+    ),
+    Category(
+        "ORPHAN_RED_INVOICE", "孤立红字发票", "Orphan red invoice", "#2f4b7c",
+        "红字（负数）发票找不到对应的蓝字原发票，或红冲金额合计超过蓝字发票；该发现指向红字发票。",
+        "A red (negative) invoice whose original blue invoice is found nowhere, or whose red totals exceed "
+        "the blue; the finding names the red invoice.",
+    ),
+)
+CATEGORY_BY_CODE: dict[str, Category] = {c.code: c for c in CATEGORIES}
+
+#: Chinese names of the canonical fields (``field`` of a finding, expectation columns).
+FIELD_LABELS: dict[str, str] = {
+    "invoice_key": "发票键",
+    "invoice_code": "发票代码",
+    "invoice_number": "发票号码",
+    "invoice_type": "发票票种",
+    "issue_time": "开票时间",
+    "issue_date": "开票日期",
+    "seller_tax_id": "销方识别号",
+    "seller_name": "销方名称",
+    "buyer_tax_id": "购方识别号",
+    "buyer_name": "购方名称",
+    "amount": "金额",
+    "tax_amount": "税额",
+    "tax_rate": "税率",
+    "total_amount": "价税合计",
+    "status": "发票状态",
+    "original_invoice_number": "原发票号码",
+    "remark": "备注",
+}
+
+#: Columns of the findings / resolved tables handed to the renderers.
+FINDING_COLUMNS: tuple[str, ...] = (
+    "category", "invoice_key", "invoice_code", "invoice_number", "field", "source_system",
+    "issuer_value", "registry_value", "seller_tax_id", "issue_date", "detail", "suggested_match",
+    "finding_status", "first_seen", "age_days",
+)
+
+STATUS_LABELS: dict[str, tuple[str, str]] = {"new": ("新增", "new"), "open": ("持续", "open")}
+
+# Column specs of the client-side tables: (key, Chinese label, English label, kind).
+_FINDINGS_VIEW: tuple[tuple[str, str, str, str], ...] = (
+    ("category", "类别", "Category", "category"),
+    ("finding_status", "状态", "Status", "status"),
+    ("invoice_code", "发票代码", "Invoice code", "mono"),
+    ("invoice_number", "发票号码", "Invoice number", "mono"),
+    ("field", "字段", "Field", "field"),
+    ("source_system", "来源系统", "Source", "mono"),
+    ("issuer_value", "开票方值", "Issuer value", "text"),
+    ("registry_value", "税务系统值", "Registry value", "text"),
+    ("seller_tax_id", "销方识别号", "Seller tax id", "mono"),
+    ("issue_date", "开票日期", "Issue date", "date"),
+    ("detail", "说明", "Detail", "long"),
+    ("suggested_match", "疑似匹配", "Suggested match", "mono"),
+    ("first_seen", "首次发现", "First seen", "date"),
+    ("age_days", "账龄(天)", "Age (days)", "num"),
+)
+_RESOLVED_VIEW: tuple[tuple[str, str, str, str], ...] = tuple(
+    c for c in _FINDINGS_VIEW if c[0] not in ("finding_status", "age_days")
+)
+_REJECTED_VIEW: tuple[tuple[str, str, str, str], ...] = (
+    ("source_system", "来源系统", "Source", "mono"),
+    ("file", "文件", "File", "mono"),
+    ("line", "行号", "Line", "num"),
+    ("raw", "原始内容", "Raw row", "raw"),
+    ("reason", "拒绝原因", "Reason", "long"),
+)
+
+_HTML_JSON_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def json_for_script(obj: Any) -> Markup:
+    """JSON text that is safe inside ``<script type="application/json">`` and parses back to ``obj``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c`` … so no ``</script>`` or ``<!--`` can appear;
+    U+2028/2029 are escaped for old JavaScript parsers. Chinese stays as UTF-8 (a third of the
+    size of ``\\uXXXX`` escapes).
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return Markup(text.translate(_HTML_JSON_ESCAPES))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+# --------------------------------------------------------------------------- row selection
+
+
+def fair_quotas(counts: Sequence[int], cap: int) -> list[int]:
+    """Split ``cap`` rows over groups of ``counts`` rows: small groups whole, large ones equal shares.
+
+    Water-filling: every group gets the same share until it is exhausted; what is left over
+    goes to the remaining groups in order. ``sum(result) == min(cap, sum(counts))``.
+    """
+    counts = [max(0, int(c)) for c in counts]
+    if sum(counts) <= cap:
+        return counts
+    quotas = [0] * len(counts)
+    remaining = max(0, cap)
+    active = [i for i, c in enumerate(counts) if c > 0]
+    while active and remaining > 0:
+        share = remaining // len(active)
+        if share == 0:
+            for i in active[:remaining]:
+                quotas[i] += 1
+            break
+        still = []
+        for i in active:
+            give = min(share, counts[i] - quotas[i])
+            quotas[i] += give
+            remaining -= give
+            if quotas[i] < counts[i]:
+                still.append(i)
+        active = still
+    return quotas
+
+
+def _category_order(values: Iterable[str | None]) -> list[str | None]:
+    known = [c.code for c in CATEGORIES]
+    present = set(values)
+    others = sorted(v for v in present if v is not None and v not in CATEGORY_BY_CODE)
+    return [c for c in known if c in present] + others + ([None] if None in present else [])
+
+
+def select_embedded_rows(findings: pa.Table, max_rows: int) -> pa.Table:
+    """At most ``max_rows`` rows of ``findings``, every category represented, list order kept."""
+    if findings.num_rows <= max_rows:
+        return findings
+    if max_rows <= 0:
+        return findings.slice(0, 0)
+    cat = findings.column("category")
+    counts = {row["values"]: row["counts"] for row in pc.value_counts(cat).to_pylist()}
+    order = _category_order(counts)
+    quotas = fair_quotas([counts[c] for c in order], max_rows)
+    parts = []
+    for code, quota in zip(order, quotas, strict=True):
+        if quota <= 0:
+            continue
+        mask = pc.is_null(cat) if code is None else pc.fill_null(pc.equal(cat, code), False)
+        parts.append(pc.indices_nonzero(mask).slice(0, quota))
+    indices = pa.concat_arrays([p.cast(pa.uint64()) for p in parts])
+    indices = pc.take(indices, pc.array_sort_indices(indices))
+    return findings.take(indices)
+
+
+# --------------------------------------------------------------------------- table helpers
+
+
+def _columns(table: pa.Table | None, names: Sequence[str]) -> list[list[Any]]:
+    """Python lists of the named columns; a column the table lacks is all ``None``."""
+    n = table.num_rows if table is not None else 0
+    out = []
+    for name in names:
+        if table is not None and name in table.column_names:
+            values = table.column(name).to_pylist()
+            out.append([v.isoformat() if isinstance(v, date | datetime) else v for v in values])
+        else:
+            out.append([None] * n)
+    return out
+
+
+def _records(table: pa.Table | None, names: Sequence[str]) -> Iterator[dict[str, Any]]:
+    cols = _columns(table, names)
+    for values in zip(*cols, strict=True):
+        yield dict(zip(names, values, strict=True))
+
+
+def _table_payload(
+    table: pa.Table | None,
+    view: Sequence[tuple[str, str, str, str]],
+    *,
+    total: int,
+    mask: bool,
+    extra_mask_columns: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The JSON a client-side table reads: column specs, rows as arrays (compact), totals."""
+    keys = [k for k, *_ in view]
+    read = list(dict.fromkeys([*keys, *extra_mask_columns]))
+    rows = []
+    for record in _records(table, read):
+        if mask:
+            record = masking.mask_record(record)
+        rows.append([record[k] for k in keys])
+    return {
+        "columns": [{"key": k, "zh": zh, "en": en, "kind": kind} for k, zh, en, kind in view],
+        "rows": rows,
+        "total": total,
+    }
+
+
+def _count_by(table: pa.Table, keys: Sequence[str]) -> list[dict[str, Any]]:
+    present = [k for k in keys if k in table.column_names]
+    if table.num_rows == 0 or len(present) != len(keys):
+        return []
+    return table.group_by(list(keys)).aggregate([([], "count_all")]).to_pylist()
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _nice_ceiling(value: float) -> tuple[float, float]:
+    """A round axis maximum >= value and its tick step (1, 2 or 5 times a power of ten)."""
+    if value <= 0:
+        return 1.0, 1.0
+    raw_step = value / 4
+    power = 10 ** math.floor(math.log10(raw_step))
+    for m in (1, 2, 5, 10):
+        step = m * power
+        if step >= raw_step:
+            break
+    step = max(step, 1.0)
+    return step * math.ceil(value / step), step
+
+
+def _fmt_int(n: Any) -> str:
+    try:
+        return f"{int(n):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def trend_svg(history: Sequence[Mapping[str, Any]], *, width: int = 1240, height: int = 300) -> Markup:
+    """Stacked bars per published night and category, drawn here so the page needs no chart library.
+
+    Every text that comes from data (nights, outcome) is escaped; numbers are formatted from
+    ints. Failed nights get a red marker under their bar; tonight's label is bold.
+    """
+    nights = [h for h in history if isinstance(h, Mapping)]
+    if not nights:
+        return Markup("")
+    left, right, top, bottom = 64, 16, 18, 52
+    plot_w, plot_h = width - left - right, height - top - bottom
+    totals = []
+    for h in nights:
+        counts = h.get("counts") or {}
+        totals.append(sum(int(counts.get(c.code) or 0) for c in CATEGORIES))
+    y_max, step = _nice_ceiling(max(totals))
+    band = plot_w / len(nights)
+    bar_w = min(40.0, band * 0.72)
+    scale = plot_h / y_max
+
+    def y(v: float) -> float:
+        return top + plot_h - v * scale
+
+    parts: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-labelledby="trend-title"><title id="trend-title">'
+        f"{escape('每晚发现数量趋势 / Findings per published night')}</title>",
+    ]
+    tick = 0.0
+    while tick <= y_max + 1e-9:
+        ty = y(tick)
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<text class="ylab" x="{left - 8}" y="{ty + 4:.1f}" text-anchor="end">{_fmt_int(tick)}</text>'
+        )
+        tick += step
+    label_every = max(1, math.ceil(len(nights) / 16))
+    for i, h in enumerate(nights):
+        counts = h.get("counts") or {}
+        night = str(h.get("night") or "")
+        cx = left + band * i + band / 2
+        x = cx - bar_w / 2
+        acc = 0
+        for c in CATEGORIES:
+            v = int(counts.get(c.code) or 0)
+            if v <= 0:
+                continue
+            y0, y1 = y(acc), y(acc + v)
+            acc += v
+            tip = f"{night} · {c.zh} / {c.en}: {v:,}"
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y1:.1f}" width="{bar_w:.1f}" height="{max(y0 - y1, 0.5):.1f}" '
+                f'fill="{c.colour}"><title>{escape(tip)}</title></rect>'
+            )
+        is_last = i == len(nights) - 1
+        if len(nights) <= 31 and totals[i] > 0:
+            parts.append(
+                f'<text class="total" x="{cx:.1f}" y="{y(totals[i]) - 4:.1f}" text-anchor="middle">'
+                f"{_fmt_int(totals[i])}</text>"
+            )
+        if i % label_every == 0 or is_last:
+            label = night[5:] if len(night) == 10 else night
+            cls = "xlab tonight" if is_last else "xlab"
+            parts.append(
+                f'<text class="{cls}" x="{cx:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
+                f"{escape(label)}</text>"
+            )
+        outcome = str(h.get("outcome") or "")
+        if outcome == "failed":
+            parts.append(
+                f'<circle class="failed" cx="{cx:.1f}" cy="{top + plot_h + 30}" r="4">'
+                f"<title>{escape(f'{night} · 未通过 / failed')}</title></circle>"
+            )
+    parts.append(
+        f'<line class="axis" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/></svg>'
+    )
+    return Markup("".join(parts))
+
+
+def _sparkline(values: Sequence[int], colour: str, *, width: int = 96, height: int = 22) -> Markup:
+    if len(values) < 2:
+        return Markup("")
+    hi = max(values) or 1
+    pts = " ".join(
+        f"{i * (width - 4) / (len(values) - 1) + 2:.1f},{height - 2 - v * (height - 4) / hi:.1f}"
+        for i, v in enumerate(values)
+    )
+    last_x = width - 2
+    last_y = height - 2 - values[-1] * (height - 4) / hi
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-hidden="true"><polyline points="{pts}" fill="none" '
+        f'stroke="{colour}" stroke-width="1.5"/><circle cx="{last_x}" cy="{last_y:.1f}" r="2" '
+        f'fill="{colour}"/></svg>'
+    )
+
+
+def _text_colour(hex_colour: str) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    lum = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+    return "#111827" if lum > 0.35 else "#ffffff"
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _short_json(value: Any, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else json.dumps(
+        value, ensure_ascii=False, sort_keys=True, default=_json_default
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in d.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            yield from _flatten(value, name)
+        else:
+            yield name, value
+
+
+def _category_rows(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[str, Any]]:
+    counts = summary.get("counts") or {}
+    previous = summary.get("counts_previous")
+    history = _history(summary)
+    new_by_cat: dict[Any, int] = {}
+    for row in _count_by(findings, ["category", "finding_status"]):
+        if row["finding_status"] == "new":
+            new_by_cat[row["category"]] = row["count_all"]
+    table_counts = {r["category"]: r["count_all"] for r in _count_by(findings, ["category"])}
+    codes = [c.code for c in CATEGORIES] + sorted(
+        k for k in set(counts) | {k for k in table_counts if k is not None} if k not in CATEGORY_BY_CODE
+    )
+    top = max([_int(counts.get(code)) for code in codes] + [1])
+    rows = []
+    for idx, code in enumerate(codes):
+        cat = CATEGORY_BY_CODE.get(code)
+        n = _int(counts.get(code))
+        prev = None if previous is None else _int(previous.get(code))
+        rows.append({
+            "code": code,
+            "zh": cat.zh if cat else code,
+            "en": cat.en if cat else code,
+            "css": f"c{idx}" if cat else "cx",
+            "count": n,
+            "previous": prev,
+            "delta": None if prev is None else n - prev,
+            "new": new_by_cat.get(code, 0),
+            "share": round(100 * n / top, 1),
+            "spark": _sparkline(
+                [_int((h.get("counts") or {}).get(code)) for h in history], cat.colour if cat else "#6b7280"
+            ),
+            "table_count": table_counts.get(code, 0),
+        })
+    return rows
+
+
+def _source_breakdown(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[str, Any]]:
+    per: dict[Any, dict[str, int]] = {}
+    for row in _count_by(findings, ["source_system", "category"]):
+        per.setdefault(row["source_system"], {})[row["category"]] = row["count_all"]
+    loaded: dict[Any, int] = {}
+    kinds: dict[Any, str] = {}
+    for src in summary.get("sources") or []:
+        name = src.get("source_system")
+        loaded[name] = _int(src.get("rows_loaded"))
+        kinds[name] = str(src.get("source_kind") or "")
+        per.setdefault(name, {})
+    rows = []
+    for name, cats in per.items():
+        total = sum(cats.values())
+        rows.append({
+            "source": name,
+            "kind": kinds.get(name, ""),
+            "cells": [cats.get(c.code, 0) for c in CATEGORIES],
+            "other": sum(v for k, v in cats.items() if k not in CATEGORY_BY_CODE),
+            "total": total,
+            "loaded": loaded.get(name),
+            "rate": (f"{1000 * total / loaded[name]:.1f}" if loaded.get(name) else None),
+        })
+    rows.sort(key=lambda r: (-r["total"], r["source"] is None, str(r["source"])))
+    return rows
+
+
+def _sources(summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    out = []
+    grand = {"read": 0, "loaded": 0, "rejected": 0, "files": 0, "balanced": True}
+    for src in summary.get("sources") or []:
+        read, loaded, rejected = (_int(src.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
+        files = []
+        sums = [0, 0, 0]
+        for f in src.get("files") or []:
+            fr, fl, fj = (_int(f.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
+            sums = [sums[0] + fr, sums[1] + fl, sums[2] + fj]
+            files.append({**f, "read": fr, "loaded": fl, "rejected": fj, "balanced": fr == fl + fj})
+        balanced = read == loaded + rejected and all(f["balanced"] for f in files)
+        files_match = not files or sums == [read, loaded, rejected]
+        out.append({
+            "name": src.get("source_system"),
+            "kind": src.get("source_kind"),
+            "read": read,
+            "loaded": loaded,
+            "rejected": rejected,
+            "balanced": balanced and files_match,
+            "files_match": files_match,
+            "files": files,
+        })
+        grand["read"] += read
+        grand["loaded"] += loaded
+        grand["rejected"] += rejected
+        grand["files"] += len(files)
+        grand["balanced"] = grand["balanced"] and balanced and files_match
+    return out, grand
+
+
+def _expectations(summary: Mapping[str, Any], mask: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    exp = summary.get("expectations") or {}
+    tally = {"total": 0, "passed": 0, "failed": 0, "error": 0}
+    suites = []
+    for suite in exp.get("suites") or []:
+        results = []
+        for r in suite.get("results") or []:
+            state = "error" if r.get("error") else ("passed" if r.get("success") else "failed")
+            tally["total"] += 1
+            tally[state] += 1
+            column = r.get("column")
+            sample = [str(s) for s in (r.get("unexpected_sample") or [])[:20]]
+            if mask:
+                if column in masking.BUYER_FIELDS:
+                    sample = [str(masking.mask_record({"field": column, "issuer_value": s})["issuer_value"])
+                              for s in sample]
+                else:
+                    sample = [masking.mask_free_text(s) or "" for s in sample]
+            observed = r.get("observed_value")
+            results.append({
+                "expectation": r.get("expectation"),
+                "type": r.get("type"),
+                "column": column,
+                "state": state,
+                "error": r.get("error"),
+                "observed": None if observed is None else _short_json(observed),
+                "unexpected_count": r.get("unexpected_count"),
+                "sample": [s if len(s) <= 120 else s[:119] + "…" for s in sample],
+                "sample_more": max(0, len(r.get("unexpected_sample") or []) - 20),
+                "description": r.get("description"),
+            })
+        parameters = suite.get("parameters") if isinstance(suite.get("parameters"), Mapping) else {}
+        suites.append({
+            "suite": suite.get("suite"),
+            "target": suite.get("target"),
+            "success": bool(suite.get("success")),
+            "results": results,
+            "parameters": [(str(k), _short_json(v, 120)) for k, v in parameters.items()],
+        })
+    return suites, tally
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("fapiao_audit", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["n"] = _fmt_int
+    return env
+
+
+@lru_cache(maxsize=4)
+def _asset(name: str) -> str:
+    return resources.files("fapiao_audit").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _csp(script: str) -> str:
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    script_hash = base64.b64encode(digest).decode("ascii")
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{script_hash}'; base-uri 'none'; form-action 'none'"
+    )
+
+
+def render_report_html(
+    summary: Mapping[str, Any],
+    findings: pa.Table,
+    rejected: pa.Table,
+    resolved: pa.Table,
+    *,
+    mask: bool = True,
+    max_rows: int = 20000,
+) -> str:
+    """The night's report page as one HTML string (UTF-8 when written; no external resources).
+
+    ``findings`` / ``resolved`` / ``rejected`` are embedded up to ``max_rows`` rows each; the
+    counts, breakdowns and charts always use all rows and ``summary``. With ``mask`` (the
+    default), buyer names and individuals' tax ids are masked (see :mod:`fapiao_audit.masking`).
+    """
+    max_rows = max(0, int(max_rows))
+    total = findings.num_rows
+    shown = select_embedded_rows(findings, max_rows)
+    resolved_shown = resolved.slice(0, max_rows)
+    rejected_shown = rejected.slice(0, max_rows)
+
+    category_rows = _category_rows(summary, findings)
+    sources, grand = _sources(summary)
+    suites, tally = _expectations(summary, mask)
+    summary_total = _int(summary.get("total_findings", total))
+    embedded_per_cat = {r["category"]: r["count_all"] for r in _count_by(shown, ["category"])}
+
+    findings_payload = _table_payload(shown, _FINDINGS_VIEW, total=total, mask=mask)
+    findings_payload["categories"] = [
+        {"code": r["code"], "css": r["css"], "zh": r["zh"], "en": r["en"]} for r in category_rows
+    ]
+    findings_payload["fields"] = FIELD_LABELS
+    findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in STATUS_LABELS.items()}
+    resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask)
+    resolved_payload["categories"] = findings_payload["categories"]
+    resolved_payload["fields"] = FIELD_LABELS
+    rejected_payload = _table_payload(rejected_shown, _REJECTED_VIEW, total=rejected.num_rows, mask=mask)
+
+    by_source = _source_breakdown(summary, findings)
+    source_names = sorted({r["source"] for r in by_source}, key=lambda s: (s is None, str(s)))
+    config = summary.get("config") or {}
+    config_rows = [
+        {"key": k, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=_json_default)}
+        for k, v in _flatten(config)
+    ]
+    run_in = summary.get("run") or {}
+    run = {k: run_in.get(k) for k in ("run_id", "started_at", "finished_at", "duration_s")}
+    window_in = summary.get("window") or {}
+    window = {"start": window_in.get("start"), "end": window_in.get("end")}
+    outcome = str(summary.get("outcome") or "unknown")
+    history = _history(summary)
+    out_of_scope = {"registry_other_sellers": _int((summary.get("out_of_scope") or {}).get("registry_other_sellers"))}
+    keys = summary.get("keys") if isinstance(summary.get("keys"), Mapping) else {}
+    scope = {
+        "key_counts": [(str(k), _int(v)) for k, v in keys.items()],
+        "out_of_window": None if summary.get("out_of_window") is None else _int(summary.get("out_of_window")),
+    }
+    script = _asset("report.js")
+
+    context = {
+        "as_of": summary.get("as_of"),
+        "night": str(summary.get("night") or ""),
+        "outcome": outcome if outcome in ("passed", "failed") else "unknown",
+        "outcome_raw": outcome,
+        "run": run,
+        "window": window,
+        "previous_night": summary.get("previous_night"),
+        "total": summary_total,
+        "table_total": total,
+        "counts_consistent": summary_total == total
+        and all(r["count"] == r["table_count"] for r in category_rows),
+        "new": _int(summary.get("new")),
+        "open": _int(summary.get("open")),
+        "resolved_count": _int(summary.get("resolved", resolved.num_rows)),
+        "categories": category_rows,
+        "category_defs": CATEGORIES,
+        "category_css": [
+            {"css": f"c{i}", "bg": c.colour, "fg": _text_colour(c.colour)} for i, c in enumerate(CATEGORIES)
+        ],
+        "history": history,
+        "trend_svg": trend_svg(history),
+        "by_source": by_source,
+        "by_seller": _sellers(summary),
+        "sources": sources,
+        "grand": grand,
+        "out_of_scope": out_of_scope,
+        "scope": scope,
+        "version": run_in.get("version"),
+        "suites": suites,
+        "tally": tally,
+        "config_rows": config_rows,
+        "field_labels": FIELD_LABELS,
+        "mask": mask,
+        "shown": shown.num_rows,
+        "capped": shown.num_rows < total,
+        "embedded_per_cat": embedded_per_cat,
+        "resolved_shown": resolved_shown.num_rows,
+        "resolved_total": resolved.num_rows,
+        "rejected_shown": rejected_shown.num_rows,
+        "rejected_total": rejected.num_rows,
+        "source_names": source_names,
+        "findings_view": _FINDINGS_VIEW,
+        "resolved_view": _RESOLVED_VIEW,
+        "rejected_view": _REJECTED_VIEW,
+        "findings_json": json_for_script(findings_payload),
+        "resolved_json": json_for_script(resolved_payload),
+        "rejected_json": json_for_script(rejected_payload),
+        "css": Markup(_asset("report.css")),
+        "script": Markup(script),
+        "csp": _csp(script),
+    }
+    return _environment().get_template("report.html.j2").render(context)
+
+
+def _history(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for h in summary.get("history") or []:
+        if not isinstance(h, Mapping):
+            continue
+        counts = {str(k): _int(v) for k, v in (h.get("counts") or {}).items()}
+        total = h.get("total")
+        out.append({
+            "night": str(h.get("night") or ""),
+            "outcome": str(h.get("outcome") or ""),
+            "counts": counts,
+            "total": _int(total) if total is not None else sum(counts.values()),
+        })
+    return out[-30:]
+
+
+def _sellers(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    sellers = [s for s in summary.get("by_seller") or [] if isinstance(s, Mapping)]
+    top = max([_int(s.get("findings")) for s in sellers] + [1])
+    return [
+        {
+            "tax_id": s.get("seller_tax_id"),
+            "name": s.get("seller_name"),
+            "findings": _int(s.get("findings")),
+            "share": round(100 * _int(s.get("findings")) / top, 1),
+        }
+        for s in sellers
+    ]
