@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import BUYER_C, NIGHT, SELLER_A, invoice, write_csv
+from factories import BUYER_C, NIGHT, SELLER_A, invoice, write_csv
 from fapiao_audit.config import Config, build_config
 from fapiao_audit.errors import InputError
 from fapiao_audit.ingest import header_key, ingest_night, map_headers

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 import pytest
 
-from conftest import BUYER_C, NIGHT, OUTSIDER, SELLER_A, SELLER_B, invoice
+from factories import BUYER_C, NIGHT, OUTSIDER, SELLER_A, SELLER_B, invoice
 from fapiao_audit.config import SHANGHAI, Config
 from fapiao_audit.ingest import ingest_night
 from fapiao_audit.reconcile import fetch_findings, fetch_resolved, reconcile_night
@@ -17,7 +17,8 @@ D20B = "26110000000000000002"
 CODE = "011002600111"
 
 
-def findings(con, landing, tmp_path, cfg=Config(), night=NIGHT):
+def findings(con, landing, tmp_path, cfg=None, night=NIGHT):
+    cfg = cfg or Config()
     ingest_night(con, landing, night, cfg, tmp_path / "tmp")
     reconcile_night(con, night, cfg)
     rows = fetch_findings(con, night).to_pylist()
