@@ -5,23 +5,31 @@
 -- name: macros
 -- Full-width ASCII (U+FF01..U+FF5E), the ideographic space and the no-break space become their
 -- half-width forms: the part of Unicode NFKC that matters for ids, amounts, dates and names.
+-- translate() is costly per row, so it runs only on values holding such a character.
 CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
-    translate(s,
-        '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　 ￥—',
-        '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~  ¥-');
+    CASE WHEN regexp_matches(s, '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
+    THEN translate(s,
+             '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　 ￥—',
+             '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~  ¥-')
+    ELSE s END;
 
 -- name: macro_text
+-- Each macro first asks a cheap question (regexp_matches) and rewrites only values that need it:
+-- most values are already clean, and regexp_replace costs far more per row.
 CREATE OR REPLACE TEMP MACRO fa_text(s) AS
-    NULLIF(regexp_replace(regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}]+', ' ', 'g'), '^ | $', '', 'g'), '');
+    NULLIF(CASE WHEN regexp_matches(s, '\s\s|^\s|\s$|[\t\n\r\f\v\x{200B}\x{FEFF}]')
+                THEN trim(regexp_replace(s, '[\s\x{200B}\x{FEFF}]+', ' ', 'g')) ELSE s END, '');
 
 -- name: macro_id
 -- Identifiers: no white space, upper case, Excel text markers (="0123" or '0123) removed.
 CREATE OR REPLACE TEMP MACRO fa_id(s) AS
-    upper(regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}''"=]', '', 'g'));
+    upper(CASE WHEN regexp_matches(s, '[\s\x{200B}\x{FEFF}''"=]')
+               THEN regexp_replace(s, '[\s\x{200B}\x{FEFF}''"=]', '', 'g') ELSE s END);
 
 -- name: macro_amount_text
 CREATE OR REPLACE TEMP MACRO fa_amount_text(s) AS
-    NULLIF(regexp_replace(fa_hw(s), '[\s,¥\x{200B}\x{FEFF}]', '', 'g'), '');
+    NULLIF(CASE WHEN regexp_matches(s, '[\s¥\x{200B}\x{FEFF}]')
+                THEN regexp_replace(s, '[\s,¥\x{200B}\x{FEFF}]', '', 'g') ELSE replace(s, ',', '') END, '');
 
 -- name: macro_amount
 CREATE OR REPLACE TEMP MACRO fa_amount(s) AS
@@ -40,7 +48,7 @@ CREATE OR REPLACE TEMP MACRO fa_rate_t(t) AS CASE
 END;
 
 -- name: macro_rate
-CREATE OR REPLACE TEMP MACRO fa_rate(s) AS fa_rate_t(lower(regexp_replace(fa_hw(s), '\s', '', 'g')));
+CREATE OR REPLACE TEMP MACRO fa_rate(s) AS fa_rate_t(lower(regexp_replace(s, '\s', '', 'g')));
 
 -- name: macro_time_t
 CREATE OR REPLACE TEMP MACRO fa_time_t(t) AS CASE
@@ -69,7 +77,7 @@ CREATE OR REPLACE TEMP MACRO fa_status_t(t) AS CASE
 END;
 
 -- name: macro_status
-CREATE OR REPLACE TEMP MACRO fa_status(s) AS fa_status_t(lower(regexp_replace(fa_hw(s), '[\s_\-]', '', 'g')));
+CREATE OR REPLACE TEMP MACRO fa_status(s) AS fa_status_t(lower(regexp_replace(s, '[\s_\-]', '', 'g')));
 
 -- name: macro_type_t
 -- Free-text invoice kinds to medium (digital / electronic / paper) x kind (special / normal).
@@ -86,17 +94,57 @@ CREATE OR REPLACE TEMP MACRO fa_type_t(t) AS CASE
 END;
 
 -- name: macro_type
-CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(fa_hw(s), '\s', '', 'g')));
+CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(s, '\s', '', 'g')));
 
 -- name: normalize
 CREATE OR REPLACE TEMP TABLE ing_norm AS
-WITH p AS (
+WITH h0 AS MATERIALIZED (
+    SELECT *, regexp_matches(concat_ws('|', invoice_code, invoice_number, invoice_type, issue_time, seller_tax_id,
+                                       seller_name, buyer_tax_id, buyer_name, amount, tax_amount, tax_rate,
+                                       total_amount, status, is_positive, original_invoice_number, remark, first_cell),
+                             '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]') AS needs_hw
+    FROM ing_mapped
+),
+h AS MATERIALIZED (
+    -- Half-width once per row that needs it; the fa_* macros below expect half-width input.
+    SELECT __line,
+           CASE WHEN needs_hw THEN fa_hw(invoice_code) ELSE invoice_code END AS invoice_code,
+           CASE WHEN needs_hw THEN fa_hw(invoice_number) ELSE invoice_number END AS invoice_number,
+           CASE WHEN needs_hw THEN fa_hw(invoice_type) ELSE invoice_type END AS invoice_type,
+           CASE WHEN needs_hw THEN fa_hw(issue_time) ELSE issue_time END AS issue_time,
+           CASE WHEN needs_hw THEN fa_hw(seller_tax_id) ELSE seller_tax_id END AS seller_tax_id,
+           CASE WHEN needs_hw THEN fa_hw(seller_name) ELSE seller_name END AS seller_name,
+           CASE WHEN needs_hw THEN fa_hw(buyer_tax_id) ELSE buyer_tax_id END AS buyer_tax_id,
+           CASE WHEN needs_hw THEN fa_hw(buyer_name) ELSE buyer_name END AS buyer_name,
+           CASE WHEN needs_hw THEN fa_hw(amount) ELSE amount END AS amount,
+           CASE WHEN needs_hw THEN fa_hw(tax_amount) ELSE tax_amount END AS tax_amount,
+           CASE WHEN needs_hw THEN fa_hw(tax_rate) ELSE tax_rate END AS tax_rate,
+           CASE WHEN needs_hw THEN fa_hw(total_amount) ELSE total_amount END AS total_amount,
+           CASE WHEN needs_hw THEN fa_hw(status) ELSE status END AS status,
+           CASE WHEN needs_hw THEN fa_hw(is_positive) ELSE is_positive END AS is_positive,
+           CASE WHEN needs_hw THEN fa_hw(original_invoice_number) ELSE original_invoice_number END
+               AS original_invoice_number,
+           CASE WHEN needs_hw THEN fa_hw(remark) ELSE remark END AS remark,
+           CASE WHEN needs_hw THEN fa_hw(first_cell) ELSE first_cell END AS first_cell
+    FROM h0
+),
+-- Low-cardinality columns are mapped once per distinct value, then joined back.
+type_map AS MATERIALIZED (
+    SELECT k, fa_text(k) AS raw, fa_type(k) AS v FROM (SELECT DISTINCT invoice_type AS k FROM h)
+),
+status_map AS MATERIALIZED (
+    SELECT k, fa_status(k) AS v FROM (SELECT DISTINCT status AS k FROM h)
+),
+rate_map AS MATERIALIZED (
+    SELECT k, fa_rate(k) AS v FROM (SELECT DISTINCT tax_rate AS k FROM h)
+),
+p AS MATERIALIZED (
     SELECT
         __line,
         fa_id(invoice_code)                               AS invoice_code,
         fa_id(invoice_number)                             AS invoice_number,
-        fa_text(invoice_type)                             AS invoice_type_raw,
-        fa_type(invoice_type)                             AS invoice_type,
+        tm.raw                                            AS invoice_type_raw,
+        tm.v                                              AS invoice_type,
         issue_time                                        AS issue_time_text,
         fa_time(issue_time)                               AS issue_time,
         fa_id(seller_tax_id)                              AS seller_tax_id,
@@ -107,15 +155,18 @@ WITH p AS (
         fa_amount(amount)                                 AS amount,
         tax_amount                                        AS tax_amount_text,
         fa_amount(tax_amount)                             AS tax_amount,
-        fa_rate(tax_rate)                                 AS tax_rate,
+        rm.v                                              AS tax_rate,
         total_amount                                      AS total_amount_text,
         fa_amount(total_amount)                           AS total_amount,
-        fa_status(status)                                 AS status,
+        sm.v                                              AS status,
         lower(fa_id(is_positive))                         AS is_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
         list_contains(['合计', '总计', '小计', '合 计'], fa_text(first_cell)) AS totals_row
-    FROM ing_mapped
+    FROM h
+    LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
+    LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
+    LEFT JOIN rate_map rm ON rm.k IS NOT DISTINCT FROM h.tax_rate
 )
 SELECT
     __line,
