@@ -59,6 +59,24 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class DatabaseSource:
+    """An issuing system read from PostgreSQL (see extract.py)."""
+
+    system: str
+    url: str | None = None
+    conn_id: str | None = None
+    table: str | None = None
+    query: str | None = None
+    time_column: str = "issue_time"
+
+    def to_dict(self) -> dict[str, Any]:
+        from .extract import redact_url
+
+        return {"system": self.system, "url": redact_url(self.url) if self.url else None, "conn_id": self.conn_id,
+                "table": self.table, "query": self.query, "time_column": self.time_column}
+
+
+@dataclass(frozen=True)
 class Config:
     """Settings of one run. Defaults follow DESIGN.md."""
 
@@ -94,6 +112,8 @@ class Config:
     shards: int = 1
     #: Per-source column mappings: {system: {their header: canonical name}}.
     column_mappings: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Issuing systems extracted from PostgreSQL into the landing layout before ingest.
+    database_sources: tuple[DatabaseSource, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
 
     def as_of_for(self, night: date) -> datetime:
@@ -111,6 +131,7 @@ class Config:
         d["amount_tolerance"] = str(self.amount_tolerance)
         d["tax_tolerance"] = str(self.tax_tolerance)
         d["monitored_sellers"] = list(self.monitored_sellers)
+        d["database_sources"] = [s.to_dict() for s in self.database_sources]
         return d
 
 
@@ -222,6 +243,8 @@ def build_config(data: dict[str, Any]) -> Config:
             kwargs["thresholds"] = Thresholds(**tkw)
         elif key == "sources":
             kwargs["column_mappings"] = _column_mappings(value)
+        elif key == "database_sources":
+            kwargs["database_sources"] = _database_sources(value)
         elif key in _SCALARS:
             kwargs[key] = _coerce(key, value, _SCALARS[key])
         else:
@@ -250,6 +273,42 @@ def _column_mappings(value: Any) -> dict[str, dict[str, str]]:
             mapping[str(header)] = canonical
         out[system] = mapping
     return out
+
+
+def _database_sources(value: Any) -> tuple[DatabaseSource, ...]:
+    from .extract import check_identifier_path
+
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'database_sources': expected a table of sources")
+    out = []
+    allowed = {"url", "conn_id", "table", "query", "time_column"}
+    for system, spec in sorted(value.items()):
+        key = f"database_sources.{system}"
+        if not SOURCE_NAME_RE.fullmatch(system) or system.lower() == "registry":
+            raise ConfigError(f"config key '{key}': not a valid source name")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"config key '{key}': expected a table")
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ConfigError(f"unknown config key '{key}.{sorted(unknown)[0]}'")
+        for k, v in spec.items():
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"config key '{key}.{k}': expected a non-empty string")
+        if not (spec.get("url") or spec.get("conn_id")):
+            raise ConfigError(f"config key '{key}': set url (command line) or conn_id (Airflow connection)")
+        if bool(spec.get("table")) == bool(spec.get("query")):
+            raise ConfigError(f"config key '{key}': set exactly one of table or query")
+        if spec.get("url") and not spec["url"].startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"config key '{key}.url': only postgresql:// URLs are supported")
+        if spec.get("table"):
+            check_identifier_path(spec["table"], f"{key}.table")
+        time_column = spec.get("time_column", "issue_time")
+        check_identifier_path(time_column, f"{key}.time_column")
+        if "." in time_column:
+            raise ConfigError(f"config key '{key}.time_column': a column name, not a path")
+        out.append(DatabaseSource(system, spec.get("url"), spec.get("conn_id"), spec.get("table"), spec.get("query"),
+                                  time_column))
+    return tuple(out)
 
 
 def load_config(path: Path | None) -> Config:
