@@ -42,7 +42,7 @@ CREATE OR REPLACE TEMP MACRO fa_rate_t(t) AS CASE
     WHEN t IS NULL OR t = '' OR t IN ('*', '***', '-') THEN NULL
     WHEN t IN ('免税', '不征税', '免征', '零税率') THEN 0::DECIMAL(9, 4)
     WHEN suffix(t, '%') THEN TRY_CAST(round(TRY_CAST(rtrim(t, '%') AS DECIMAL(18, 8)) / 100, 4) AS DECIMAL(9, 4))
-    WHEN TRY_CAST(t AS DECIMAL(18, 8)) > 1 THEN TRY_CAST(round(TRY_CAST(t AS DECIMAL(18, 8)) / 100, 4) AS DECIMAL(9, 4))
+    WHEN TRY_CAST(t AS DECIMAL(18, 8)) >= 1 THEN TRY_CAST(round(TRY_CAST(t AS DECIMAL(18, 8)) / 100, 4) AS DECIMAL(9, 4))
     ELSE TRY_CAST(round(COALESCE(TRY_CAST(t AS DECIMAL(18, 8)), TRY_CAST(TRY_CAST(t AS DOUBLE) AS DECIMAL(18, 8))), 4)
                   AS DECIMAL(9, 4))
 END;
