@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import os
 import re
 import unicodedata
 import zipfile
@@ -26,8 +27,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .config import SOURCE_NAME_RE, Config
-from .db import execute_sql, named_sql, sql_statements
+from .config import CANONICAL_COLUMNS, SOURCE_NAME_RE, Config
+from .db import execute_sql, named_sql, pause_point, quote_ident, sql_statements
 from .errors import InputError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
@@ -68,7 +69,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "remark": ("remark", "remarks", "note", "备注"),
     "is_positive": ("is_positive", "ispositive", "是否正数发票"),
 }
-REQUIRED = ("invoice_number", "issue_time", "seller_tax_id", "amount")
+REQUIRED = ("invoice_number", "issue_time", "amount")
 _REQUIRED_HINT = {
     "invoice_number": "invoice_number / 发票号码 / 数电发票号码",
     "issue_time": "issue_time / 开票日期",
@@ -141,6 +142,7 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
     night_dir = landing / night.isoformat()
     if not night_dir.is_dir():
         raise InputError(f"{night_dir}: no delivery folder for night {night.isoformat()}")
+    root = os.path.realpath(night_dir)
     ignored: list[str] = []
 
     def files_in(folder: Path) -> list[Path]:
@@ -149,14 +151,30 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
             if p.name.startswith(".") or p.name.startswith("~$"):
                 continue
             if p.is_file() and p.suffix.lower() in FORMATS:
+                check_name(p)
                 out.append(p)
             else:
-                ignored.append(str(p.relative_to(night_dir)))
+                ignored.append(_printable(str(p.relative_to(night_dir))))
         return out
+
+    def check_name(p: Path) -> None:
+        """Names end up in DuckDB, reports and messages: printable UTF-8, and inside the night."""
+        shown = _printable(str(p))
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{shown}: the file name is not valid UTF-8; rename the file") from None
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in p.name):
+            raise InputError(f"{shown}: the file name contains control characters; rename the file")
+        real = os.path.realpath(p)
+        if os.path.commonpath([real, root]) != root:
+            raise InputError(f"{shown}: links to a file outside the night's landing folder; refused")
 
     registry_dir = night_dir / REGISTRY
     if not registry_dir.is_dir():
         raise InputError(f"{registry_dir}: the registry delivery is missing for night {night.isoformat()}")
+    if os.path.commonpath([os.path.realpath(registry_dir), root]) != root:
+        raise InputError(f"{registry_dir}: links to a folder outside the night's landing folder; refused")
     registry_files = files_in(registry_dir)
     if not registry_files:
         raise InputError(
@@ -170,13 +188,15 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
         if sys_dir.name.startswith("."):
             continue
         if not sys_dir.is_dir():
-            ignored.append(str(sys_dir.relative_to(night_dir)))
+            ignored.append(_printable(str(sys_dir.relative_to(night_dir))))
             continue
         if not SOURCE_NAME_RE.fullmatch(sys_dir.name) or sys_dir.name.lower() == REGISTRY:
             raise InputError(
-                f"{sys_dir}: '{sys_dir.name}' is not an accepted issuing-system name "
+                f"{_printable(str(sys_dir))}: {_printable(sys_dir.name)!r} is not an accepted issuing-system name "
                 "(letters, digits, '_' and '-', at most 64, not 'registry')"
             )
+        if os.path.commonpath([os.path.realpath(sys_dir), root]) != root:
+            raise InputError(f"{sys_dir}: links to a folder outside the night's landing folder; refused")
         files = files_in(sys_dir)
         if not files:
             raise InputError(f"{sys_dir}: issuing system '{sys_dir.name}' delivered no readable file")
@@ -184,6 +204,13 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
     if len(deliveries) == 1:
         raise InputError(f"{issuers_dir}: no issuing system delivered for night {night.isoformat()}")
     return deliveries, ignored
+
+
+def _printable(text: str) -> str:
+    """A name as it may be shown in a message: undecodable bytes and control characters escaped."""
+    return "".join(
+        c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else repr(c)[1:-1] for c in text
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -243,9 +270,10 @@ def transcode_to_utf8(path: Path, encoding: str, out: Path, *, unify_newlines: b
 class _Reader:
     """Loads one file into a temp relation `ing_raw` (c0..cN VARCHAR, __line) and returns headers."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20) -> None:
         self.con = con
         self.tmp_dir = tmp_dir
+        self.buffer_size = buffer_size
 
     def read(self, path: Path, fmt: str) -> tuple[list[str], int, str | None]:
         """Returns (headers, rows rejected by the reader itself, encoding)."""
@@ -314,8 +342,8 @@ class _Reader:
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE ing_csv AS SELECT * FROM read_csv($p, header = true, "
                 "auto_detect = false, columns = $cols, delim = $d, quote = '\"', escape = '\"', null_padding = false, "
-                "store_rejects = true, rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
-                {"p": str(src), "d": delim, "cols": columns},
+                "store_rejects = true, rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan', buffer_size = $bs)",
+                {"p": str(src), "d": delim, "cols": columns, "bs": self.buffer_size},
             )
         except duckdb.InvalidInputException as e:
             if unify_newlines or "state machine" not in str(e):
@@ -352,8 +380,8 @@ class _Reader:
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE ing_lines0 AS SELECT j FROM read_csv($p, columns = {'j': 'VARCHAR'}, "
             "header = false, delim = chr(31), quote = '', escape = '', auto_detect = false, store_rejects = true, "
-            "rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan')",
-            {"p": str(src)},
+            "rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan', buffer_size = $bs)",
+            {"p": str(src), "bs": self.buffer_size},
         )
         self.con.execute(
             "CREATE OR REPLACE TEMP VIEW ing_lines AS SELECT rowid + 1 AS __line, "
@@ -449,6 +477,23 @@ class _Reader:
     _reader_rejects: list[tuple[int, str | None, str]] = []
 
 
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def csv_buffer_size(memory_limit: str) -> int:
+    """DuckDB's CSV read buffer for a memory limit: its default (32 MiB) unless the limit is small.
+
+    The reader's buffers cannot spill; with a limit of 64 MB the default buffer alone fails with
+    "could not allocate block". An eighth of the limit, at least 4 MiB (above the 2 MiB longest line).
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", memory_limit or "")
+    if not m or m.group(2).lower() not in _UNITS:
+        return 32 << 20
+    limit = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    return int(min(32 << 20, max(4 << 20, limit // 8)))
+
+
 def _cell_text(v: Any) -> str | None:
     if v is None:
         return None
@@ -488,12 +533,16 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int, raw_column: str 
     """SELECT list over ing_raw; only generated names (c<i>, canonical columns) appear in it."""
     cols = ["__line"]
     for canonical in ALIASES:
+        # Column names come from the fixed canonical list only; positions are integers.
+        if canonical not in CANONICAL_COLUMNS:
+            raise AssertionError(canonical)
+        name = quote_ident(canonical)
         pos = mapping.get(canonical)
         if not pos:
-            cols.append(f"NULL::VARCHAR AS {canonical}")
+            cols.append(f"NULL::VARCHAR AS {name}")
         else:
             # Present column: an empty cell is '' (NULL means the file has no such column).
-            cols.append("coalesce(" + ", ".join(f"NULLIF(trim(c{p}), '')" for p in pos) + f", '') AS {canonical}")
+            cols.append("coalesce(" + ", ".join(f"NULLIF(trim(c{int(p)}), '')" for p in pos) + f", '') AS {name}")
     first = "c0" if ncols else "NULL::VARCHAR"
     cols.append(f"{first} AS first_cell")
     if raw_column:
@@ -549,7 +598,7 @@ def ingest_source(
     night_dir = landing / night.isoformat()
     _install_macros(con)
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    reader = _Reader(con, tmp_dir)
+    reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit))
     reports: list[FileReport] = []
     seen: dict[str, str] = {}
     d = delivery
@@ -574,6 +623,7 @@ def ingest_source(
                     f"DELETE FROM {table} WHERE night = $night AND source_system = $system",
                     {"night": night, "system": d.source_system},
                 )
+            pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             con.execute("INSERT INTO staged_invoices FROM ing_staged")
             con.execute("INSERT INTO rejected_rows FROM ing_rejected")
             con.executemany(

@@ -198,7 +198,7 @@ SELECT
         WHEN invoice_number IS NULL OR invoice_number = '' THEN 'missing invoice number'
         WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
         WHEN issue_time IS NULL THEN 'unparseable issue time: ' || left(issue_time_text, 60)
-        WHEN seller_tax_id IS NULL OR seller_tax_id = '' THEN 'missing seller tax id'
+        WHEN seller_tax_id = '' THEN 'missing seller tax id'
         WHEN fa_amount_text(amount_text) IS NULL THEN 'missing amount'
         WHEN amount IS NULL THEN 'unparseable amount: ' || left(amount_text, 60)
         WHEN tax_amount IS NULL AND fa_amount_text(tax_amount_text) IS NOT NULL
