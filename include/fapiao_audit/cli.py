@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, default=None, help="DuckDB file (default: <reports>/../fapiao.duckdb)")
     run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     run.add_argument("--shards", type=int, default=None, help="partitions of the reconciliation by key hash")
+    run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
 
     gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
     gen.add_argument("--night", required=True)
@@ -65,7 +66,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.landing.is_dir():
         raise ConfigError(f"--landing: {args.landing} is not a folder")
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")
-    outcome = run_night(Paths(args.landing, args.reports, db), night, cfg)
+    log = (lambda msg: print(f"fapiao-audit: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
+    outcome = run_night(Paths(args.landing, args.reports, db), night, cfg, log=log)
     total = sum(outcome.counts.values())
     print(
         f"{night.isoformat()}: published {outcome.published} ({total} findings; expectations {outcome.outcome})"
@@ -126,9 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # never a traceback to the user
         if os.environ.get("FAPIAO_DEBUG"):
             traceback.print_exc()
-        print(f"fapiao-audit: error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"fapiao-audit: error: {_describe(e)}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:500] if lines else ""
+
+
+def _describe(e: Exception) -> str:
+    """One line for an error no stage turned into a FapiaoError."""
+    import duckdb
+
+    if isinstance(e, duckdb.OutOfMemoryException | MemoryError):
+        return (f"out of memory ({_first_line(e) or type(e).__name__}); raise duckdb_memory_limit or lower "
+                "duckdb_threads in the configuration. Nothing was published for this night")
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or _first_line(e)}. Nothing was published for this night"
+    if isinstance(e, duckdb.IOException):
+        return f"database I/O error ({_first_line(e)}). Nothing was published for this night"
+    return f"unexpected {type(e).__name__}: {_first_line(e)}"
 
 
 if __name__ == "__main__":
