@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -18,40 +12,6 @@ from fapiao_audit.cli import main
 from fapiao_audit.config import build_config
 from fapiao_audit.errors import ConfigError, InputError
 from fapiao_audit.extract import extract_all, redact_url
-
-
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    """A throwaway PostgreSQL cluster on a Unix socket and a loopback port."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does)")
-    run_as: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="fapiao-pg-"))
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        run_as = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "fapiao", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://fapiao:s3cret@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +60,12 @@ def test_database_source_reconciles_like_a_file(pg, invoices_table, tmp_path, ca
     assert csv_text.count("\n") == 1, csv_text  # header only: the database source matches the registry
     summary = (tmp_path / "r" / NIGHT.isoformat() / "summary.json").read_text(encoding="utf-8")
     assert "erp_db.db-extract.parquet" in summary and "s3cret" not in summary
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_unreachable_database_is_exit_2_without_password(tmp_path, capsys):
