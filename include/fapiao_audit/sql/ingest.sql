@@ -33,9 +33,9 @@ CREATE OR REPLACE TEMP MACRO fa_amount_text(s) AS
 
 -- name: macro_amount
 CREATE OR REPLACE TEMP MACRO fa_amount(s) AS
-    TRY_CAST(round(COALESCE(TRY_CAST(fa_amount_text(s) AS DECIMAL(38, 10)),
-                            TRY_CAST(TRY_CAST(fa_amount_text(s) AS DOUBLE) AS DECIMAL(38, 10))), 2)
-             AS DECIMAL(18, 2));
+    -- A direct cast to DECIMAL(18, 2) rounds half away from zero to the fen (1234.4999999999998 ->
+    -- 1234.50) and reads scientific notation; going through DECIMAL(38, 10) is ~400x slower.
+    TRY_CAST(fa_amount_text(s) AS DECIMAL(18, 2));
 
 -- name: macro_rate_t
 CREATE OR REPLACE TEMP MACRO fa_rate_t(t) AS CASE
@@ -99,9 +99,9 @@ CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(s, '\s
 -- name: normalize
 CREATE OR REPLACE TEMP TABLE ing_norm AS
 WITH h0 AS MATERIALIZED (
-    SELECT *, regexp_matches(concat_ws('|', invoice_code, invoice_number, invoice_type, issue_time, seller_tax_id,
-                                       seller_name, buyer_tax_id, buyer_name, amount, tax_amount, tax_rate,
-                                       total_amount, status, is_positive, original_invoice_number, remark, first_cell),
+    SELECT *, regexp_matches(concat_ws('|', invoice_code, invoice_number, issue_time, seller_tax_id,
+                                       seller_name, buyer_tax_id, buyer_name, amount, tax_amount,
+                                       total_amount, is_positive, original_invoice_number, remark, first_cell),
                              '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]') AS needs_hw
     FROM ing_mapped
 ),
@@ -110,7 +110,7 @@ h AS MATERIALIZED (
     SELECT __line,
            CASE WHEN needs_hw THEN fa_hw(invoice_code) ELSE invoice_code END AS invoice_code,
            CASE WHEN needs_hw THEN fa_hw(invoice_number) ELSE invoice_number END AS invoice_number,
-           CASE WHEN needs_hw THEN fa_hw(invoice_type) ELSE invoice_type END AS invoice_type,
+           invoice_type,
            CASE WHEN needs_hw THEN fa_hw(issue_time) ELSE issue_time END AS issue_time,
            CASE WHEN needs_hw THEN fa_hw(seller_tax_id) ELSE seller_tax_id END AS seller_tax_id,
            CASE WHEN needs_hw THEN fa_hw(seller_name) ELSE seller_name END AS seller_name,
@@ -118,9 +118,9 @@ h AS MATERIALIZED (
            CASE WHEN needs_hw THEN fa_hw(buyer_name) ELSE buyer_name END AS buyer_name,
            CASE WHEN needs_hw THEN fa_hw(amount) ELSE amount END AS amount,
            CASE WHEN needs_hw THEN fa_hw(tax_amount) ELSE tax_amount END AS tax_amount,
-           CASE WHEN needs_hw THEN fa_hw(tax_rate) ELSE tax_rate END AS tax_rate,
+           tax_rate,
            CASE WHEN needs_hw THEN fa_hw(total_amount) ELSE total_amount END AS total_amount,
-           CASE WHEN needs_hw THEN fa_hw(status) ELSE status END AS status,
+           status,
            CASE WHEN needs_hw THEN fa_hw(is_positive) ELSE is_positive END AS is_positive,
            CASE WHEN needs_hw THEN fa_hw(original_invoice_number) ELSE original_invoice_number END
                AS original_invoice_number,
@@ -130,13 +130,13 @@ h AS MATERIALIZED (
 ),
 -- Low-cardinality columns are mapped once per distinct value, then joined back.
 type_map AS MATERIALIZED (
-    SELECT k, fa_text(k) AS raw, fa_type(k) AS v FROM (SELECT DISTINCT invoice_type AS k FROM h)
+    SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v FROM (SELECT DISTINCT invoice_type AS k FROM h)
 ),
 status_map AS MATERIALIZED (
-    SELECT k, fa_status(k) AS v FROM (SELECT DISTINCT status AS k FROM h)
+    SELECT k, fa_status(fa_hw(k)) AS v FROM (SELECT DISTINCT status AS k FROM h)
 ),
 rate_map AS MATERIALIZED (
-    SELECT k, fa_rate(k) AS v FROM (SELECT DISTINCT tax_rate AS k FROM h)
+    SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM h)
 ),
 p AS MATERIALIZED (
     SELECT
