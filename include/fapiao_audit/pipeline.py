@@ -273,6 +273,17 @@ def stage_publish(
     return RunOutcome(night, final, summary["outcome"], summary["counts"], 0 if summary["outcome"] == "passed" else 1)
 
 
+def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = None) -> list[Any]:
+    """Extract database sources into the landing layout (before the readiness check and ingest)."""
+    from .extract import extract_source
+
+    return [
+        extract_source(src, paths.landing, night, cfg)
+        for src in cfg.database_sources
+        if system is None or src.system == system
+    ]
+
+
 def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> RunOutcome:
     """The whole night on one connection: what ``fapiao-audit run`` does."""
     started = datetime.now(SHANGHAI)
@@ -286,6 +297,8 @@ def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> Run
             log(f"{name}: {timings[name]:.2f} s")
         return out
 
+    if cfg.database_sources:
+        timed("extract", stage_extract, paths, night, cfg)
     with open_db(paths, cfg) as con:
         timed("ingest", stage_ingest, con, paths, night, cfg)
         timed("reconcile", stage_reconcile, con, night, cfg)
