@@ -7,15 +7,20 @@ Beijing time and the night comes from that interval, never from "now". Trigger w
 
 1. **wait_for_deliveries**: waits until `<landing>/<D>/registry` and an issuing system have delivered.
 2. **list_sources** then **ingest** mapped per source: read, normalise, stage in DuckDB.
-3. **reconcile**: findings per category (SQL in DuckDB).
+3. **plan_shards**, then **reconcile_shard** mapped per shard: each shard (a hash partition of the
+   invoice keys) reads DuckDB read-only and writes its findings to its own folder beside the
+   database, so shards run side by side, on any worker that sees that folder.
+   **reconcile** merges them (the single writer): probable matches across shards, new/open/resolved,
+   the night's findings stored in one transaction. The outcome does not depend on the shard count.
 4. **validate**: Great Expectations suites from `expectations/`.
 5. **publish**: `exceptions.csv`, `exceptions.xlsx`, `summary.json`, `report.html`, `manifest.json`
    into `<reports>/<D>/`, atomically.
 6. **quality_gate**: fails the run (no retry) when an expectation failed; the report is already published.
 
 Paths: Airflow Variables or environment variables `FAPIAO_LANDING`, `FAPIAO_REPORTS`, `FAPIAO_DB`,
-`FAPIAO_CONFIG`. DuckDB has one writer: every task that opens it runs in the one-slot pool
-`fapiao_duckdb`, and `max_active_runs=1`.
+`FAPIAO_CONFIG`. DuckDB has one writer: every task that writes to it runs in the one-slot pool
+`fapiao_duckdb`, and `max_active_runs=1`; shard tasks only read it (shared lock) and run in
+`default_pool`. Shard count: the `shards` param, else the configuration's `shards` (default 1).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def _night() -> str:
     from fapiao_audit.orchestration import night_for
 
     ctx = get_current_context()
-    return night_for(ctx["params"], ctx["data_interval_start"]).isoformat()
+    # A run triggered without a logical date (Airflow 3) has no data interval: the `night` param decides.
+    return night_for(ctx["params"], ctx.get("data_interval_start")).isoformat()
 
 
 def _on_failure(context) -> None:
@@ -56,6 +62,8 @@ def _on_failure(context) -> None:
     params={
         "night": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
                        description="Business night YYYY-MM-DD; overrides the night of the data interval"),
+        "shards": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
+                        description="Reconciliation shards (one task each); default: the configuration's `shards`"),
     },
     tags=["fapiao", "reconciliation", "data-quality"],
     doc_md=__doc__,
@@ -82,11 +90,29 @@ def fapiao_nightly():
 
         return ingest_one(date.fromisoformat(night), source)
 
+    @task(pool="default_pool")
+    def plan_shards(night: str, ingested: list[dict]) -> list[dict]:
+        from fapiao_audit.orchestration import plan_shards as plan
+        from fapiao_audit.orchestration import shard_count
+
+        shards = shard_count(get_current_context()["params"].get("shards"))
+        return [{"shard": k, "shards": shards} for k in plan(date.fromisoformat(night), shards)]
+
+    @task(pool="default_pool", map_index_template="{{ shard_label }}")
+    def reconcile_shard(shard: int, shards: int, night: str) -> dict:
+        from fapiao_audit.orchestration import reconcile_shard as run
+
+        get_current_context()["shard_label"] = f"shard {shard + 1} of {shards}"
+        return run(date.fromisoformat(night), shard, shards)
+
     @task
-    def reconcile(night: str, ingested: list[dict]) -> dict:
+    def reconcile(night: str, shard_results: list[dict]) -> dict:
         from fapiao_audit.orchestration import reconcile as run
 
-        return run(date.fromisoformat(night))
+        shards = {r["shards"] for r in shard_results}
+        if len(shards) != 1 or len(shard_results) != next(iter(shards)):
+            raise ValueError(f"shard results do not add up: {sorted((r['shard'], r['shards']) for r in shard_results)}")
+        return run(date.fromisoformat(night), shards.pop())
 
     @task
     def validate(night: str, counts: dict) -> bool:
@@ -112,7 +138,8 @@ def fapiao_nightly():
     night = wait_for_deliveries()
     sources = list_sources(night)
     ingested = ingest.partial(night=night).expand(source=sources)
-    counts = reconcile(night, ingested)
+    shard_results = reconcile_shard.partial(night=night).expand_kwargs(plan_shards(night, ingested))
+    counts = reconcile(night, shard_results)
     passed = validate(night, counts)
     quality_gate(publish(night, passed))
 

@@ -98,6 +98,8 @@ class Config:
     mask_html: bool = True
     mask_excel: bool = False
     mask_csv: bool = False
+    #: One switch for every published output (report, workbook, CSV, summary).
+    mask_all: bool = False
     #: Findings embedded in report.html (the full list is always in exceptions.csv).
     report_max_rows: int = 20000
     #: Excel data rows per sheet before a category is split into a further sheet.
@@ -145,6 +147,7 @@ _SCALARS: dict[str, type] = {
     "mask_html": bool,
     "mask_excel": bool,
     "mask_csv": bool,
+    "mask_all": bool,
     "report_max_rows": int,
     "excel_max_rows": int,
     "duckdb_memory_limit": str,

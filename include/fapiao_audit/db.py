@@ -78,13 +78,14 @@ def quote_ident(name: str) -> str:
 
 
 def connect(
-    db_path: Path | str, cfg: Config, *, allowed_dirs: Sequence[Path | str] | None = None
+    db_path: Path | str, cfg: Config, *, allowed_dirs: Sequence[Path | str] | None = None, read_only: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """Open the job's DuckDB database with the configured resources and the schema in place.
 
     With ``allowed_dirs`` the connection is locked down once the schema is in place (see
     :func:`lock_down`): it can then read and write files only inside those folders (and its
     own database, WAL and spill files), and none of its settings can be changed any more.
+    ``read_only`` opens an existing database for reading (several processes may), schema untouched.
     """
     config: dict[str, Any] = {
         "memory_limit": cfg.duckdb_memory_limit,
@@ -99,7 +100,7 @@ def connect(
     if cfg.duckdb_temp_directory:
         config["temp_directory"] = cfg.duckdb_temp_directory
     try:
-        con = duckdb.connect(str(db_path), config=config)
+        con = duckdb.connect(str(db_path), read_only=read_only, config=config)
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise LockError(f"{db_path}: the database is in use by another process") from None
@@ -111,7 +112,8 @@ def connect(
         con.execute("SET TimeZone = 'Asia/Shanghai'")
         # Library code: no progress bars on the terminal or in task logs.
         con.execute("SET enable_progress_bar = false")
-        run_sql_file(con, "schema.sql", {})
+        if not read_only:
+            run_sql_file(con, "schema.sql", {})
         if allowed_dirs is not None:
             lock_down(con, allowed_dirs)
     except BaseException:

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import unicodedata
-import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time
@@ -29,7 +28,7 @@ import pyarrow as pa
 
 from .config import CANONICAL_COLUMNS, SOURCE_NAME_RE, Config
 from .db import execute_sql, named_sql, pause_point, quote_ident, sql_statements
-from .errors import InputError
+from .errors import FapiaoError, InputError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -192,7 +191,7 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
             continue
         if not SOURCE_NAME_RE.fullmatch(sys_dir.name) or sys_dir.name.lower() == REGISTRY:
             raise InputError(
-                f"{_printable(str(sys_dir))}: {_printable(sys_dir.name)!r} is not an accepted issuing-system name "
+                f"{_printable(str(sys_dir))}: '{_printable(sys_dir.name)}' is not an accepted issuing-system name "
                 "(letters, digits, '_' and '-', at most 64, not 'registry')"
             )
         if os.path.commonpath([os.path.realpath(sys_dir), root]) != root:
@@ -237,10 +236,17 @@ def detect_encoding(path: Path) -> str:
                     if b"\x00" in chunk:
                         raise InputError(f"{path}: binary content (NUL bytes) in a text file")
                     dec.decode(chunk)
-                dec.decode(b"", final=True)
-            return enc
         except UnicodeDecodeError:
             continue
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            if enc == "utf-8":
+                # Valid UTF-8 up to a character cut in half: a truncated delivery, not GB18030 (reading
+                # it as GB18030 would garble every Chinese name instead of refusing the file).
+                raise InputError(f"{path}: ends in the middle of a UTF-8 character; the file looks truncated") from None
+            continue
+        return enc
     raise InputError(f"{path}: text is neither UTF-8 nor GBK/GB18030")
 
 
@@ -287,6 +293,8 @@ class _Reader:
             return self._xlsx(path), 0, None
         except InputError:
             raise
+        except duckdb.OutOfMemoryException as e:
+            raise _out_of_memory(path, e) from None
         except duckdb.Error as e:
             raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
 
@@ -423,7 +431,7 @@ class _Reader:
 
         try:
             wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as e:
+        except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
             raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
         try:
             ws = wb.worksheets[0]
@@ -459,7 +467,7 @@ class _Reader:
                 if len(buf) >= 50_000:
                     flush()
             flush()
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as e:
+        except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
             raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
         finally:
             wb.close()
@@ -506,6 +514,14 @@ def _cell_text(v: Any) -> str | None:
     if isinstance(v, date | time):
         return v.isoformat()
     return str(v)
+
+
+def _out_of_memory(path: Path, e: BaseException) -> FapiaoError:
+    """Out of memory is the configuration's problem, not the file's: say so, and name the file."""
+    return FapiaoError(
+        f"{path}: out of memory while reading it ({_first_line(e)}); raise duckdb_memory_limit or lower "
+        "duckdb_threads in the configuration"
+    )
 
 
 def _first_line(e: BaseException) -> str:
@@ -635,12 +651,30 @@ def ingest_source(
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        # The committed rows stay in memory until a checkpoint writes them into the file; under a
+        # small duckdb_memory_limit they would crowd out the reconciliation.
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.TransactionException:
+            pass  # another transaction is open on this database: DuckDB checkpoints later itself
     finally:
         for p in tmp_dir.glob("*.utf8"):
             p.unlink(missing_ok=True)
-        con.execute("DROP TABLE IF EXISTS ing_staged")
-        con.execute("DROP TABLE IF EXISTS ing_rejected")
+        drop_scratch(con)
     return tuple(reports)
+
+
+def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop ingest's temp tables and views (``ing_*``): they hold whole files and would crowd the
+    memory the reconciliation needs (spilled, but still counted against a small memory limit)."""
+    for kind, catalog in (("VIEW", "duckdb_views()"), ("TABLE", "duckdb_tables()")):
+        names = con.execute(
+            f"SELECT view_name FROM {catalog} WHERE temporary AND starts_with(view_name, 'ing_')"
+            if kind == "VIEW" else
+            f"SELECT table_name FROM {catalog} WHERE temporary AND starts_with(table_name, 'ing_')"
+        ).fetchall()
+        for (name,) in names:
+            con.execute(f"DROP {kind} IF EXISTS temp.main.{quote_ident(name)}")
 
 
 def ingest_night(
@@ -709,6 +743,8 @@ def _ingest_file(
         execute_sql(con, named_sql("ingest.sql", "insert_staged"), params)
         execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
         read, loaded = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
+    except duckdb.OutOfMemoryException as e:
+        raise _out_of_memory(path, e) from None
     except duckdb.Error as e:
         raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
     if reader._reader_rejects:

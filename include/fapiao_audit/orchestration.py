@@ -21,8 +21,10 @@ from .pipeline import (
     open_db,
     parse_night,
     stage_ingest_source,
+    stage_merge_shards,
     stage_publish,
     stage_reconcile,
+    stage_reconcile_shard,
     stage_validate,
 )
 
@@ -102,10 +104,58 @@ def prune(night: date, sources: list[str]) -> None:
         prune_sources(con, night, sources)
 
 
-def reconcile(night: date) -> dict[str, int]:
+def reconcile(night: date, shards: int | None = None) -> dict[str, int]:
+    """Without ``shards``: every shard in this task. With it: merge the results of the shard tasks."""
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
-        return stage_reconcile(con, night, cfg).counts
+        if shards is None:
+            return stage_reconcile(con, night, cfg).counts
+        return stage_merge_shards(con, paths, night, cfg, shards).counts
+
+
+def shard_count(requested: Any = None) -> int:
+    """The shard count of a run: the DAG's ``shards`` param if given, else the configuration's."""
+    _, cfg = settings()
+    n = cfg.shards if requested in (None, "") else requested
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shards: {requested!r} is not a whole number") from None
+    if not 1 <= n <= 1024:
+        raise ConfigError(f"shards: must be between 1 and 1024, got {n}")
+    return n
+
+
+def plan_shards(night: date, shards: int) -> list[int]:
+    """Forget the night's earlier shard results and name the shards to run (one task each)."""
+    from .reconcile import clear_shards, shard_root
+
+    paths, _ = settings()
+    clear_shards(shard_root(paths.tmp_dir, night))
+    return list(range(shards))
+
+
+def reconcile_shard(night: date, shard: int, shards: int) -> dict[str, Any]:
+    """One shard, read-only on the database: shards of a night run side by side, in any worker
+    that sees the same database folder; the result goes to the shard's own folder beside the database.
+    """
+    from .reconcile import connect_read_only, shared_lock
+
+    paths, cfg = settings()
+    with shared_lock(paths.db, cfg.lock_timeout_s):
+        con = connect_read_only(paths.db, cfg, allowed_dirs=paths.allowed_dirs(cfg))
+        try:
+            res = stage_reconcile_shard(con, paths, night, cfg, shard, shards)
+        finally:
+            con.close()
+    out = {
+        "night": night.isoformat(), "shard": shard, "shards": shards, "findings": res.findings,
+        "issuer_keys": res.issuer_keys, "registry_keys": res.registry_keys, "seconds": res.seconds,
+        "host": os.uname().nodename, "pid": os.getpid(), "worker": os.environ.get("FAPIAO_WORKER_NAME"),
+    }
+    log.info("shard %s/%s of %s: %s findings in %.1f s on %s (pid %s, worker %s)", shard + 1, shards,
+             out["night"], res.findings, res.seconds, out["host"], out["pid"], out["worker"] or "-")
+    return out
 
 
 def validate(night: date) -> bool:

@@ -22,7 +22,7 @@ import duckdb
 
 from . import __version__
 from .config import SHANGHAI, Config
-from .db import connect, exclusive
+from .db import connect, exclusive, pause_point
 from .errors import ConfigError, FapiaoError
 from .ingest import (
     Delivery,
@@ -33,7 +33,7 @@ from .ingest import (
     ingest_source,
     load_ingest_result,
 )
-from .publish import NightWriter, write_exceptions_csv, write_json, write_text
+from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
 from .reconcile import CATEGORIES, ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
@@ -47,7 +47,20 @@ class Paths:
 
     @property
     def tmp_dir(self) -> Path:
-        return self.db.parent / ".fapiao-tmp" if str(self.db) != ":memory:" else Path(tempfile.gettempdir())
+        """Scratch files of ingest (transcoded CSV), one folder per database file."""
+        if str(self.db) == ":memory:":
+            return Path(tempfile.gettempdir()) / "fapiao-audit-tmp"
+        return self.db.with_name(f".{self.db.name}.fapiao-tmp")
+
+    def allowed_dirs(self, cfg: Config) -> list[Path]:
+        """The only folders the DuckDB connection may touch: the landing, scratch and spill folders.
+
+        The reports are written by Python, never by DuckDB, so they are not among them.
+        """
+        dirs = [self.landing, self.tmp_dir]
+        if cfg.duckdb_temp_directory:
+            dirs.append(Path(cfg.duckdb_temp_directory))
+        return dirs
 
 
 @dataclass(frozen=True)
@@ -78,11 +91,18 @@ def expectations_dir() -> Path:
 
 @contextmanager
 def open_db(paths: Paths, cfg: Config) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The single writer: advisory lock, then the DuckDB connection; both released at the end."""
+    """The single writer: advisory lock, then the DuckDB connection; both released at the end.
+
+    The connection is locked down to ``paths.allowed_dirs``: it cannot read or write any other
+    file, attach a database, install or load an extension, or change a setting.
+    """
     if str(paths.db) != ":memory:":
-        paths.db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            paths.db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--db: cannot create the folder {paths.db.parent}: {e.strerror or e}") from None
     with exclusive(paths.db, cfg.lock_timeout_s):
-        con = connect(paths.db, cfg)
+        con = connect(paths.db, cfg, allowed_dirs=paths.allowed_dirs(cfg))
         try:
             yield con
         finally:
@@ -130,7 +150,12 @@ def list_sources(paths: Paths, night: date) -> list[str]:
 
 
 def stage_reconcile(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> ReconcileResult:
-    result = reconcile_night(con, night, cfg)
+    """Every shard in this process, then the merge (the DAG runs shards as tasks instead)."""
+    from .reconcile import database_path
+
+    db = database_path(con)
+    work_dir = Paths(Path(), Path(), db).tmp_dir if db else None
+    result = reconcile_night(con, night, cfg, work_dir)
     payload = asdict(result)
     _put_state(con, night, "reconcile", payload)
     return result
@@ -252,18 +277,23 @@ def stage_publish(
     findings = fetch_findings(con, night)
     resolved = fetch_resolved(con, night, cfg)
     rejected = _rejected_table(con, night)
+    # `mask_all` (one switch for every output) is read when the configuration has it.
+    mask_all = bool(getattr(cfg, "mask_all", False))
+    mask_csv, mask_excel, mask_html = cfg.mask_csv or mask_all, cfg.mask_excel or mask_all, cfg.mask_html or mask_all
     with NightWriter(paths.reports, night, run_id) as w:
         write_exceptions_csv(
-            w.path("exceptions.csv"), findings.to_batches(max_chunksize=50_000), mask_record if cfg.mask_csv else None
+            w.path("exceptions.csv"), findings.to_batches(max_chunksize=50_000), mask_record if mask_csv else None
         )
+        pause_point("publish")
         write_exceptions_xlsx(
-            w.path("exceptions.xlsx"), summary, findings, resolved, mask=cfg.mask_excel,
+            w.path("exceptions.xlsx"), summary, findings, resolved, mask=mask_excel,
             max_rows_per_sheet=cfg.excel_max_rows,
         )
-        write_json(w.path("summary.json"), summary)
-        html = render_report_html(summary, findings, rejected, resolved, mask=cfg.mask_html, max_rows=cfg.report_max_rows)
+        write_json(w.path("summary.json"), masked_summary(summary) if mask_csv else summary)
+        html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows)
         write_text(w.path("report.html"), html)
         w.write_manifest({"run_id": run_id, "outcome": summary["outcome"], "generator": f"fapiao-audit {__version__}"})
+        pause_point("commit")
         final = w.commit()
     con.execute(
         "INSERT INTO runs VALUES ($n, $id, $start, now(), $outcome, true, $counts)",
@@ -304,3 +334,27 @@ def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> Run
         timed("reconcile", stage_reconcile, con, night, cfg)
         timed("validate", stage_validate, con, night, cfg)
         return timed("publish", stage_publish, con, paths, night, cfg, started)
+
+
+def stage_reconcile_shard(
+    con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, shard: int, shards: int
+) -> Any:
+    """One shard of the reconciliation as a unit of work (the connection may be read-only).
+
+    The result goes into the shard's own folder under ``<tmp_dir>/shards/<night>/``; nothing is
+    written into the database, so shards of a night can run at the same time in separate processes.
+    """
+    from .reconcile import reconcile_shard, shard_root
+
+    return reconcile_shard(con, night, cfg, shard, shards, shard_root(paths.tmp_dir, night))
+
+
+def stage_merge_shards(
+    con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, shards: int
+) -> ReconcileResult:
+    """Merge the night's shard results (the single writer): probable matches, statuses, stored findings."""
+    from .reconcile import merge_shards, shard_root
+
+    result = merge_shards(con, night, cfg, shards, shard_root(paths.tmp_dir, night))
+    _put_state(con, night, "reconcile", asdict(result))
+    return result

@@ -4,8 +4,10 @@ A reader of ``<reports>/<night>/`` sees the previous complete version or the new
 version, never a mix: the files are written into ``<reports>/.<night>.tmp-<run>/`` (manifest
 last, every file fsynced), and the folder is exchanged with the published one in a single
 ``renameat2(RENAME_EXCHANGE)`` (plain rename when nothing was published yet). A crash at any
-point leaves the previously published version intact; leftovers are swept on the next run.
-Paths are built only from the validated night, never from data.
+point leaves the previously published version intact; leftovers are swept on the next run of
+the night. A failed write (a full disk: ENOSPC, also when a library wraps it) becomes one
+:class:`PublishError`, exit 2. ``latest`` moves only after a complete swap, and only to a night
+with a manifest. Paths are built only from the validated night, never from data.
 """
 
 from __future__ import annotations
@@ -148,9 +150,17 @@ class NightWriter:
             raise PublishError(f"{self.reports}: cannot prepare the reports folder: {e.strerror or e}") from None
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if exc is not None and not isinstance(exc, PublishError):
+            os_error = _os_error_in(exc)
+            if os_error is not None:
+                # A full disk, a quota, a read-only folder: one clear message, exit 2.
+                raise PublishError(
+                    f"{self.final}: cannot write the night ({os_error.strerror or os_error}); "
+                    "nothing was published, the previously published version is intact"
+                ) from None
 
     def path(self, name: str) -> Path:
         if name not in OUTPUT_FILES:
@@ -161,6 +171,7 @@ class NightWriter:
         files = []
         for name in OUTPUT_FILES[:-1]:
             p = self.tmp / name
+            _fsync_file(p)  # every file durable before the manifest vouches for it
             files.append({"name": name, "bytes": p.stat().st_size, "sha256": sha256_file(p)})
         write_json(self.tmp / "manifest.json", {**extra, "night": self.night.isoformat(), "files": files})
 
@@ -168,29 +179,55 @@ class NightWriter:
         """Swap the finished folder into place and move ``latest`` if this is the newest night."""
         try:
             _fsync_dir(self.tmp)
+            if not (self.tmp / "manifest.json").is_file():
+                raise PublishError(f"{self.final}: refusing to publish a night without its manifest")
             if self.final.exists() and not self.final.is_symlink():
                 if not _renameat2_exchange(self.tmp, self.final):
                     # Fallback without RENAME_EXCHANGE: a short window where the night is absent.
+                    # A crash inside it leaves the previous version under .old-, and `sweep`
+                    # puts it back before anything else happens to this night.
                     old = self.reports / f".{self.night.isoformat()}.old-{self.run_id}"
                     os.rename(self.final, old)
-                    os.rename(self.tmp, self.final)
+                    try:
+                        os.rename(self.tmp, self.final)
+                    except OSError:
+                        os.rename(old, self.final)
+                        raise
                     shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(self.tmp, self.final)
             _fsync_dir(self.reports)
-            shutil.rmtree(self.tmp, ignore_errors=True)  # the previous version, after an exchange
-            update_latest(self.reports)
         except OSError as e:
             raise PublishError(f"{self.final}: cannot publish: {e.strerror or e}") from None
+        shutil.rmtree(self.tmp, ignore_errors=True)  # the previous version, after an exchange
+        try:
+            update_latest(self.reports)
+        except OSError as e:
+            raise PublishError(
+                f"{self.final}: published, but {self.reports / 'latest'} could not be moved: {e.strerror or e}"
+            ) from None
         return self.final
 
 
 def sweep(reports: Path, night: date) -> None:
-    """Remove leftovers of interrupted runs of this night."""
+    """Clean up after interrupted runs of this night.
+
+    A previous version parked under ``.<night>.old-*`` (a crash inside the fallback swap) is put
+    back when the night is absent; every other leftover (``.tmp-*`` folders: unfinished new
+    versions, or old versions after an exchange) is removed.
+    """
+    final = reports / night.isoformat()
     prefix_tmp = f".{night.isoformat()}.tmp-"
     prefix_old = f".{night.isoformat()}.old-"
-    for p in reports.iterdir():
-        if p.name.startswith((prefix_tmp, prefix_old)) and p.is_dir():
+    leftovers = sorted(p for p in reports.iterdir() if p.name.startswith((prefix_tmp, prefix_old)) and p.is_dir())
+    if not final.exists() and not final.is_symlink():
+        for p in leftovers:
+            if p.name.startswith(prefix_old) and (p / "manifest.json").is_file():
+                os.rename(p, final)
+                _fsync_dir(reports)
+                break
+    for p in leftovers:
+        if p.exists():
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -217,8 +254,58 @@ def update_latest(reports: Path) -> None:
     link = reports / "latest"
     if link.is_symlink() and os.readlink(link) == target:
         return
+    if link.exists() and not link.is_symlink():
+        raise PublishError(f"{link}: exists and is not a link; cannot point it at {target}")
     tmp = reports / f".latest.tmp-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
+    _fsync_dir(reports)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception (libraries such as XlsxWriter wrap it), if any."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def masked_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``summary`` fit for publishing with masking on.
+
+    Expectation samples of buyer columns are masked like the buyer values of a finding; every
+    other text has resident identity numbers masked. Counts, checksums and numbers are untouched.
+    """
+    from .masking import BUYER_FIELDS, mask_free_text, mask_record
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return mask_free_text(v)
+        if isinstance(v, dict):
+            out = {k: walk(x) for k, x in v.items()}
+            if out.get("column") in BUYER_FIELDS and isinstance(v.get("unexpected_sample"), list):
+                out["unexpected_sample"] = [
+                    mask_record({"field": v["column"], "issuer_value": x})["issuer_value"] if isinstance(x, str)
+                    else walk(x)
+                    for x in v["unexpected_sample"]
+                ]
+            return out
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(summary)

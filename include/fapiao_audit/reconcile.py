@@ -1,23 +1,41 @@
 """Reconcile: classify every invoice key of a night into findings, in DuckDB SQL.
 
-The heavy lifting is ``sql/reconcile.sql`` (one model, categories as rows you can count);
-this module binds the night's parameters, checks tax ids with python-stdnum, runs the model
-per shard (a hash of the invoice key, never the issue date), and stores the findings of the
-night with their status relative to the previous published night.
+The heavy lifting is ``sql/reconcile.sql`` (one model, categories as rows you can count); this
+module binds the night's parameters, checks tax ids with python-stdnum, and runs the model per
+shard (a hash of the invoice key, never the issue date).
+
+Shards are real units of work. ``reconcile_shard`` needs only a read-only view of the database
+and writes its result into its own folder (``findings.parquet``, ``unmatched.parquet``,
+``stats.json``), so shards can run in separate processes or on separate machines at the same
+time. ``merge_shards`` (the single writer) loads every shard's result, runs what needs all of
+them (the probable-match search, new/open/resolved against the previous night) and stores the
+night's findings in one transaction: the outcome is the same for any shard count.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 from stdnum.cn import ric, uscc
 
+from . import __version__
 from .config import SHANGHAI, Config
 from .db import execute_sql, named_sql, sql_statements
+from .errors import FapiaoError, LockError
 
 CATEGORIES = (
     "MISSING_IN_REGISTRY",
@@ -34,7 +52,9 @@ CATEGORIES = (
 
 #: Statements of reconcile.sql that run once per shard, in order.
 _PER_SHARD = (
-    "rows",
+    "macros",
+    "keys",
+    "key_rows",
     "duplicates",
     "one_per_source",
     "monitored",
@@ -53,6 +73,13 @@ _PER_SHARD = (
     "orphan_red_invoices",
 )
 
+#: Bumped when the layout of a shard's result changes: older results are then refused, not merged.
+SHARD_FORMAT = 1
+_TEMP_TABLES = (
+    "rc_keys", "rc_krows", "rc_dups", "rc_one", "rc_monitored", "rc_issuer", "rc_across", "rc_pairs", "rc_findings",
+    "rc_bad_tax_ids",
+)
+
 
 @dataclass(frozen=True)
 class ReconcileResult:
@@ -67,6 +94,23 @@ class ReconcileResult:
     open: int
     resolved: int
     out_of_window: int
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one shard found (its findings are in ``folder``, not in memory)."""
+
+    night: date
+    shard: int
+    shards: int
+    folder: Path
+    findings: int
+    unmatched: int
+    issuer_keys: int
+    registry_keys: int
+    matched_keys: int
+    registry_other_sellers: int
+    seconds: float
 
 
 def params_for(night: date, cfg: Config, shards: int = 1, shard: int = 0) -> dict[str, Any]:
@@ -91,12 +135,17 @@ def is_valid_tax_id(tax_id: str) -> bool:
     return bool(uscc.is_valid(tax_id) or ric.is_valid(tax_id))
 
 
-def load_bad_tax_ids(con: duckdb.DuckDBPyConnection, night: date) -> int:
-    """Distinct 18-character tax ids of the night that fail their check character, as a temp table."""
+def load_bad_tax_ids(con: duckdb.DuckDBPyConnection, night: date, shards: int = 1, shard: int = 0) -> int:
+    """Distinct 18-character tax ids of the shard's records that fail their check character, as a temp table."""
+    p = {"n": night, "shards": shards, "shard": shard}
+    rows = (
+        "FROM staged_invoices WHERE night = $n AND invoice_key IS NOT NULL "
+        "AND ($shards = 1 OR hash(invoice_key) % $shards = $shard)"
+    )
     ids = con.execute(
-        "SELECT DISTINCT x FROM (SELECT seller_tax_id AS x FROM staged_invoices WHERE night = $n "
-        "UNION ALL SELECT buyer_tax_id FROM staged_invoices WHERE night = $n) WHERE length(x) = 18",
-        {"n": night},
+        f"SELECT DISTINCT seller_tax_id {rows} AND length(seller_tax_id) = 18 "
+        f"UNION SELECT DISTINCT buyer_tax_id {rows} AND length(buyer_tax_id) = 18",
+        p,
     ).fetchall()
     bad = sorted(x for (x,) in ids if not is_valid_tax_id(x))
     con.execute("CREATE OR REPLACE TEMP TABLE rc_bad_tax_ids (tax_id VARCHAR)")
@@ -105,38 +154,238 @@ def load_bad_tax_ids(con: duckdb.DuckDBPyConnection, night: date) -> int:
     return len(bad)
 
 
-def reconcile_night(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> ReconcileResult:
-    """Compute the night's findings into the temp table ``rc_all`` (not yet stored)."""
-    load_bad_tax_ids(con, night)
-    shards = cfg.shards
-    issuer_keys = registry_keys = matched = other = 0
+# ---------------------------------------------------------------- shards as units of work
+
+
+def shard_root(work_dir: Path, night: date) -> Path:
+    """Where the shards of a night put their results: ``<work_dir>/shards/<night>/``."""
+    return work_dir / "shards" / night.isoformat()
+
+
+def shard_folder(root: Path, shard: int, shards: int) -> Path:
+    return root / f"shard-{shard:04d}-of-{shards:04d}"
+
+
+def clear_shards(root: Path) -> None:
+    """Forget every shard result of a night (before its shards run again)."""
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def night_fingerprint(con: duckdb.DuckDBPyConnection, night: date, cfg: Config, shards: int) -> str:
+    """What a shard result depends on: the night's ingested files, the settings the SQL binds, the code.
+
+    A shard result whose fingerprint differs from the merge's (the night was ingested again since,
+    or the settings changed) is refused rather than merged.
+    """
+    files = con.execute(
+        "SELECT source_system, file, sha256, rows_loaded FROM ingested_files WHERE night = $n ORDER BY ALL",
+        {"n": night},
+    ).fetchall()
+    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchone()[0]
+    p = params_for(night, cfg, shards)
+    p.pop("shard")
+    payload = {"version": __version__, "format": SHARD_FORMAT, "files": files, "staged": staged, "params": p}
+    return hashlib.sha256(json.dumps(payload, default=str, sort_keys=True).encode()).hexdigest()
+
+
+def reconcile_shard(
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, shard: int, shards: int, root: Path,
+    *, fingerprint: str | None = None,
+) -> ShardResult:
+    """Reconcile the keys of one shard; write the result into its own folder under ``root``.
+
+    Reads the database only (the connection may be read-only) and writes nothing into it but
+    temp tables. The folder appears whole or not at all (written aside, then renamed).
+    """
+    if not 0 <= shard < shards:
+        raise FapiaoError(f"shard {shard} is not one of 0..{shards - 1}")
+    t0 = time.perf_counter()
+    fingerprint = fingerprint or night_fingerprint(con, night, cfg, shards)
+    load_bad_tax_ids(con, night, shards, shard)
     statements = dict(sql_statements("reconcile.sql"))
-    for shard in range(shards):
-        p = params_for(night, cfg, shards, shard)
-        for name in _PER_SHARD:
-            execute_sql(con, statements[name], p)
-        i, r, m = execute_sql(con, statements["key_counts"], p).fetchone()
-        issuer_keys, registry_keys, matched = issuer_keys + i, registry_keys + r, matched + m
-        other += execute_sql(con, statements["out_of_scope"], p).fetchone()[0]
-        # Unmatched keys of every shard meet again for the probable-match search: a typo moves a
-        # key into another shard.
-        if shard == 0:
-            con.execute("CREATE OR REPLACE TEMP TABLE rc_all AS FROM rc_findings")
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE rc_unmatched AS FROM rc_pairs WHERE in_issuer <> in_registry"
-            )
-        else:
-            con.execute("INSERT INTO rc_all FROM rc_findings")
-            con.execute("INSERT INTO rc_unmatched FROM rc_pairs WHERE in_issuer <> in_registry")
+    p = params_for(night, cfg, shards, shard)
+    for name in _PER_SHARD:
+        execute_sql(con, statements[name], p)
+    issuer_keys, registry_keys, issuer_only, other = execute_sql(con, statements["shard_stats"], p).fetchone()
+    findings = con.execute("SELECT count(*) FROM rc_findings").fetchone()[0]
+    folder = shard_folder(root, shard, shards)
+    part = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    # Files are written through the relational API: paths never go into SQL text.
+    con.table("rc_findings").write_parquet(str(part / "findings.parquet"))
+    unmatched_rel = con.sql(statements["unmatched"])
+    unmatched_rel.write_parquet(str(part / "unmatched.parquet"))
+    unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchone()[0]
+    seconds = round(time.perf_counter() - t0, 3)
+    stats = {
+        "format": SHARD_FORMAT, "fingerprint": fingerprint, "night": night.isoformat(), "shard": shard,
+        "shards": shards, "findings": findings, "unmatched": unmatched, "issuer_keys": issuer_keys,
+        "registry_keys": registry_keys, "matched_keys": issuer_keys - issuer_only,
+        "registry_other_sellers": other, "seconds": seconds, "pid": os.getpid(), "host": os.uname().nodename,
+    }
+    (part / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(part, folder)
+    for t in _TEMP_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return ShardResult(night, shard, shards, folder, findings, unmatched, issuer_keys, registry_keys,
+                       issuer_keys - issuer_only, other, seconds)
+
+
+def read_shard_stats(root: Path, shards: int, fingerprint: str) -> list[dict[str, Any]]:
+    """Every shard's stats, or a clear error naming the shards missing or stale."""
+    out, missing, stale = [], [], []
+    for k in range(shards):
+        f = shard_folder(root, k, shards) / "stats.json"
+        try:
+            s = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            missing.append(k)
+            continue
+        if s.get("format") != SHARD_FORMAT or s.get("fingerprint") != fingerprint or s.get("shard") != k:
+            stale.append(k)
+        out.append(s)
+    if missing or stale:
+        parts = []
+        if missing:
+            parts.append(f"no result for shard(s) {_ranges(missing)}")
+        if stale:
+            parts.append(f"shard(s) {_ranges(stale)} ran on other inputs or settings")
+        raise FapiaoError(
+            f"{root}: cannot merge {shards} shards: " + "; ".join(parts) + ". Run the night's shards again."
+        )
+    return out
+
+
+def _ranges(ks: list[int]) -> str:
+    return ", ".join(map(str, ks[:10])) + (f" and {len(ks) - 10} more" if len(ks) > 10 else "")
+
+
+def merge_shards(
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, shards: int, root: Path
+) -> ReconcileResult:
+    """Load every shard's result, find probable matches across shards, store the night's findings."""
+    stats = read_shard_stats(root, shards, night_fingerprint(con, night, cfg, shards))
+    folders = [shard_folder(root, k, shards) for k in range(shards)]
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rc_all AS FROM read_parquet($f)",
+        {"f": [str(f / "findings.parquet") for f in folders]},
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rc_unmatched AS FROM read_parquet($f)",
+        {"f": [str(f / "unmatched.parquet") for f in folders]},
+    )
+    statements = dict(sql_statements("reconcile.sql"))
     p = params_for(night, cfg)
-    match_sql = statements["probable_match"].replace("FROM rc_pairs", "FROM rc_unmatched")
-    execute_sql(con, match_sql, p)
-    execute_sql(con, statements["probable_match_apply"].replace("rc_findings", "rc_all"), p)
+    execute_sql(con, statements["probable_match"], p)
+    execute_sql(con, statements["probable_match_apply"], p)
     prev, new, open_, resolved, gone = store_findings(con, night, cfg)
     counts = dict.fromkeys(CATEGORIES, 0)
     for cat, n in con.execute("SELECT category, count(*) FROM rc_all GROUP BY 1").fetchall():
         counts[cat] = n
-    return ReconcileResult(night, counts, issuer_keys, registry_keys, matched, other, prev, new, open_, resolved, gone)
+    con.execute("DROP TABLE IF EXISTS rc_unmatched")
+    con.execute("DROP TABLE IF EXISTS rc_matches")
+
+    def total(key: str) -> int:
+        return sum(int(s[key]) for s in stats)
+
+    return ReconcileResult(
+        night, counts, total("issuer_keys"), total("registry_keys"), total("matched_keys"),
+        total("registry_other_sellers"), prev, new, open_, resolved, gone,
+    )
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The file behind a connection (None in memory)."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return Path(row[0]) if row and row[0] else None
+
+
+def reconcile_night(
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, work_dir: Path | None = None
+) -> ReconcileResult:
+    """Every shard of the night, one after another on this connection, then the merge.
+
+    The shards' results go to ``<work_dir>/shards/<night>/`` (a temporary folder when None) and
+    are removed after the merge.
+    """
+    with tempfile.TemporaryDirectory(prefix="fapiao-shards-") if work_dir is None else _nullcontext(work_dir) as w:
+        root = shard_root(Path(w), night)
+        clear_shards(root)
+        fingerprint = night_fingerprint(con, night, cfg, cfg.shards)
+        for shard in range(cfg.shards):
+            reconcile_shard(con, night, cfg, shard, cfg.shards, root, fingerprint=fingerprint)
+        result = merge_shards(con, night, cfg, cfg.shards, root)
+        clear_shards(root)
+        return result
+
+
+@contextmanager
+def _nullcontext(value: Path) -> Iterator[Path]:
+    yield value
+
+
+# ---------------------------------------------------------------- read-only access for shard workers
+
+
+@contextmanager
+def shared_lock(db_path: Path, timeout_s: float) -> Iterator[None]:
+    """Share the advisory lock of a database file with other readers.
+
+    The single writer (``db.exclusive``) holds the same lock exclusively, so readers wait for a
+    writer and a writer waits for every reader: shards of a night run at the same time, never
+    beside an ingest or a merge.
+    """
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockError(
+                        f"{db_path}: a writer is using this database; waited {timeout_s:g} s to read it"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def connect_read_only(
+    db_path: Path, cfg: Config, allowed_dirs: list[Path] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A read-only connection with the configured resources (several processes may hold one each)."""
+    config: dict[str, Any] = {
+        "memory_limit": cfg.duckdb_memory_limit,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if cfg.duckdb_threads:
+        config["threads"] = cfg.duckdb_threads
+    if cfg.duckdb_temp_directory:
+        config["temp_directory"] = cfg.duckdb_temp_directory
+    if not db_path.is_file():
+        raise FapiaoError(f"{db_path}: no database to reconcile (ingest the night first)")
+    try:
+        con = duckdb.connect(str(db_path), read_only=True, config=config)
+    except duckdb.Error as e:
+        raise LockError(f"{db_path}: cannot open the database read-only: {str(e).splitlines()[0][:300]}") from None
+    try:
+        con.execute("SET TimeZone = 'Asia/Shanghai'")
+        if allowed_dirs is not None:
+            from .db import lock_down
+
+            lock_down(con, allowed_dirs)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:

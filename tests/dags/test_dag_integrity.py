@@ -24,11 +24,15 @@ def test_nightly_shape(dagbag):
     dag = dagbag.dags["fapiao_nightly"]
     assert dag.max_active_runs == 1
     assert {t.task_id for t in dag.tasks} == {
-        "wait_for_deliveries", "list_sources", "ingest", "reconcile", "validate", "publish", "quality_gate"
+        "wait_for_deliveries", "list_sources", "ingest", "plan_shards", "reconcile_shard", "reconcile", "validate",
+        "publish", "quality_gate",
     }
     assert dag.get_task("quality_gate").retries == 0
     for tid in ("ingest", "reconcile", "validate", "publish"):
         assert dag.get_task(tid).pool == "fapiao_duckdb"
+    # Shards only read the database: they run side by side, outside the one-slot writer pool.
+    assert dag.get_task("reconcile_shard").pool == "default_pool"
+    assert "shards" in dag.params
     # A real one-day data interval in Beijing time (a cron *trigger* timetable would have none).
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.timetable.expression == "0 0 * * *"

@@ -95,3 +95,16 @@ def test_passing_night_succeeds(env, dagbag, tmp_path):
         assert _state(dagrun) == "success"
     else:  # staged-data suites may still fail on injected defects; then the gate must fail the run
         assert _task_states(dagrun)["quality_gate"] == "failed"
+
+
+def test_sharded_run_maps_one_task_per_shard_and_publishes_the_same_night(env, dagbag):
+    dag = dagbag.dags["fapiao_nightly"]
+    night_dir = env / "reports" / NIGHT.isoformat()
+    csv_before = (night_dir / "exceptions.csv").read_bytes()
+    dagrun = dag.test(logical_date=pendulum.datetime(2026, 11, 27, tz="Asia/Shanghai"),
+                      run_conf={"night": NIGHT.isoformat(), "shards": 4})
+    shard_tis = [ti for ti in dagrun.get_task_instances() if ti.task_id == "reconcile_shard"]
+    assert sorted(ti.map_index for ti in shard_tis) == [0, 1, 2, 3]
+    assert all(str(getattr(ti.state, "value", ti.state)) == "success" for ti in shard_tis)
+    assert _task_states(dagrun)["publish"] == "success"
+    assert (night_dir / "exceptions.csv").read_bytes() == csv_before

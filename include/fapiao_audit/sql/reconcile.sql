@@ -2,29 +2,75 @@
 -- finding per (category, key, field, source). Parameters:
 --   $night, $window_start, $window_end, $as_of (TIMESTAMP, Beijing wall clock),
 --   $grace_cutoff (as_of minus the sync grace period), $amount_tol, $tax_tol, $monitored (VARCHAR[]),
---   $shards, $shard (the reconciliation covers keys with hash(key) % shards = shard).
+--   $shards, $shard (a shard covers the keys with hash(invoice_key) % shards = shard).
+--
+-- Shards are independent units of work (one process each, read-only on the database): each writes
+-- its findings and its unmatched keys to files, and the merge brings them together. What depends on
+-- several shards (the probable-match search, new/open/resolved) runs after the merge only, so the
+-- outcome never depends on the shard count.
+--
+-- How it stays fast: one hash aggregate over the shard's rows summarises every key (records per side
+-- and a hash of the compared fields per side). A key with one record per side and equal hashes can
+-- make no finding except a rule a record breaks on its own; it is counted and never looked at again.
+-- Everything else (the few keys missing on a side, duplicated, differing or at risk) is worked out
+-- on a small table of their records, exactly as the categories say.
 
--- name: rows
-CREATE OR REPLACE TEMP TABLE rc_rows AS
-SELECT *
-FROM staged_invoices
-WHERE night = $night AND invoice_key IS NOT NULL
-  AND ($shards = 1 OR hash(invoice_key) % $shards = $shard);
+-- name: macros
+CREATE OR REPLACE TEMP MACRO rc_rows(n, shards, shard) AS TABLE
+    SELECT * FROM staged_invoices
+    WHERE night = n AND invoice_key IS NOT NULL AND (shards = 1 OR hash(invoice_key) % shards = shard);
+
+-- name: keys
+-- Keys worth a closer look: not exactly one record on each side, fields that differ (by a 64-bit hash
+-- of the compared fields: equal values hash equal, NULLs included; two different sets of values
+-- hash equal with a probability of about 5e-20 per pair), or a registry risk status.
+CREATE OR REPLACE TEMP TABLE rc_keys AS
+SELECT invoice_key, ni, nr
+FROM (
+    SELECT invoice_key,
+           count(*) FILTER (WHERE source_kind = 'issuer') AS ni,
+           count(*) FILTER (WHERE source_kind = 'registry') AS nr,
+           min(h) FILTER (WHERE source_kind = 'issuer') AS hi,
+           min(h) FILTER (WHERE source_kind = 'registry') AS hr,
+           bool_or(risk) AS risk
+    FROM (
+        SELECT invoice_key, source_kind,
+               hash(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name,
+                    invoice_type, status) AS h,
+               source_kind = 'registry' AND status IN ('out_of_control', 'abnormal') AS risk
+        FROM rc_rows($night, $shards, $shard)
+    )
+    GROUP BY invoice_key
+)
+WHERE ni <> 1 OR nr <> 1 OR hi <> hr OR risk;
+
+-- name: key_rows
+CREATE OR REPLACE TEMP TABLE rc_krows AS
+SELECT s.*
+FROM rc_rows($night, $shards, $shard) s
+SEMI JOIN rc_keys k ON k.invoice_key = s.invoice_key;
 
 -- name: duplicates
 -- Keys seen more than once in one source's snapshot: found and collapsed before the join, so a
 -- key k times on one side and m times on the other never makes k x m rows.
+-- (the ordered string_agg runs on the duplicated groups only: it is slow per group)
 CREATE OR REPLACE TEMP TABLE rc_dups AS
-SELECT source_kind, source_system, invoice_key, count(*) AS n,
-       string_agg(file || ':' || line, ', ' ORDER BY file, line) AS places
-FROM rc_rows
-GROUP BY ALL
-HAVING count(*) > 1;
+WITH d AS (
+    SELECT source_kind, source_system, invoice_key, count(*) AS n
+    FROM rc_krows
+    GROUP BY ALL
+    HAVING count(*) > 1
+)
+SELECT d.source_kind, d.source_system, d.invoice_key, d.n,
+       string_agg(r.file || ':' || r.line, ', ' ORDER BY r.file, r.line) AS places
+FROM d
+JOIN rc_krows r USING (source_kind, source_system, invoice_key)
+GROUP BY d.source_kind, d.source_system, d.invoice_key, d.n;
 
 -- name: one_per_source
 CREATE OR REPLACE TEMP TABLE rc_one AS
 SELECT *
-FROM rc_rows
+FROM rc_krows
 QUALIFY row_number() OVER (PARTITION BY source_system, invoice_key ORDER BY file, line) = 1;
 
 -- name: monitored
@@ -54,6 +100,7 @@ WHERE source_kind = 'issuer' AND invoice_key IN (SELECT invoice_key FROM rc_issu
 GROUP BY invoice_key;
 
 -- name: pairs
+-- Both sides side by side, one row per key of rc_keys (every other key is matched and equal).
 CREATE OR REPLACE TEMP TABLE rc_pairs AS
 SELECT
     coalesce(i.invoice_key, r.invoice_key)  AS invoice_key,
@@ -171,13 +218,33 @@ WHERE in_registry AND r_status IN ('out_of_control', 'abnormal') AND (in_issuer 
   AND coalesce(i_date, r_date) BETWEEN $window_start AND $window_end;
 
 -- name: invalid_records
--- Rules a record breaks on its own, on every issuer record and every in-scope registry record.
+-- Rules a record breaks on its own, on every issuer record and every in-scope registry record (one
+-- record per source and key). One pass over the shard's rows finds the few violating records; a key
+-- outside rc_keys has exactly one record per side, so that record is its source's record and the key
+-- is on the issuer side.
 INSERT INTO rc_findings
-WITH scoped AS (
-    SELECT * FROM rc_one
-    WHERE source_kind = 'issuer'
-       OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored)
-       OR invoice_key IN (SELECT invoice_key FROM rc_issuer)
+WITH candidates AS MATERIALIZED (
+    SELECT s.source_kind, s.source_system, s.invoice_key, s.invoice_code, s.invoice_number, s.seller_tax_id,
+           s.buyer_tax_id, s.issue_date, s.amount, s.tax_amount, s.tax_rate, s.total_amount, true AS on_issuer_side
+    FROM rc_rows($night, $shards, $shard) s
+    ANTI JOIN rc_keys k ON k.invoice_key = s.invoice_key
+    -- (the same rules as below; measured cheapest for the pass over every record: an explicit [0-9]
+    -- class, the code checked only on 8-character numbers, amounts in DECIMAL)
+    WHERE NOT regexp_full_match(s.invoice_number, '[0-9]{8}|[0-9]{20}')
+       OR (length(s.invoice_number) = 8 AND NOT regexp_full_match(s.invoice_code, '[0-9]{10}|[0-9]{12}'))
+       OR s.seller_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
+       OR s.buyer_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
+       OR abs(s.total_amount - (s.amount + s.tax_amount)) > $amount_tol
+       OR abs(s.amount * s.tax_rate - s.tax_amount) > $tax_tol
+    UNION ALL
+    SELECT o.source_kind, o.source_system, o.invoice_key, o.invoice_code, o.invoice_number, o.seller_tax_id,
+           o.buyer_tax_id, o.issue_date, o.amount, o.tax_amount, o.tax_rate, o.total_amount,
+           o.invoice_key IN (SELECT invoice_key FROM rc_issuer) AS on_issuer_side
+    FROM rc_one o
+),
+scoped AS MATERIALIZED (
+    SELECT * FROM candidates
+    WHERE source_kind = 'issuer' OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored) OR on_issuer_side
 ),
 violations AS (
     SELECT *, 'invoice_number' AS field, invoice_number AS value,
@@ -212,12 +279,14 @@ FROM violations;
 
 -- name: orphan_red_invoices
 -- A red invoice whose blue original is found nowhere (tonight or in earlier staged nights), or whose
--- red totals exceed the blue. One finding per red key, named after the red invoice.
+-- red totals exceed the blue. One finding per red key, named after the red invoice. The red totals
+-- per blue are summed over the whole night (reds of one blue may fall into different shards).
 INSERT INTO rc_findings
 WITH reds AS (
-    SELECT * FROM rc_one
-    WHERE is_red AND (source_kind = 'issuer' OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored))
-    QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY source_kind = 'registry', source_system) = 1
+    SELECT * FROM staged_invoices
+    WHERE night = $night AND is_red AND invoice_key IS NOT NULL
+      AND (source_kind = 'issuer' OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored))
+    QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY source_kind = 'registry', source_system, file, line) = 1
 ),
 blues AS (
     SELECT invoice_key, abs(total_amount) AS total
@@ -250,18 +319,36 @@ SELECT 'ORPHAN_RED_INVOICE', r.invoice_key, r.invoice_code, r.invoice_number, ''
 FROM reds r
 LEFT JOIN blues b ON b.invoice_key = r.original_invoice_key
 LEFT JOIN sums s ON s.original_invoice_key = r.original_invoice_key
-WHERE r.original_invoice_key IS NULL OR b.invoice_key IS NULL OR s.red_total > b.total + $amount_tol;
+WHERE ($shards = 1 OR hash(r.invoice_key) % $shards = $shard)
+  AND (r.original_invoice_key IS NULL OR b.invoice_key IS NULL OR s.red_total > b.total + $amount_tol);
+
+-- name: shard_stats
+-- Keys per side (distinct), keys on the issuer side only, registry records of sellers out of scope.
+SELECT
+    (SELECT count(*) FROM rc_rows($night, $shards, $shard) WHERE source_kind = 'issuer')
+        - (SELECT coalesce(sum(ni - 1), 0) FROM rc_keys WHERE ni > 1) AS issuer_keys,
+    (SELECT count(*) FROM rc_rows($night, $shards, $shard) WHERE source_kind = 'registry')
+        - (SELECT coalesce(sum(nr - 1), 0) FROM rc_keys WHERE nr > 1) AS registry_keys,
+    (SELECT count(*) FROM rc_pairs WHERE in_issuer AND NOT in_registry) AS issuer_only,
+    (SELECT count(*) FROM rc_pairs WHERE in_registry AND NOT in_issuer AND NOT r_monitored) AS other_sellers;
+
+-- name: unmatched
+-- Keys on one side only: the probable-match search meets them again after the merge (a typo moves a
+-- key into another shard).
+SELECT invoice_key, in_issuer, in_registry, i_seller, i_amount, i_date, r_seller, r_amount, r_date
+FROM rc_pairs
+WHERE in_issuer <> in_registry;
 
 -- name: probable_match
 -- A missing invoice whose number differs by one or two characters from an unmatched registry record
 -- of the same seller, amount and date (a typo or a transposition): name each as the other's match.
 CREATE OR REPLACE TEMP TABLE rc_matches AS
 WITH lost AS (
-    SELECT invoice_key, i_seller AS seller, i_amount AS amount, i_date AS d FROM rc_pairs
+    SELECT invoice_key, i_seller AS seller, i_amount AS amount, i_date AS d FROM rc_unmatched
     WHERE in_issuer AND NOT in_registry
 ),
 extra AS (
-    SELECT invoice_key, r_seller AS seller, r_amount AS amount, r_date AS d FROM rc_pairs
+    SELECT invoice_key, r_seller AS seller, r_amount AS amount, r_date AS d FROM rc_unmatched
     WHERE in_registry AND NOT in_issuer
 )
 SELECT l.invoice_key AS issuer_key, e.invoice_key AS registry_key,
@@ -270,7 +357,7 @@ FROM lost l JOIN extra e USING (seller, amount, d)
 WHERE damerau_levenshtein(l.invoice_key, e.invoice_key) <= 2;
 
 -- name: probable_match_apply
-UPDATE rc_findings f
+UPDATE rc_all f
 SET suggested_match = m.other,
     detail = f.detail || '; probable match: ' || m.other || ' (same seller, amount and date; '
              || m.distance || ' character(s) apart)'
@@ -282,11 +369,3 @@ FROM (
     FROM rc_matches GROUP BY 1
 ) m
 WHERE f.invoice_key = m.k AND f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'MISSING_IN_ISSUER');
-
--- name: out_of_scope
-SELECT count(*) FROM rc_pairs WHERE in_registry AND NOT in_issuer AND NOT r_monitored;
-
--- name: key_counts
-SELECT count(*) FILTER (WHERE in_issuer), count(*) FILTER (WHERE in_registry),
-       count(*) FILTER (WHERE in_issuer AND in_registry)
-FROM rc_pairs;

@@ -1,0 +1,492 @@
+"""Faults survived: a run killed in each stage, two runs on one database, a full disk, little memory.
+
+A killed run is a real ``fapiao-audit run`` subprocess, stopped with SIGKILL at a precise point
+through the test hook ``FAPIAO_TEST_PAUSE_AT`` (see ``fapiao_audit.db.pause_point``): the run
+writes a marker file there and waits, the test kills it. After each kill the previously published
+night must be untouched (same manifest, same bytes, ``latest`` unmoved), DuckDB must hold exactly
+the rows it held before, and a rerun must give what an undisturbed run gives.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from fapiao_audit.cli import main
+from fapiao_audit.generate import generate_night
+
+NIGHT = "2026-11-21"
+NEXT = "2026-11-22"
+TABLES = ("staged_invoices", "rejected_rows", "ingested_files", "findings", "run_state")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def night_digest(night_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a published night, after checking them against its manifest."""
+    manifest = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in night_dir.iterdir()}
+    assert set(files) == {"exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"}
+    for f in manifest["files"]:
+        assert files[f["name"]] == f["sha256"], f"{night_dir.name}/{f['name']} does not match its manifest"
+    return files
+
+
+def reports_state(reports: Path) -> dict[str, object]:
+    """What a reader of the reports folder sees: every night's checksums and where `latest` points."""
+    state: dict[str, object] = {}
+    for p in sorted(reports.iterdir()):
+        if p.name == "latest":
+            state["latest"] = os.readlink(p)
+        elif not p.name.startswith("."):
+            state[p.name] = night_digest(p)
+    return state
+
+
+def leftovers(reports: Path) -> list[str]:
+    return sorted(p.name for p in reports.iterdir() if p.name.startswith("."))
+
+
+def db_state(db: Path, night: str = NIGHT) -> dict[str, int]:
+    """Rows per table for the night, published runs, and duplicated staged lines (must be 0)."""
+    con = duckdb.connect(str(db))
+    try:
+        n = date.fromisoformat(night)
+        out = {t: con.execute(f"SELECT count(*) FROM {t} WHERE night = ?", [n]).fetchone()[0] for t in TABLES}
+        out["published_runs"] = con.execute("SELECT count(*) FROM runs WHERE night = ? AND published", [n]).fetchone()[0]
+        out["duplicated_lines"] = con.execute(
+            "SELECT count(*) FROM (SELECT source_system, file, line FROM staged_invoices WHERE night = ? "
+            "GROUP BY ALL HAVING count(*) > 1)", [n]).fetchone()[0]
+        return out
+    finally:
+        con.close()
+
+
+def run_args(base: Path, landing: Path, night: str = NIGHT, config: Path | None = None) -> list[str]:
+    args = ["run", "--night", night, "--landing", str(landing), "--reports", str(base / "reports"),
+            "--db", str(base / "db" / "fapiao.duckdb")]
+    return [*args, "--config", str(config)] if config else args
+
+
+class Paused:
+    """``fapiao-audit run`` in a subprocess, held at a pause point until killed or released."""
+
+    def __init__(self, args: list[str], point: str, marker: Path) -> None:
+        self.marker = marker
+        env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": point, "FAPIAO_TEST_PAUSE_FILE": str(marker)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "fapiao_audit.cli", *args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120  # a safety net against a hang, not a timing assertion
+        while not marker.exists():
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                pytest.fail(f"the run ended (exit {self.proc.returncode}) before reaching {point!r}:\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the run never reached {point!r}")
+            time.sleep(0.05)
+        self.pid = self.proc.pid
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=60)
+        assert self.proc.returncode == -signal.SIGKILL
+
+    def release(self) -> tuple[int, str, str]:
+        Path(str(self.marker) + ".release").touch()
+        out, err = self.proc.communicate(timeout=300)
+        return self.proc.returncode, out, err
+
+
+@dataclass
+class Reference:
+    """One undisturbed run of a generated night on a fresh database."""
+
+    base: Path
+    landing: Path
+    code: int
+    exceptions: bytes
+    reports: dict[str, object]
+    db: dict[str, int]
+
+    def copy(self, dest: Path) -> Path:
+        """The reference's database and reports (the "previously published" state) in a new folder."""
+        shutil.copytree(self.base / "db", dest / "db", symlinks=True)
+        shutil.copytree(self.base / "reports", dest / "reports", symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Reference:
+    base = tmp_path_factory.mktemp("reference")
+    landing = base / "landing"
+    generate_night(landing, date.fromisoformat(NIGHT), rows=800, seed=23)
+    code = main(run_args(base, landing))
+    assert code in (0, 1)
+    return Reference(base, landing, code, (base / "reports" / NIGHT / "exceptions.csv").read_bytes(),
+                     reports_state(base / "reports"), db_state(base / "db" / "fapiao.duckdb"))
+
+
+def assert_rerun_matches(ref: Reference, work: Path, landing: Path | None = None) -> None:
+    """A rerun after the fault: same exit code, byte-identical CSV, same rows, no leftovers."""
+    assert main(run_args(work, landing or ref.landing)) == ref.code
+    assert (work / "reports" / NIGHT / "exceptions.csv").read_bytes() == ref.exceptions
+    after = db_state(work / "db" / "fapiao.duckdb")
+    assert after == {**ref.db, "published_runs": ref.db["published_runs"] + 1}
+    assert after["duplicated_lines"] == 0
+    assert leftovers(work / "reports") == []
+    assert os.readlink(work / "reports" / "latest") == NIGHT
+
+
+# ------------------------------------------------------------------ killed runs
+
+
+KILL_POINTS = {
+    # stage: pause point (where SIGKILL lands)
+    "ingest": "ingest",                               # inside the transaction replacing the registry's rows
+    "reconcile": "sql:INSERT INTO findings",          # inside the transaction replacing the night's findings
+    "publish": "publish",                             # exceptions.csv written, the rest not yet
+    "publish-commit": "commit",                       # every file and the manifest written, not swapped in
+}
+
+
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_killed_run_leaves_previous_night_and_rows_intact(reference, tmp_path, stage):
+    work = reference.copy(tmp_path)
+    paused = Paused(run_args(work, reference.landing), KILL_POINTS[stage], tmp_path / "paused")
+    paused.kill()
+    # Nothing lost, nothing half-published: the reader sees exactly the previous version...
+    assert reports_state(work / "reports") == reference.reports
+    # ...and DuckDB holds exactly the rows it held before (the killed transaction is gone).
+    assert db_state(work / "db" / "fapiao.duckdb") == reference.db
+    assert_rerun_matches(reference, work)
+
+
+def test_killed_first_publish_of_a_night_leaves_latest_alone(reference, tmp_path):
+    """A night published for the first time and killed before its swap is simply absent."""
+    work = reference.copy(tmp_path)
+    landing = tmp_path / "landing"
+    shutil.copytree(reference.landing / NIGHT, landing / NEXT)
+    paused = Paused(run_args(work, landing, NEXT), "commit", tmp_path / "paused")
+    assert any(p.name.startswith(f".{NEXT}.tmp-") for p in (work / "reports").iterdir())  # being written
+    paused.kill()
+    assert not (work / "reports" / NEXT).exists()
+    assert reports_state(work / "reports") == reference.reports
+    assert os.readlink(work / "reports" / "latest") == NIGHT
+    assert main(run_args(work, landing, NEXT)) in (0, 1)
+    assert os.readlink(work / "reports" / "latest") == NEXT
+    night_digest(work / "reports" / NEXT)
+    assert not any(p.name.startswith(f".{NEXT}.") for p in (work / "reports").iterdir())
+
+
+# ------------------------------------------------------------------ two runs on one database
+
+
+def test_second_run_is_refused_while_the_first_holds_the_database(reference, tmp_path, capsys):
+    work = reference.copy(tmp_path)
+    first = Paused(run_args(work, reference.landing), "ingest", tmp_path / "paused")
+    try:
+        code = main(run_args(work, reference.landing))
+        err = capsys.readouterr().err
+    finally:
+        first.kill()
+    assert code == 2
+    assert f"another fapiao-audit run is using this database (pid {first.pid})" in err
+    assert "Retry when it has finished" in err and "Traceback" not in err and err.count("\n") == 1
+    assert reports_state(work / "reports") == reference.reports
+
+
+def test_second_run_waits_for_the_first_then_runs(reference, tmp_path, capsys):
+    work = reference.copy(tmp_path)
+    cfg = tmp_path / "wait.toml"
+    cfg.write_text("lock_timeout_s = 300\n", encoding="utf-8")
+    first = Paused(run_args(work, reference.landing, config=cfg), "ingest", tmp_path / "paused")
+    # Released from another thread while the second run (this thread) is waiting for the lock; the
+    # first holds the lock until it exits, so the second waits however the threads are scheduled.
+    outcome: dict[str, tuple[int, str, str]] = {}
+    releaser = threading.Timer(0.5, lambda: outcome.setdefault("first", first.release()))
+    releaser.start()
+    try:
+        second = main(run_args(work, reference.landing, config=cfg))
+    finally:
+        releaser.join()
+    err = capsys.readouterr().err
+    assert outcome["first"][0] == reference.code, outcome["first"][2]
+    assert second == reference.code
+    assert f"waiting up to 300 s for another run (pid {first.pid})" in err and "Traceback" not in err
+    assert (work / "reports" / NIGHT / "exceptions.csv").read_bytes() == reference.exceptions
+    state = db_state(work / "db" / "fapiao.duckdb")
+    assert state == {**reference.db, "published_runs": reference.db["published_runs"] + 2}
+
+
+def test_database_held_by_a_foreign_process_is_refused_cleanly(reference, tmp_path, capsys):
+    """A DuckDB client outside fapiao-audit (no advisory lock) holding the file: a message, not DuckDB's error."""
+    work = reference.copy(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+         "sys.stdin.read()", str(work / "db" / "fapiao.duckdb")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        code = main(run_args(work, reference.landing))
+    finally:
+        holder.communicate("", timeout=60)
+    err = capsys.readouterr().err
+    assert code == 2 and "in use by another process" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ the disk fills up
+
+
+def enospc(*_a, **_k):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def xlsx_enospc(self, *_a, **_k):
+    from xlsxwriter.exceptions import FileCreateError
+
+    try:
+        enospc()
+    except OSError as e:
+        raise FileCreateError(e) from None  # the way XlsxWriter reports it (the OSError is its context)
+
+
+@pytest.mark.parametrize("victim", ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
+def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, tmp_path, capsys, monkeypatch, victim):
+    import xlsxwriter
+
+    from fapiao_audit import pipeline, publish
+
+    work = reference.copy(tmp_path)
+    real_csv = publish.write_exceptions_csv
+    if victim == "exceptions.csv":  # half the file written, then the disk is full
+        def csv_then_full(path, batches, transform=None):
+            real_csv(path, batches, transform)
+            with path.open("ab") as f:
+                f.write(b"x" * 1000)
+            enospc()
+        monkeypatch.setattr(pipeline, "write_exceptions_csv", csv_then_full)
+    elif victim == "exceptions.xlsx":
+        monkeypatch.setattr(xlsxwriter.Workbook, "_store_workbook", xlsx_enospc)
+    elif victim == "summary.json":
+        monkeypatch.setattr(pipeline, "write_json", enospc)
+    elif victim == "report.html":
+        monkeypatch.setattr(pipeline, "write_text", enospc)
+    else:
+        monkeypatch.setattr(publish, "write_json", enospc)  # NightWriter.write_manifest
+    code = main(run_args(work, reference.landing))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "No space left on device" in err and "previously published version is intact" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert reports_state(work / "reports") == reference.reports
+    assert leftovers(work / "reports") == []
+    assert db_state(work / "db" / "fapiao.duckdb")["published_runs"] == reference.db["published_runs"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_real_full_disk_during_publish(reference, tmp_path, small_tmpfs, capsys):
+    shutil.copytree(reference.base / "db", tmp_path / "db")
+    reports = small_tmpfs / "reports"
+    shutil.copytree(reference.base / "reports", reports, symlinks=True)
+    # Leave ~40 KB: the new night's first file fits, the rest does not.
+    free = os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize
+    filler = small_tmpfs / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - 40_000))
+    args = ["run", "--night", NIGHT, "--landing", str(reference.landing), "--reports", str(reports),
+            "--db", str(tmp_path / "db" / "fapiao.duckdb")]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert reports_state(reports) == reference.reports
+    assert leftovers(reports) == []
+    filler.unlink()
+    assert main(args) == reference.code
+    assert (reports / NIGHT / "exceptions.csv").read_bytes() == reference.exceptions
+    assert leftovers(reports) == []
+
+
+# ------------------------------------------------------------------ little memory
+
+
+def finding_keys(path: Path) -> list[tuple[str, ...]]:
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return sorted(tuple(r[k] for k in ("category", "invoice_code", "invoice_number", "field", "source_system"))
+                      for r in csv.DictReader(f))
+
+
+def test_memory_limit_far_below_the_data_spills_and_completes(tmp_path, monkeypatch):
+    """150k invoices a side (~140 MB of staged rows in memory) under an 80 MB limit: DuckDB spills
+    into the configured temp folder and the night's findings are exactly the injected ones."""
+    from fapiao_audit import ingest
+
+    landing, spill = tmp_path / "landing", tmp_path / "spill"
+    generate_night(landing, date.fromisoformat(NIGHT), rows=150_000, seed=31)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(f'duckdb_memory_limit = "80MB"\nduckdb_threads = 1\nduckdb_temp_directory = "{spill}"\n',
+                   encoding="utf-8")
+    spilled: list[int] = []
+    real_drop = ingest.drop_scratch
+
+    def measure_then_drop(con):  # what ingest's scratch tables had to write out to the temp folder
+        spilled.append(con.execute("SELECT sum(temporary_storage_bytes) FROM duckdb_memory()").fetchone()[0])
+        real_drop(con)
+
+    monkeypatch.setattr(ingest, "drop_scratch", measure_then_drop)
+    code = main(run_args(tmp_path, landing, config=cfg))
+    assert code in (0, 1)
+    assert finding_keys(tmp_path / "reports" / NIGHT / "exceptions.csv") == finding_keys(
+        landing / NIGHT / "expected_findings.csv")
+    assert max(spilled) > 0, "nothing spilled: the limit is not below the data"
+    con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
+    try:  # the staged rows alone, held in memory, are well above the limit
+        con.execute("CREATE TEMP TABLE everything AS FROM staged_invoices")
+        in_memory = con.execute(
+            "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+    finally:
+        con.close()
+    assert in_memory > 1.5 * 80e6
+
+
+# ------------------------------------------------------------------ the swap itself
+
+
+def small_published_night(tmp_path: Path):
+    from factories import invoice, write_csv
+    from fapiao_audit.config import Config
+    from fapiao_audit.pipeline import Paths
+
+    landing = tmp_path / "landing"
+    write_csv(landing / NIGHT / "registry" / "r.csv", [invoice("26110000000000000001"), invoice("26110000000000000002")])
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv", [invoice("26110000000000000001")])
+    paths = Paths(landing, tmp_path / "reports", tmp_path / "db" / "fapiao.duckdb")
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    return paths, Config()
+
+
+def test_reader_never_sees_a_half_written_night(tmp_path):
+    """Republish a night again and again while reading it: every read is complete and consistent."""
+    from fapiao_audit.pipeline import open_db, stage_publish
+
+    paths, cfg = small_published_night(tmp_path)
+    night_dir = paths.reports / NIGHT
+    csv_bytes = (night_dir / "exceptions.csv").read_bytes()
+    done, failures = threading.Event(), []
+
+    def publish_repeatedly() -> None:
+        try:
+            with open_db(paths, cfg) as con:
+                for _ in range(8):
+                    stage_publish(con, paths, date.fromisoformat(NIGHT), cfg)
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+        finally:
+            done.set()
+
+    publisher = threading.Thread(target=publish_repeatedly)
+    publisher.start()
+    consistent = vanished = 0
+    while not done.is_set() or consistent == 0:
+        # A careful reader pins one version through a directory descriptor: after the swap it keeps
+        # reading that version (or finds it removed), never a mix of two.
+        fd = os.open(night_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            def read(name: str, fd: int = fd) -> bytes:
+                f = os.open(name, os.O_RDONLY, dir_fd=fd)
+                with os.fdopen(f, "rb") as fh:
+                    return fh.read()
+
+            manifest = json.loads(read("manifest.json"))
+            for f in manifest["files"]:
+                assert hashlib.sha256(read(f["name"])).hexdigest() == f["sha256"], f["name"]
+            consistent += 1
+        except FileNotFoundError:
+            vanished += 1  # the old version was cleaned away under the reader: retry
+        finally:
+            os.close(fd)
+        # A naive reader by path sees complete files, whichever version each comes from.
+        assert (night_dir / "exceptions.csv").read_bytes() == csv_bytes
+        json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
+        assert (night_dir / "report.html").read_text(encoding="utf-8").rstrip().endswith("</html>")
+    publisher.join()
+    assert not failures, failures
+    assert consistent > 0
+    assert leftovers(paths.reports) == []
+
+
+def test_publish_without_rename_exchange(tmp_path, monkeypatch):
+    """Where the kernel lacks RENAME_EXCHANGE the two-rename fallback publishes the same way."""
+    from fapiao_audit import publish
+
+    paths, _ = small_published_night(tmp_path)
+    monkeypatch.setattr(publish, "_renameat2_exchange", lambda a, b: False)
+    assert main(run_args(tmp_path, paths.landing)) in (0, 1)
+    night_digest(paths.reports / NIGHT)
+    assert leftovers(paths.reports) == []
+
+
+def test_crash_inside_the_fallback_swap_is_repaired(tmp_path):
+    """Killed between the fallback's two renames: the night is absent, the old version parked aside.
+    The next publish of that night first puts the old version back, then proceeds."""
+    from fapiao_audit.publish import NightWriter, sweep
+
+    paths, _ = small_published_night(tmp_path)
+    reports = paths.reports
+    before = reports_state(reports)
+    os.rename(reports / NIGHT, reports / f".{NIGHT}.old-crashed")
+    shutil.copytree(reports / f".{NIGHT}.old-crashed", reports / f".{NIGHT}.tmp-crashed")
+    (reports / f".{NIGHT}.tmp-crashed" / "summary.json").write_text("{}", encoding="utf-8")
+    sweep(reports, date.fromisoformat(NIGHT))
+    assert reports_state(reports) == before and leftovers(reports) == []
+    # and through the writer, which sweeps before it starts
+    os.rename(reports / NIGHT, reports / f".{NIGHT}.old-again")
+    with NightWriter(reports, date.fromisoformat(NIGHT), "next") as w:
+        assert (reports / NIGHT).is_dir() and w.tmp.is_dir()
+    assert reports_state(reports) == before and leftovers(reports) == []
+
+
+def test_commit_refuses_a_night_without_manifest(tmp_path):
+    from fapiao_audit.errors import PublishError
+    from fapiao_audit.publish import NightWriter
+
+    paths, _ = small_published_night(tmp_path)
+    before = reports_state(paths.reports)
+    with pytest.raises(PublishError, match="without its manifest"), \
+            NightWriter(paths.reports, date.fromisoformat(NIGHT), "x") as w:
+        w.path("exceptions.csv").write_text("partial", encoding="utf-8")
+        w.commit()
+    assert reports_state(paths.reports) == before and leftovers(paths.reports) == []
