@@ -5,6 +5,7 @@ Runs once per business night `D` (Asia/Shanghai): its data interval is `[D 00:00
 Beijing time and the night comes from that interval, never from "now". Trigger with
 `{"night": "YYYY-MM-DD"}` to rerun one night; a rerun or backfill replaces that night.
 
+0. **extract_database_sources**: PostgreSQL sources (Airflow connections) into the landing layout.
 1. **wait_for_deliveries**: waits until `<landing>/<D>/registry` and an issuing system have delivered.
 2. **list_sources** then **ingest** mapped per source: read, normalise, stage in DuckDB.
 3. **plan_shards**, then **reconcile_shard** mapped per shard: each shard (a hash partition of the
@@ -69,6 +70,12 @@ def _on_failure(context) -> None:
     doc_md=__doc__,
 )
 def fapiao_nightly():
+    @task(pool="default_pool")
+    def extract_database_sources() -> list[dict]:
+        from fapiao_audit.orchestration import extract_sources
+
+        return extract_sources(date.fromisoformat(_night()))
+
     @task.sensor(poke_interval=120, timeout=6 * 3600, mode="reschedule", pool="default_pool")
     def wait_for_deliveries() -> PokeReturnValue:
         from fapiao_audit.orchestration import deliveries_ready
@@ -136,6 +143,7 @@ def fapiao_nightly():
             )
 
     night = wait_for_deliveries()
+    extract_database_sources() >> night
     sources = list_sources(night)
     ingested = ingest.partial(night=night).expand(source=sources)
     shard_results = reconcile_shard.partial(night=night).expand_kwargs(plan_shards(night, ingested))

@@ -206,3 +206,14 @@ def notify_failure(context: dict[str, Any]) -> None:
                 s.send_message(msg)
         except OSError as e:
             log.error("failure e-mail not sent: %s", e)
+
+
+def extract_sources(night: date) -> list[dict[str, Any]]:
+    """Extract the configured PostgreSQL sources into the landing layout (nothing when none)."""
+    from .pipeline import stage_extract
+
+    paths, cfg = settings()
+    return [
+        {"source": r.source_system, "rows": r.rows, "file": str(r.file), "target": r.target}
+        for r in stage_extract(paths, night, cfg)
+    ]

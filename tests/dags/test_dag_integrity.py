@@ -24,7 +24,7 @@ def test_nightly_shape(dagbag):
     dag = dagbag.dags["fapiao_nightly"]
     assert dag.max_active_runs == 1
     assert {t.task_id for t in dag.tasks} == {
-        "wait_for_deliveries", "list_sources", "ingest", "plan_shards", "reconcile_shard", "reconcile", "validate",
+        "extract_database_sources", "wait_for_deliveries", "list_sources", "ingest", "plan_shards", "reconcile_shard", "reconcile", "validate",
         "publish", "quality_gate",
     }
     assert dag.get_task("quality_gate").retries == 0

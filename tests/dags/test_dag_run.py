@@ -108,3 +108,12 @@ def test_sharded_run_maps_one_task_per_shard_and_publishes_the_same_night(env, d
     assert all(str(getattr(ti.state, "value", ti.state)) == "success" for ti in shard_tis)
     assert _task_states(dagrun)["publish"] == "success"
     assert (night_dir / "exceptions.csv").read_bytes() == csv_before
+
+
+def test_triggered_without_logical_date_takes_the_night_param(env, dagbag):
+    # `airflow dags trigger --conf '{"night": ...}'` in Airflow 3 creates a run without a data interval.
+    dag = dagbag.dags["fapiao_nightly"]
+    dagrun = dag.test(logical_date=None, run_conf={"night": NIGHT.isoformat()})
+    states = _task_states(dagrun)
+    assert states["wait_for_deliveries"] == "success"
+    assert states["publish"] == "success"
