@@ -299,12 +299,15 @@ class _Reader:
             raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
 
     @staticmethod
-    def _positional(n: int, float_cols: frozenset[int] = frozenset()) -> str:
-        """c0..cN as text from positional references; integral floats lose their '.0' (ids typed as numbers)."""
+    def _positional(n: int, float_cols: frozenset[int] = frozenset(), tz_cols: frozenset[int] = frozenset()) -> str:
+        """c0..cN as text from positional references; integral floats lose their '.0' (ids typed as numbers),
+        and instants (TIMESTAMPTZ) become Beijing wall-clock text, which fa_time reads without parsing an offset."""
         cols = []
         for i in range(n):
             ref = f"#{i + 1}"
-            if i in float_cols:
+            if i in tz_cols:
+                expr = f"CAST(timezone('Asia/Shanghai', {ref}) AS VARCHAR)"
+            elif i in float_cols:
                 expr = (f"CASE WHEN {ref} = trunc({ref}) AND abs({ref}) < 1e15 "
                         f"THEN CAST(CAST({ref} AS BIGINT) AS VARCHAR) ELSE CAST({ref} AS VARCHAR) END")
             else:
@@ -315,10 +318,11 @@ class _Reader:
     def _parquet(self, path: Path) -> list[str]:
         desc = self.con.execute("DESCRIBE SELECT * FROM read_parquet($p)", {"p": str(path)}).fetchall()
         floats = frozenset(i for i, d in enumerate(desc) if str(d[1]).upper() in ("DOUBLE", "FLOAT", "REAL"))
+        instants = frozenset(i for i, d in enumerate(desc) if str(d[1]).upper() == "TIMESTAMP WITH TIME ZONE")
         # A view (not a copy): the path goes in through the relational API, never into SQL text.
         self.con.read_parquet(str(path), file_row_number=True).create_view("ing_parquet", replace=True)
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT {self._positional(len(desc), floats)}, "
+            f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT {self._positional(len(desc), floats, instants)}, "
             "file_row_number + 1 AS __line FROM ing_parquet"
         )
         # A parquet file whose footer is fine but data pages are corrupt fails on the scan: force it now.
@@ -620,12 +624,18 @@ def ingest_source(
     d = delivery
     # Files are read into temp tables outside any transaction (rowids of uncommitted rows do not
     # follow file order); the source's partition is then replaced in one transaction.
-    con.execute("CREATE OR REPLACE TEMP TABLE ing_staged AS FROM staged_invoices LIMIT 0")
+    # Each file's normalised rows stay in their own temp table (ing_norm_<i>) until the commit: no
+    # copy of the whole source is made before the one into staged_invoices.
     con.execute("CREATE OR REPLACE TEMP TABLE ing_rejected AS FROM rejected_rows LIMIT 0")
+    normalised: list[tuple[int, str]] = []
     try:
-        for path in d.files:
+        for i, path in enumerate(d.files):
             rel = str(path.relative_to(night_dir))
-            reports.append(_ingest_file(con, reader, path, rel, d, night, cfg, seen))
+            report = _ingest_file(con, reader, path, rel, d, night, cfg, seen)
+            if report.duplicate_of is None:
+                con.execute(f"ALTER TABLE ing_norm RENAME TO ing_norm_{int(i)}")
+                normalised.append((int(i), rel))
+            reports.append(report)
         if sum(r.rows_loaded for r in reports) == 0:
             where = night_dir / ("registry" if d.source_kind == "registry" else f"issuers/{d.source_system}")
             raise InputError(
@@ -640,7 +650,10 @@ def ingest_source(
                     {"night": night, "system": d.source_system},
                 )
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
-            con.execute("INSERT INTO staged_invoices FROM ing_staged")
+            for i, rel in normalised:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM ing_norm_{i}")
+                execute_sql(con, named_sql("ingest.sql", "insert_staged"),
+                            {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel})
             con.execute("INSERT INTO rejected_rows FROM ing_rejected")
             con.executemany(
                 "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -740,7 +753,6 @@ def _ingest_file(
     params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel}
     try:
         execute_sql(con, named_sql("ingest.sql", "normalize"), params)
-        execute_sql(con, named_sql("ingest.sql", "insert_staged"), params)
         execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
         read, loaded = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
     except duckdb.OutOfMemoryException as e:

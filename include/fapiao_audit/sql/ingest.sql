@@ -14,22 +14,23 @@ CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
     ELSE s END;
 
 -- name: macro_text
--- Each macro first asks a cheap question (regexp_matches) and rewrites only values that need it:
--- most values are already clean, and regexp_replace costs far more per row.
+-- Each macro first asks one cheap question (regexp_matches) and rewrites only values that need it:
+-- most values are already clean, and regexp_replace / translate cost far more per row. The question
+-- includes the full-width characters, so half-width translation needs no pass of its own.
 CREATE OR REPLACE TEMP MACRO fa_text(s) AS
-    NULLIF(CASE WHEN regexp_matches(s, '\s\s|^\s|\s$|[\t\n\r\f\v\x{200B}\x{FEFF}]')
-                THEN trim(regexp_replace(s, '[\s\x{200B}\x{FEFF}]+', ' ', 'g')) ELSE s END, '');
+    NULLIF(CASE WHEN regexp_matches(s, '\s\s|^\s|\s$|[\t\n\r\f\v\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
+                THEN trim(regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}]+', ' ', 'g')) ELSE s END, '');
 
 -- name: macro_id
 -- Identifiers: no white space, upper case, Excel text markers (="0123" or '0123) removed.
 CREATE OR REPLACE TEMP MACRO fa_id(s) AS
-    upper(CASE WHEN regexp_matches(s, '[\s\x{200B}\x{FEFF}''"=]')
-               THEN regexp_replace(s, '[\s\x{200B}\x{FEFF}''"=]', '', 'g') ELSE s END);
+    upper(CASE WHEN regexp_matches(s, '[\s\x{200B}\x{FEFF}''"=\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
+               THEN regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}''"=]', '', 'g') ELSE s END);
 
 -- name: macro_amount_text
 CREATE OR REPLACE TEMP MACRO fa_amount_text(s) AS
-    NULLIF(CASE WHEN regexp_matches(s, '[\s¥\x{200B}\x{FEFF}]')
-                THEN regexp_replace(s, '[\s,¥\x{200B}\x{FEFF}]', '', 'g') ELSE replace(s, ',', '') END, '');
+    NULLIF(CASE WHEN regexp_matches(s, '[\s¥\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
+                THEN regexp_replace(fa_hw(s), '[\s,¥\x{200B}\x{FEFF}]', '', 'g') ELSE replace(s, ',', '') END, '');
 
 -- name: macro_amount
 CREATE OR REPLACE TEMP MACRO fa_amount(s) AS
@@ -51,18 +52,30 @@ END;
 CREATE OR REPLACE TEMP MACRO fa_rate(s) AS fa_rate_t(lower(regexp_replace(s, '\s', '', 'g')));
 
 -- name: macro_time_t
+-- The offset test (a regex) runs only where an offset can be: a '+', a trailing Z, or a '-' after the
+-- first ':'. Plain values take the cast straight away (a TIMESTAMP cast would drop an offset).
 CREATE OR REPLACE TEMP MACRO fa_time_t(t) AS CASE
     WHEN t IS NULL OR t = '' THEN NULL
-    WHEN regexp_matches(t, '\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$')
+    WHEN (contains(t, '+') OR suffix(t, 'Z') OR suffix(t, 'z')
+          OR (strpos(t, ':') > 0 AND contains(substr(t, strpos(t, ':')), '-')))
+         AND regexp_matches(t, '\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$')
         THEN timezone('Asia/Shanghai', TRY_CAST(upper(t) AS TIMESTAMPTZ))
     ELSE COALESCE(TRY_CAST(t AS TIMESTAMP), try_strptime(t, '%Y%m%d'), try_strptime(t, '%Y%m%d%H%M%S'))
 END;
 
+-- name: macro_time_fast
+-- A value with no sign of an offset ('+', Z, or a '-' after the first ':') is tried as a plain
+-- TIMESTAMP (a TIMESTAMP cast would drop an offset). Most values are this; the rest go to fa_time.
+CREATE OR REPLACE TEMP MACRO fa_time_fast(s) AS
+    CASE WHEN NOT (contains(s, '+') OR contains(s, 'Z') OR contains(s, 'z')
+                   OR (strpos(s, ':') > 0 AND contains(substr(s, strpos(s, ':')), '-')))
+         THEN TRY_CAST(s AS TIMESTAMP) END;
+
 -- name: macro_time
 -- Dates and times to Asia/Shanghai wall-clock time. Naive values are Beijing time; values with an
 -- offset (or Z) are converted. Accepts 2026-11-21, 2026/11/21 14:03, 2026年11月21日, ISO with T.
-CREATE OR REPLACE TEMP MACRO fa_time(s) AS fa_time_t(
-    trim(replace(replace(replace(replace(replace(fa_text(s), '年', '-'), '月', '-'), '日', ' '), '/', '-'), 'T', ' ')));
+CREATE OR REPLACE TEMP MACRO fa_time(s) AS COALESCE(fa_time_fast(s), fa_time_t(
+    trim(replace(replace(replace(replace(replace(fa_text(s), '年', '-'), '月', '-'), '日', ' '), '/', '-'), 'T', ' '))));
 
 -- name: macro_status_t
 CREATE OR REPLACE TEMP MACRO fa_status_t(t) AS CASE
@@ -98,47 +111,23 @@ CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(s, '\s
 
 -- name: normalize
 CREATE OR REPLACE TEMP TABLE ing_norm AS
-WITH h0 AS MATERIALIZED (
-    SELECT *, regexp_matches(concat_ws('|', invoice_code, invoice_number, issue_time, seller_tax_id,
-                                       seller_name, buyer_tax_id, buyer_name, amount, tax_amount,
-                                       total_amount, is_positive, original_invoice_number, remark, first_cell),
-                             '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]') AS needs_hw
-    FROM ing_mapped
-),
-h AS MATERIALIZED (
-    -- Half-width once per row that needs it; the fa_* macros below expect half-width input.
-    SELECT __line,
-           CASE WHEN needs_hw THEN fa_hw(invoice_code) ELSE invoice_code END AS invoice_code,
-           CASE WHEN needs_hw THEN fa_hw(invoice_number) ELSE invoice_number END AS invoice_number,
-           invoice_type,
-           CASE WHEN needs_hw THEN fa_hw(issue_time) ELSE issue_time END AS issue_time,
-           CASE WHEN needs_hw THEN fa_hw(seller_tax_id) ELSE seller_tax_id END AS seller_tax_id,
-           CASE WHEN needs_hw THEN fa_hw(seller_name) ELSE seller_name END AS seller_name,
-           CASE WHEN needs_hw THEN fa_hw(buyer_tax_id) ELSE buyer_tax_id END AS buyer_tax_id,
-           CASE WHEN needs_hw THEN fa_hw(buyer_name) ELSE buyer_name END AS buyer_name,
-           CASE WHEN needs_hw THEN fa_hw(amount) ELSE amount END AS amount,
-           CASE WHEN needs_hw THEN fa_hw(tax_amount) ELSE tax_amount END AS tax_amount,
-           tax_rate,
-           CASE WHEN needs_hw THEN fa_hw(total_amount) ELSE total_amount END AS total_amount,
-           status,
-           CASE WHEN needs_hw THEN fa_hw(is_positive) ELSE is_positive END AS is_positive,
-           CASE WHEN needs_hw THEN fa_hw(original_invoice_number) ELSE original_invoice_number END
-               AS original_invoice_number,
-           CASE WHEN needs_hw THEN fa_hw(remark) ELSE remark END AS remark,
-           CASE WHEN needs_hw THEN fa_hw(first_cell) ELSE first_cell END AS first_cell
-    FROM h0
-),
+WITH
 -- Low-cardinality columns are mapped once per distinct value, then joined back.
 type_map AS MATERIALIZED (
-    SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v FROM (SELECT DISTINCT invoice_type AS k FROM h)
+    SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v FROM (SELECT DISTINCT invoice_type AS k FROM ing_mapped)
 ),
 status_map AS MATERIALIZED (
-    SELECT k, fa_status(fa_hw(k)) AS v FROM (SELECT DISTINCT status AS k FROM h)
+    SELECT k, fa_status(fa_hw(k)) AS v FROM (SELECT DISTINCT status AS k FROM ing_mapped)
 ),
 rate_map AS MATERIALIZED (
-    SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM h)
+    SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM ing_mapped)
 ),
-p AS MATERIALIZED (
+-- Issue times the plain cast cannot read: parsed once per distinct value.
+time_map AS MATERIALIZED (
+    SELECT k, fa_time(k) AS v FROM (SELECT DISTINCT issue_time AS k FROM ing_mapped
+                                    WHERE issue_time IS NOT NULL AND fa_time_fast(issue_time) IS NULL)
+),
+p AS (
     SELECT
         __line,
         fa_id(invoice_code)                               AS invoice_code,
@@ -146,7 +135,7 @@ p AS MATERIALIZED (
         tm.raw                                            AS invoice_type_raw,
         tm.v                                              AS invoice_type,
         issue_time                                        AS issue_time_text,
-        fa_time(issue_time)                               AS issue_time,
+        coalesce(fa_time_fast(h.issue_time), ti.v)        AS issue_time,
         fa_id(seller_tax_id)                              AS seller_tax_id,
         fa_text(seller_name)                              AS seller_name,
         CASE WHEN buyer_tax_id IS NULL THEN NULL ELSE coalesce(fa_id(buyer_tax_id), '') END AS buyer_tax_id,
@@ -163,10 +152,11 @@ p AS MATERIALIZED (
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
         list_contains(['合计', '总计', '小计', '合 计'], fa_text(first_cell)) AS totals_row
-    FROM h
+    FROM ing_mapped h
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
     LEFT JOIN rate_map rm ON rm.k IS NOT DISTINCT FROM h.tax_rate
+    LEFT JOIN time_map ti ON ti.k = h.issue_time
 )
 SELECT
     __line,
@@ -196,11 +186,11 @@ SELECT
     CASE
         WHEN totals_row THEN '合计 totals row: not an invoice'
         WHEN invoice_number IS NULL OR invoice_number = '' THEN 'missing invoice number'
-        WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
-        WHEN issue_time IS NULL THEN 'unparseable issue time: ' || left(issue_time_text, 60)
+        WHEN issue_time IS NULL THEN CASE WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
+                                          ELSE 'unparseable issue time: ' || left(issue_time_text, 60) END
         WHEN seller_tax_id = '' THEN 'missing seller tax id'
-        WHEN fa_amount_text(amount_text) IS NULL THEN 'missing amount'
-        WHEN amount IS NULL THEN 'unparseable amount: ' || left(amount_text, 60)
+        WHEN amount IS NULL THEN CASE WHEN fa_amount_text(amount_text) IS NULL THEN 'missing amount'
+                                      ELSE 'unparseable amount: ' || left(amount_text, 60) END
         WHEN tax_amount IS NULL AND fa_amount_text(tax_amount_text) IS NOT NULL
             THEN 'unparseable tax_amount: ' || left(tax_amount_text, 60)
         WHEN total_amount IS NULL AND fa_amount_text(total_amount_text) IS NOT NULL
@@ -209,12 +199,13 @@ SELECT
 FROM p;
 
 -- name: insert_staged
-INSERT INTO ing_staged
+-- At the commit, once per file: ing_norm_file is a view of that file's ing_norm.
+INSERT INTO staged_invoices
 SELECT $night, $kind, $system, $file, __line,
        invoice_key, coalesce(invoice_code, ''), invoice_number, invoice_type, invoice_type_raw,
        issue_time, issue_date, seller_tax_id, seller_name, buyer_tax_id, buyer_name,
        amount, tax_amount, tax_rate, total_amount, status, is_red, original_invoice_key, remark
-FROM ing_norm
+FROM ing_norm_file
 WHERE reason IS NULL;
 
 -- name: insert_rejected
