@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("files", nargs="*")
         for opt in ("--scratch", "--landing", "--reports", "--db", "--temp-dir", "--config"):
             p.add_argument(opt)
-        p.add_argument("--memory-limit", default="4GB")
+        p.add_argument("--memory-limit", default="3GB")
         p.add_argument("--threads", type=int, default=0)
         p.add_argument("--shards", type=int, default=1)
         ns = p.parse_intermixed_args(argv)
@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fapiao-bench",
                    help="generated nights and run folders (default /tmp/fapiao-bench; never the repository)")
     p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (default 4GB)")
+    p.add_argument("--memory-limit", default="3GB",
+                   help="DuckDB memory_limit (default 3GB: with Python, Arrow and GX on top, the process stays under 4 GiB)")
     p.add_argument("--threads", type=int, default=0, help="DuckDB threads (default: all cores)")
     p.add_argument("--temp-dir", default=None, help="DuckDB temp_directory for spilling (default: in the run folder)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration for the runs")

@@ -200,6 +200,9 @@ def night_with_registry(tmp_path: Path) -> Path:
         ("bad.parquet", b"PAR1" + b"\x00garbage" * 20, "cannot read as parquet"),
         ("bad.xlsx", b"PK\x03\x04 not really a zip", "not a readable .xlsx"),
         ("bad.csv", bytes(range(256)) * 4, "binary content"),
+        # GB18030 is validated while it is transcoded, not in a pass of its own: still refused.
+        ("gbk_nul.csv", "发票号码,开票日期,金额\n".encode("gb18030") + b"1\x00,2026-11-18,3\n", "binary content"),
+        ("gbk_bad.csv", "发票号码,开票日期,金额\n".encode("gb18030") + b"1,\x81\x20\xff,3\n", "neither UTF-8 nor GBK"),
         ("bad.jsonl", b"not json at all\nstill not\n", "no line is a JSON object"),
         ("empty.csv", b"", "empty file"),
         ("nocols.csv", "开票日期,金额\n2026-11-18,1\n".encode(), "missing required column"),
@@ -212,6 +215,7 @@ def test_unreadable_file_is_refused_with_its_name(tmp_path, mem_con, name, conte
     with pytest.raises(InputError, match=message) as e:
         ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     assert name in str(e.value)
+    assert not list((tmp_path / "tmp").glob("*.utf8")), "a transcoded copy was left behind"
 
 
 def test_truncated_parquet_is_refused(tmp_path, mem_con):

@@ -220,8 +220,12 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def detect_encoding(path: Path) -> str:
-    """utf-8-sig, utf-8 or gb18030, read in chunks; anything else is refused."""
+def detect_encoding(path: Path, *, validate_gb18030: bool = True) -> str:
+    """utf-8-sig, utf-8 or gb18030, read in chunks; anything else is refused.
+
+    With ``validate_gb18030`` False, text that is not UTF-8 is taken for GB18030 without a second
+    full pass: the caller transcodes it next (:func:`transcode_to_utf8`), which refuses it then.
+    """
     with path.open("rb") as f:
         head = f.read(4)
         if head.startswith(codecs.BOM_UTF8):
@@ -229,6 +233,8 @@ def detect_encoding(path: Path) -> str:
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise InputError(f"{path}: UTF-16 text is not accepted; deliver UTF-8 or GB18030")
     for enc in ("utf-8", "gb18030"):
+        if enc == "gb18030" and not validate_gb18030:
+            return enc
         dec = codecs.getincrementaldecoder(enc)()
         try:
             with path.open("rb") as f:
@@ -257,9 +263,21 @@ def transcode_to_utf8(path: Path, encoding: str, out: Path, *, unify_newlines: b
     files whose line endings are mixed, which happens when exports are concatenated.
     """
     dec = codecs.getincrementaldecoder(encoding)()
+    try:
+        _transcode(path, dec, out, unify_newlines)
+    except BaseException as e:
+        out.unlink(missing_ok=True)
+        if isinstance(e, UnicodeDecodeError):
+            raise InputError(f"{path}: text is neither UTF-8 nor GBK/GB18030") from None
+        raise
+
+
+def _transcode(path: Path, dec: codecs.IncrementalDecoder, out: Path, unify_newlines: bool) -> None:
     pending_cr = False
     with path.open("rb") as src, out.open("wb") as dst:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
+            if b"\x00" in chunk:
+                raise InputError(f"{path}: binary content (NUL bytes) in a text file")
             text = dec.decode(chunk)
             if unify_newlines:
                 if pending_cr:
@@ -330,7 +348,7 @@ class _Reader:
         return [d[0] for d in desc]
 
     def _text_source(self, path: Path, *, unify_newlines: bool = False) -> tuple[Path, str]:
-        enc = detect_encoding(path)
+        enc = detect_encoding(path, validate_gb18030=False)  # transcoding validates GB18030
         if enc == "gb18030" or unify_newlines:
             out = self.tmp_dir / (hashlib.sha1(str(path).encode()).hexdigest() + ".utf8")
             transcode_to_utf8(path, enc, out, unify_newlines=unify_newlines)
