@@ -105,7 +105,7 @@ class Config:
     #: Excel data rows per sheet before a category is split into a further sheet.
     excel_max_rows: int = 1_048_575
     #: DuckDB resources: spill beyond the limit into temp_directory.
-    duckdb_memory_limit: str = "4GB"
+    duckdb_memory_limit: str = "3GB"
     duckdb_threads: int = 0
     duckdb_temp_directory: str | None = None
     #: Seconds to wait for another run holding the same DuckDB file before refusing.
