@@ -1,12 +1,13 @@
 """Scale benchmark of a whole night: ``fapiao-audit run`` stage by stage against the raw floor.
 
+    .venv/bin/python bench/run.py --results                 # what bench/RESULTS.md reports (1M, 10M, 50M)
     .venv/bin/python bench/run.py --rows 1000000            # 1M invoices per side
     .venv/bin/python bench/run.py --rows 10000000 --no-mixed
 
 For each size it generates a synthetic night (cached under --work, never in the repository), and
-an all-Parquet copy of it (the issuers' and registry's files rewritten as Parquet, text kept as
-text), then for each form of the night (``mixed``: ERP Parquet, POS CSV, web-shop JSONL, GB18030
-registry CSV as generated; ``parquet``: all Parquet):
+an all-Parquet copy of it (the CSV and JSONL files rewritten as Parquet with their text columns kept
+as text; the ERP's typed Parquet copied as it is), then for each form of the night (``mixed``: ERP
+Parquet, POS CSV, web-shop JSONL, GB18030 registry CSV as generated; ``parquet``: all Parquet):
 
 * the floor: DuckDB reads every input file and hashes every row (a GB18030 file is transcoded
   first, as ingest must), in a process of its own with the same DuckDB settings;
@@ -163,7 +164,7 @@ def to_parquet(src_landing: Path, work: Path, rows: int, seed: int) -> Path:
         return landing
     shutil.rmtree(landing, ignore_errors=True)
     t0 = time.perf_counter()
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     con.execute("SET preserve_insertion_order = true")
     src_night = src_landing / NIGHT
     for f in sorted(p for p in src_night.rglob("*") if p.is_file()):
@@ -400,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datacompy-rows", type=int, default=1_000_000,
                    help="run datacompy for sizes up to this many rows per side (0: never)")
     p.add_argument("--keep", action="store_true", help="keep the run folders (database, reports)")
+    p.add_argument("--results", action="store_true",
+                   help="what bench/RESULTS.md reports, in one command: 1M (mixed and Parquet nights, datacompy), "
+                        "10M (Parquet, datacompy) and 50M (Parquet) invoices per side")
     ns = p.parse_args(argv)
     ns.work.mkdir(parents=True, exist_ok=True)
     if ROOT in ns.work.resolve().parents and "bench/out" not in str(ns.work):
@@ -409,10 +413,15 @@ def main(argv: list[str] | None = None) -> int:
           f"duckdb {machine['duckdb']}, python {machine['python']}; load average {_load()}", flush=True)
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for rows in ns.rows:
+    # (rows, mixed night too, datacompy) per size
+    plan = [(rows, not ns.no_mixed, rows <= ns.datacompy_rows) for rows in ns.rows]
+    if ns.results:
+        plan = [(1_000_000, True, True), (10_000_000, False, True), (50_000_000, False, False)]
+    for rows, with_mixed, with_datacompy in plan:
+        ns.datacompy_rows = rows if with_datacompy else 0
         mixed = generate(ns.work, rows, ns.seed)
         results = {"rows_per_side": rows, "machine": machine, "runs": []}
-        if not ns.no_mixed:
+        if with_mixed:
             results["runs"].append(measure("mixed", mixed, ns, rows))
         if not ns.no_parquet:
             results["runs"].append(measure("parquet", to_parquet(mixed, ns.work, rows, ns.seed), ns, rows))
