@@ -651,6 +651,7 @@ def ingest_source(
             rel = str(path.relative_to(night_dir))
             report = _ingest_file(con, reader, path, rel, d, night, cfg, seen)
             if report.duplicate_of is None:
+                con.execute(f"DROP TABLE IF EXISTS ing_norm_{int(i)}")
                 con.execute(f"ALTER TABLE ing_norm RENAME TO ing_norm_{int(i)}")
                 normalised.append((int(i), rel))
             reports.append(report)
