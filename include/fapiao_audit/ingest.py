@@ -671,8 +671,11 @@ def ingest_source(
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             for i, rel in normalised:
                 con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM ing_norm_{i}")
-                execute_sql(con, named_sql("ingest.sql", "insert_staged"),
-                            {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel})
+                try:
+                    execute_sql(con, named_sql("ingest.sql", "insert_staged"),
+                                {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel})
+                except duckdb.OutOfMemoryException as e:
+                    raise _out_of_memory(night_dir / rel, e) from None
             con.execute("INSERT INTO rejected_rows FROM ing_rejected")
             con.executemany(
                 "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
