@@ -262,6 +262,9 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
     findings. Rows are built here with the same markup XlsxWriter writes in ``constant_memory``
     mode (inline strings, the same escaping of XML and control characters, the same cell
     formats) straight into the worksheet's row file, after its header row has been flushed.
+    This reaches into XlsxWriter's private row file and escape helpers: it is pinned in
+    requirements.txt, and tests/test_excel.py compares the result with its per-cell API byte for
+    byte, so an upgrade that changes either fails there.
     """
     if len(HEADERS) > len(_COL_NAMES) or table.num_rows > EXCEL_MAX_DATA_ROWS:
         raise ValueError("a findings sheet holds at most 14 columns and 1,048,575 rows")
