@@ -34,7 +34,7 @@ from stdnum.cn import ric, uscc
 
 from . import __version__
 from .config import SHANGHAI, Config
-from .db import execute_sql, named_sql, sql_statements
+from .db import connect, execute_sql, named_sql, sql_statements
 from .errors import FapiaoError, LockError
 
 CATEGORIES = (
@@ -361,31 +361,9 @@ def connect_read_only(
     db_path: Path, cfg: Config, allowed_dirs: list[Path] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A read-only connection with the configured resources (several processes may hold one each)."""
-    config: dict[str, Any] = {
-        "memory_limit": cfg.duckdb_memory_limit,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-    }
-    if cfg.duckdb_threads:
-        config["threads"] = cfg.duckdb_threads
-    if cfg.duckdb_temp_directory:
-        config["temp_directory"] = cfg.duckdb_temp_directory
     if not db_path.is_file():
         raise FapiaoError(f"{db_path}: no database to reconcile (ingest the night first)")
-    try:
-        con = duckdb.connect(str(db_path), read_only=True, config=config)
-    except duckdb.Error as e:
-        raise LockError(f"{db_path}: cannot open the database read-only: {str(e).splitlines()[0][:300]}") from None
-    try:
-        con.execute("SET TimeZone = 'Asia/Shanghai'")
-        if allowed_dirs is not None:
-            from .db import lock_down
-
-            lock_down(con, allowed_dirs)
-    except BaseException:
-        con.close()
-        raise
-    return con
+    return connect(db_path, cfg, allowed_dirs=allowed_dirs, read_only=True)
 
 
 def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:
