@@ -71,7 +71,8 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Make a file's contents, or a folder's entries, durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -171,14 +172,14 @@ class NightWriter:
         files = []
         for name in OUTPUT_FILES[:-1]:
             p = self.tmp / name
-            _fsync_file(p)  # every file durable before the manifest vouches for it
+            _fsync(p)  # every file durable before the manifest vouches for it
             files.append({"name": name, "bytes": p.stat().st_size, "sha256": sha256_file(p)})
         write_json(self.tmp / "manifest.json", {**extra, "night": self.night.isoformat(), "files": files})
 
     def commit(self) -> Path:
         """Swap the finished folder into place and move ``latest`` if this is the newest night."""
         try:
-            _fsync_dir(self.tmp)
+            _fsync(self.tmp)
             if not (self.tmp / "manifest.json").is_file():
                 raise PublishError(f"{self.final}: refusing to publish a night without its manifest")
             if self.final.exists() and not self.final.is_symlink():
@@ -196,7 +197,7 @@ class NightWriter:
                     shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(self.tmp, self.final)
-            _fsync_dir(self.reports)
+            _fsync(self.reports)
         except OSError as e:
             raise PublishError(f"{self.final}: cannot publish: {e.strerror or e}") from None
         shutil.rmtree(self.tmp, ignore_errors=True)  # the previous version, after an exchange
@@ -224,7 +225,7 @@ def sweep(reports: Path, night: date) -> None:
         for p in leftovers:
             if p.name.startswith(prefix_old) and (p / "manifest.json").is_file():
                 os.rename(p, final)
-                _fsync_dir(reports)
+                _fsync(reports)
                 break
     for p in leftovers:
         if p.exists():
@@ -261,15 +262,7 @@ def update_latest(reports: Path) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
-    _fsync_dir(reports)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(reports)
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
