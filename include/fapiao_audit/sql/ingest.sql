@@ -62,25 +62,28 @@ END;
 -- name: macro_rate
 CREATE OR REPLACE TEMP MACRO fa_rate(s) AS fa_rate_t(lower(regexp_replace(s, '\s', '', 'g')));
 
+-- name: macro_maybe_offset
+-- Where a time zone offset can be: a '+', a Z, or a '-' after the first ':'. A cheap question; the
+-- regular expression in fa_time_t gives the answer.
+CREATE OR REPLACE TEMP MACRO fa_maybe_offset(s) AS
+    contains(s, '+') OR contains(s, 'Z') OR contains(s, 'z') OR (strpos(s, ':') > 0 AND contains(substr(s, strpos(s, ':')), '-'));
+
 -- name: macro_time_t
--- The offset test (a regex) runs only where an offset can be: a '+', a trailing Z, or a '-' after the
--- first ':'. Plain values take the cast straight away (a TIMESTAMP cast would drop an offset).
+-- The offset test (a regex) runs only where an offset can be. Plain values take the cast straight
+-- away (a TIMESTAMP cast would drop an offset).
 CREATE OR REPLACE TEMP MACRO fa_time_t(t) AS CASE
     WHEN t IS NULL OR t = '' THEN NULL
-    WHEN (contains(t, '+') OR suffix(t, 'Z') OR suffix(t, 'z')
-          OR (strpos(t, ':') > 0 AND contains(substr(t, strpos(t, ':')), '-')))
+    WHEN fa_maybe_offset(t)
          AND regexp_matches(t, '\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$')
         THEN timezone('Asia/Shanghai', TRY_CAST(upper(t) AS TIMESTAMPTZ))
     ELSE COALESCE(TRY_CAST(t AS TIMESTAMP), try_strptime(t, '%Y%m%d'), try_strptime(t, '%Y%m%d%H%M%S'))
 END;
 
 -- name: macro_time_fast
--- A value with no sign of an offset ('+', Z, or a '-' after the first ':') is tried as a plain
--- TIMESTAMP (a TIMESTAMP cast would drop an offset). Most values are this; the rest go to fa_time.
+-- A value with no sign of an offset is tried as a plain TIMESTAMP (a TIMESTAMP cast would drop an
+-- offset). Most values are this; the rest go to fa_time.
 CREATE OR REPLACE TEMP MACRO fa_time_fast(s) AS
-    CASE WHEN NOT (contains(s, '+') OR contains(s, 'Z') OR contains(s, 'z')
-                   OR (strpos(s, ':') > 0 AND contains(substr(s, strpos(s, ':')), '-')))
-         THEN TRY_CAST(s AS TIMESTAMP) END;
+    CASE WHEN NOT fa_maybe_offset(s) THEN TRY_CAST(s AS TIMESTAMP) END;
 
 -- name: macro_time
 -- Dates and times to Asia/Shanghai wall-clock time. Naive values are Beijing time; values with an
