@@ -27,9 +27,9 @@ def norm():
     def run_many(rows: list[dict[str, str | None]]) -> list[dict]:
         """Normalise several one-column rows in one statement; results in input order."""
         con.execute("CREATE OR REPLACE TEMP TABLE prop_in (__line BIGINT, "
-                    + ", ".join(f"{c} VARCHAR" for c in COLUMNS) + ", first_cell VARCHAR, __raw VARCHAR)")
+                    + ", ".join(f"{c} VARCHAR" for c in COLUMNS) + ", first_cell VARCHAR)")
         con.executemany(
-            "INSERT INTO prop_in VALUES (?, " + ", ".join("?" for _ in COLUMNS) + ", NULL, '')",
+            "INSERT INTO prop_in VALUES (?, " + ", ".join("?" for _ in COLUMNS) + ", NULL)",
             [[i, *(r.get(c) for c in COLUMNS)] for i, r in enumerate(rows)],
         )
         con.execute("CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT * FROM prop_in")

@@ -1,16 +1,23 @@
 -- Normalisation of one delivered file into staged_invoices / rejected_rows.
--- Input: the temp view ing_mapped(__line, <canonical columns as VARCHAR or NULL>).
+-- Input: the temp view ing_mapped(__line, <canonical columns as VARCHAR or NULL>, first_cell).
 -- Parameters: $night, $kind, $system, $file.
 
 -- name: macros
 -- Full-width ASCII (U+FF01..U+FF5E), the ideographic space and the no-break space become their
 -- half-width forms: the part of Unicode NFKC that matters for ids, amounts, dates and names.
--- translate() is costly per row, so it runs only on values holding such a character.
-CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
+-- translate() costs ~4 us a value (it builds its character map each time), so it runs only on values
+-- holding such a character, and the commonest ones in Chinese text (：（），) are replaced first, which
+-- leaves most values (remarks such as 合同编号：HT…) with nothing for translate() to do.
+CREATE OR REPLACE TEMP MACRO fa_hw_all(s) AS
     CASE WHEN regexp_matches(s, '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
     THEN translate(s,
              '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　 ￥—',
              '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~  ¥-')
+    ELSE s END;
+
+CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
+    CASE WHEN regexp_matches(s, '[\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
+    THEN fa_hw_all(replace(replace(replace(replace(s, '：', ':'), '（', '('), '）', ')'), '，', ','))
     ELSE s END;
 
 -- name: macro_ascii_plain
@@ -175,7 +182,7 @@ p AS (
         pm.v                                              AS is_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
-        list_contains(['合计', '总计', '小计', '合 计'], fa_text(first_cell)) AS totals_row
+        contains(first_cell, '计') AND list_contains(['合计', '总计', '小计', '合 计'], fa_text(first_cell)) AS totals_row
     FROM ing_mapped h
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
@@ -200,9 +207,9 @@ SELECT
         WHEN regexp_full_match(original_invoice_number, '\d{20}') THEN original_invoice_number
         WHEN regexp_full_match(original_invoice_number, '\d{10,12}[-:/]\d{8}')
             THEN regexp_replace(original_invoice_number, '[:/]', '-')
-        WHEN regexp_matches(remark, '被红冲蓝字数电(发)?票号码[:]?\s*\d{20}')
+        WHEN contains(remark, '红冲') AND regexp_matches(remark, '被红冲蓝字数电(发)?票号码[:]?\s*\d{20}')
             THEN regexp_extract(remark, '被红冲蓝字数电(发)?票号码[:]?\s*(\d{20})', 2)
-        WHEN regexp_matches(remark, '对应正数发票代码[:]?\s*\d{10,12}\s*号码[:]?\s*\d{8}')
+        WHEN contains(remark, '对应正数') AND regexp_matches(remark, '对应正数发票代码[:]?\s*\d{10,12}\s*号码[:]?\s*\d{8}')
             THEN regexp_extract(remark, '对应正数发票代码[:]?\s*(\d{10,12})', 1) || '-'
                  || regexp_extract(remark, '对应正数发票代码[:]?\s*\d{10,12}\s*号码[:]?\s*(\d{8})', 1)
         WHEN regexp_full_match(original_invoice_number, '\d{8}') AND invoice_code IS NOT NULL
@@ -236,10 +243,9 @@ FROM ing_norm_file
 WHERE reason IS NULL;
 
 -- name: insert_rejected
+-- ing_raw_rejected: the rejected lines with their text as delivered (see ingest._raw_line_sql).
 INSERT INTO ing_rejected
-SELECT $night, $system, $file, n.__line, left(m.__raw, 2000), n.reason
-FROM ing_norm n JOIN ing_mapped m USING (__line)
-WHERE n.reason IS NOT NULL;
+SELECT $night, $system, $file, __line, raw, reason FROM ing_raw_rejected;
 
 -- name: counts
 SELECT count(*) AS rows_read, count(*) FILTER (WHERE reason IS NULL) AS rows_loaded
