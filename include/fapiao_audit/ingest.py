@@ -567,15 +567,6 @@ def map_headers(headers: list[str], overrides: dict[str, str]) -> dict[str, list
     return out
 
 
-def _trimmed(p: int) -> str:
-    """Cell c<p> as NULLIF(trim(c<p>), ''). trim() copies every value it touches (~50 ns) and removes
-    only spaces (U+0020 and the other Unicode space separators), so an ASCII value neither starting nor
-    ending with a space is returned as it is."""
-    c = f"c{p}"
-    return (f"CASE WHEN {c} = '' OR prefix({c}, ' ') OR suffix({c}, ' ') OR strlen({c}) <> length({c}) "
-            f"THEN NULLIF(trim({c}), '') ELSE {c} END")
-
-
 def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
     """SELECT list over ing_raw; only generated names (c<i>, canonical columns) appear in it."""
     cols = ["__line"]
@@ -589,7 +580,7 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
             cols.append(f"NULL::VARCHAR AS {name}")
         else:
             # Present column: an empty cell is '' (NULL means the file has no such column).
-            cols.append("coalesce(" + ", ".join(_trimmed(int(p)) for p in pos) + f", '') AS {name}")
+            cols.append("coalesce(" + ", ".join(f"NULLIF(trim(c{int(p)}), '')" for p in pos) + f", '') AS {name}")
     first = "c0" if ncols else "NULL::VARCHAR"
     cols.append(f"{first} AS first_cell")
     return "CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT " + ", ".join(cols) + " FROM ing_raw"

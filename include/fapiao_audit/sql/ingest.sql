@@ -153,10 +153,11 @@ name_map AS MATERIALIZED (
 positive_map AS MATERIALIZED (
     SELECT k, lower(fa_id(k)) AS v FROM (SELECT DISTINCT is_positive AS k FROM ing_mapped)
 ),
--- Issue times the plain cast cannot read: parsed once per distinct value.
+-- Issue times the plain cast cannot read: parsed once per distinct value (the cast is tried on the
+-- distinct values, not on every row: the rows cast it again below).
 time_map AS MATERIALIZED (
-    SELECT k, fa_time(k) AS v FROM (SELECT DISTINCT issue_time AS k FROM ing_mapped
-                                    WHERE issue_time IS NOT NULL AND fa_time_fast(issue_time) IS NULL)
+    SELECT k, fa_time(k) AS v FROM (SELECT DISTINCT issue_time AS k FROM ing_mapped WHERE issue_time IS NOT NULL)
+    WHERE fa_time_fast(k) IS NULL
 ),
 p AS (
     SELECT
