@@ -7,7 +7,8 @@ Beijing time and the night comes from that interval, never from "now". Trigger w
 
 0. **extract_database_sources**: PostgreSQL sources (Airflow connections) into the landing layout.
 1. **wait_for_deliveries**: waits until `<landing>/<D>/registry` and an issuing system have delivered.
-2. **list_sources** then **ingest** mapped per source: read, normalise, stage in DuckDB.
+2. **list_sources** (drops staged rows of sources that no longer deliver) then **ingest** mapped per
+   source: read, normalise, stage in DuckDB.
 3. **plan_shards**, then **reconcile_shard** mapped per shard: each shard (a hash partition of the
    invoice keys) reads DuckDB read-only and writes its findings to its own folder beside the
    database, so shards run side by side, on any worker that sees that folder.
@@ -83,8 +84,9 @@ def fapiao_nightly():
         night = _night()
         return PokeReturnValue(is_done=deliveries_ready(date.fromisoformat(night)), xcom_value=night)
 
-    @task(pool="default_pool")
+    @task
     def list_sources(night: str) -> list[str]:
+        """The night's sources; staged rows of sources that no longer deliver are dropped (a DuckDB writer)."""
         from fapiao_audit.orchestration import prune, sources_of
 
         sources = sources_of(date.fromisoformat(night))

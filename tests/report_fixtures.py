@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fapiao_audit.model import NightSummary
+
 CATEGORY_CODES = (
     "MISSING_IN_REGISTRY", "PENDING_SYNC", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
     "DUPLICATE_ACROSS_ISSUERS", "FIELD_MISMATCH", "STATUS_MISMATCH", "REGISTRY_RISK",
@@ -144,7 +146,7 @@ def build_summary(
     outcome: str = "failed",
     history_nights: int = 30,
     previous: bool = True,
-) -> dict[str, Any]:
+) -> NightSummary:
     counts = _counts(findings)
     statuses = findings.column("finding_status").to_pylist()
     history = []
@@ -176,7 +178,7 @@ def build_summary(
                         "rows_read": sum(f["rows_read"] for f in files),
                         "rows_loaded": sum(f["rows_loaded"] for f in files),
                         "rows_rejected": sum(f["rows_rejected"] for f in files), "files": files})
-    return {
+    return NightSummary.from_dict({
         "night": NIGHT.isoformat(),
         "outcome": outcome,
         "run": {"run_id": "manual__2026-11-22T01:00:00+08:00", "started_at": "2026-11-22T01:00:00+08:00",
@@ -231,7 +233,7 @@ def build_summary(
                    "thresholds": {"max_missing_in_registry_rate": 0.01, "max_duplicate_across_issuers": 0},
                    "column_mappings": {"pos": {"<票号>": "invoice_number"}}},
         "history": history,
-    }
+    })
 
 
 def hash_name(name: str) -> int:
@@ -242,7 +244,7 @@ def hash_name(name: str) -> int:
     return h
 
 
-def build_inputs(n: int = 60) -> tuple[dict[str, Any], pa.Table, pa.Table, pa.Table]:
+def build_inputs(n: int = 60) -> tuple[NightSummary, pa.Table, pa.Table, pa.Table]:
     """``(summary, findings, rejected, resolved)`` consistent with each other."""
     findings, rejected, resolved = build_findings(n), build_rejected(), build_resolved()
     return build_summary(findings, rejected, resolved), findings, rejected, resolved

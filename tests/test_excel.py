@@ -23,6 +23,7 @@ except ImportError:  # tests/ imported as a package
     )
 
 from fapiao_audit.excel import HEADERS, RESOLVED_SHEET, SUMMARY_SHEET, write_exceptions_xlsx
+from fapiao_audit.model import CATEGORIES
 
 CHINESE_HEADERS = ["类别", "发票代码", "发票号码", "字段", "来源系统", "开票方值", "税务系统值", "销方识别号",
                    "开票日期", "说明", "疑似匹配", "状态", "首次发现", "账龄(天)"]
@@ -210,7 +211,7 @@ def _api_rows(ws, fmt, table, *, mask):
     """The data rows through XlsxWriter's per-cell API: what the streamed rows must equal byte for byte."""
     from fapiao_audit import excel, masking
 
-    zh = {c.code: c.zh for c in excel.CATEGORIES}
+    zh = {c.code: c.zh for c in CATEGORIES}
     for row, record in enumerate(excel._iter_records(table, [key for _h, key, _k, _w in HEADERS]), start=1):
         if mask:
             record = masking.mask_record(record)

@@ -20,7 +20,6 @@ import pytest
 from stdnum.cn import uscc
 
 from fapiao_audit.generate import (
-    CATEGORIES,
     EXPECTED_COLUMNS,
     ISSUER_COLUMNS,
     ISSUER_SYSTEMS,
@@ -28,6 +27,7 @@ from fapiao_audit.generate import (
     GenerateResult,
     generate_night,
 )
+from fapiao_audit.model import CATEGORY_CODES
 
 NIGHT = date(2026, 3, 10)
 ROWS = 2000
@@ -173,7 +173,7 @@ def test_layout(night: GenerateResult) -> None:
     assert meta["window"] == {"start": "2026-03-04", "end": "2026-03-10", "days": 7}
     assert meta["as_of"] == "2026-03-11T00:00:00+08:00"
     assert meta["counts"] == night.counts
-    assert set(night.counts) == set(CATEGORIES)
+    assert set(night.counts) == set(CATEGORY_CODES)
 
 
 def test_issuer_formats(night: GenerateResult) -> None:
@@ -353,9 +353,9 @@ def test_expected_findings_file(night: GenerateResult) -> None:
     assert body == sorted(body)
     assert len(set(body)) == len(body)
     assert Counter(r[0] for r in body) == {k: v for k, v in night.counts.items() if v}
-    for category in CATEGORIES:
+    for category in CATEGORY_CODES:
         assert night.counts[category] > 0, category
-    assert {r[0] for r in body} == set(CATEGORIES)
+    assert {r[0] for r in body} == set(CATEGORY_CODES)
     legacy = [r for r in body if r[1]]
     assert all(len(r[1]) == 12 for r in legacy)
     assert all(len(r[2]) == 20 and r[1] == "" for r in body if not r[1])
@@ -364,7 +364,7 @@ def test_expected_findings_file(night: GenerateResult) -> None:
 def test_finding_conventions(night: GenerateResult) -> None:
     e = read_expected(night.expected_path)
     k = max(3, ROWS // 2000)
-    for category in CATEGORIES:
+    for category in CATEGORY_CODES:
         assert night.counts[category] >= (k if category != "PENDING_SYNC" else 2), category
     systems = set(ISSUER_SYSTEMS)
 

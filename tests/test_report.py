@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,8 @@ except ImportError:  # tests/ imported as a package
     )
 
 from fapiao_audit import masking
+from fapiao_audit.model import CATEGORIES, NightSummary
 from fapiao_audit.report import (
-    CATEGORIES,
     fair_quotas,
     json_for_script,
     render_report_html,
@@ -191,7 +192,7 @@ def test_sections_and_counts(page: PageParser, html: str) -> None:
 
 def test_passed_banner_and_no_previous_night() -> None:
     summary, findings, rejected, resolved = build_inputs(20)
-    summary.update(outcome="passed", previous_night=None, counts_previous=None)
+    summary = replace(summary, outcome="passed", previous_night=None, counts_previous=None)
     html = render_report_html(summary, findings, rejected, resolved)
     assert "✓ 通过 PASSED" in html and "outcome-passed" in html
     assert "No previous published night to compare with." in html
@@ -318,9 +319,7 @@ def test_empty_night_renders() -> None:
     findings = build_inputs(0)[1]
     rejected, resolved = build_rejected(0), build_resolved(0)
     summary = build_summary(findings, rejected, resolved, history_nights=0, previous=False)
-    summary["expectations"] = {"success": True, "suites": []}
-    summary.pop("by_seller")
-    summary.pop("config")
+    summary = replace(summary, expectations={"success": True, "suites": []}, by_seller=(), config={})
     html = render_report_html(summary, findings, rejected, resolved)
     blocks = json_blocks(parse(html))
     assert blocks["findings-data"]["rows"] == [] and blocks["findings-data"]["total"] == 0
@@ -329,7 +328,7 @@ def test_empty_night_renders() -> None:
 
 def test_minimal_summary_renders() -> None:
     findings = build_inputs(3)[1]
-    html = render_report_html({"night": "2026-11-21"}, findings, build_rejected(0), build_resolved(0))
+    html = render_report_html(NightSummary(night="2026-11-21"), findings, build_rejected(0), build_resolved(0))
     assert "2026-11-21" in html and "? 未知" in html
     assert 'id="counts-warning"' in html  # summary holds no counts, the list holds 3
 
@@ -337,14 +336,15 @@ def test_minimal_summary_renders() -> None:
 def test_count_mismatch_is_flagged(inputs) -> None:
     summary, findings, rejected, resolved = inputs
     assert 'id="counts-warning"' not in render_report_html(summary, findings, rejected, resolved)
-    bad = {**summary, "total_findings": summary["total_findings"] + 1}
+    bad = replace(summary, total_findings=summary.total_findings + 1)
     assert 'id="counts-warning"' in render_report_html(bad, findings, rejected, resolved)
 
 
 def test_unbalanced_file_is_flagged(inputs) -> None:
     summary, findings, rejected, resolved = inputs
-    bad = json.loads(json.dumps(summary))
-    bad["sources"][0]["files"][0]["rows_loaded"] -= 1
+    doc = json.loads(json.dumps(summary.to_dict()))
+    doc["sources"][0]["files"][0]["rows_loaded"] -= 1
+    bad = NightSummary.from_dict(doc)
     html = render_report_html(bad, findings, rejected, resolved)
     assert "✗ 不平衡 unbalanced" in html
     assert "✗ 不平衡 unbalanced" not in render_report_html(summary, findings, rejected, resolved)

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from fapiao_audit import gx_duckdb
+from fapiao_audit.errors import SuiteError
 from fapiao_audit.validate import SUITE_FILES, load_suite_counts, run_expectations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,7 @@ def test_defects_fail_the_right_expectations(con):
     for i in range(901, 905):
         insert_finding(con, "MISSING_IN_REGISTRY", digital(i), "erp")
     insert_finding(con, "MISSING_IN_REGISTRY", "2511200000BAD", "erp")
+    insert_finding(con, "NOT_A_CATEGORY", digital(1), "erp")  # a code the model does not know
 
     report = run(con)
     assert report["success"] is False
@@ -188,8 +190,10 @@ def test_defects_fail_the_right_expectations(con):
         ("issuer:erp", "issue_date_in_window"),
         ("issuer:erp", "status_in_enum"),
         ("issuer:erp", "total_equals_amount_plus_tax"),
+        ("reconciliation", "finding_category_known"),
         ("reconciliation", "missing_in_registry_rate"),
     ]
+    assert by_name(report, "reconciliation")["finding_category_known"]["unexpected_sample"] == [digital(1)]
     erp = by_name(report, "issuer:erp")
     assert erp["invoice_key_well_formed"]["unexpected_count"] == 1
     assert erp["invoice_key_well_formed"]["unexpected_sample"] == ["2511200000BAD"]
@@ -235,9 +239,9 @@ def test_thresholds_are_configuration(con):
         window_end="2025-03-14",
     )
     assert by_name(report, "issuer:pos")["issue_date_in_window"]["success"] is False
-    with pytest.raises(ValueError, match="max_missing_in_registry_rate"):
+    with pytest.raises(SuiteError, match="max_missing_in_registry_rate"):
         run(con, max_missing_in_registry_rate=2)
-    with pytest.raises(ValueError, match="window_start"):
+    with pytest.raises(SuiteError, match="window_start"):
         run(con, window_start="14 March")
 
 
@@ -365,7 +369,7 @@ def test_rejected_expectation_names_the_file(con, tmp_path):
     path.write_text(json.dumps(doc), encoding="utf-8")
     in_file, loaded = load_suite_counts(suites)[path.name]
     assert (in_file, loaded) == (len(doc["expectations"]), len(doc["expectations"]) - 2)
-    with pytest.raises(ValueError, match=r"reconciliation\.json.*accepted 8 of 10.*no_value_set.*made_up"):
+    with pytest.raises(SuiteError, match=r"reconciliation\.json.*accepted 8 of 10.*no_value_set.*made_up"):
         run(con, suites_dir=suites)
 
     # GX accepts a query that ignores the batch (it only prints a warning): refused here
@@ -373,14 +377,14 @@ def test_rejected_expectation_names_the_file(con, tmp_path):
         {"type": "unexpected_rows_expectation", "kwargs": {"unexpected_rows_query": "SELECT * FROM findings"}}
     ]
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"reconciliation\.json.*must use \{batch\}"):
+    with pytest.raises(SuiteError, match=r"reconciliation\.json.*must use \{batch\}"):
         run(con, suites_dir=suites)
 
     path.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"reconciliation\.json.*not valid JSON"):
+    with pytest.raises(SuiteError, match=r"reconciliation\.json.*not valid JSON"):
         run(con, suites_dir=suites)
     path.unlink()
-    with pytest.raises(ValueError, match=r"reconciliation\.json.*cannot read"):
+    with pytest.raises(SuiteError, match=r"reconciliation\.json.*cannot read"):
         run(con, suites_dir=suites)
     # nothing was created on the connection before the suites were checked
     assert gx_objects(con) == []
@@ -395,11 +399,11 @@ def test_a_system_without_rows_fails_its_row_count(con):
 
 def test_bad_arguments(con):
     clean_night(con)
-    with pytest.raises(ValueError, match="issuing system"):
+    with pytest.raises(SuiteError, match="issuing system"):
         run_expectations(
             con, NIGHT, sources=["erp'; DROP TABLE findings; --"], suites_dir=SUITES, thresholds={}
         )
-    with pytest.raises(ValueError, match="night"):
+    with pytest.raises(TypeError, match="night"):
         run_expectations(con, "2025-03-14", sources=SOURCES, suites_dir=SUITES, thresholds={})
     assert con.execute("SELECT count(*) FROM findings").fetchone() == (0,)
 

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from .config import load_config
-from .errors import ConfigError, FapiaoError
+from .errors import ConfigError, FapiaoError, first_line
 
 EXIT_OK, EXIT_EXPECTATIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -132,24 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANNOT_RUN
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:500] if lines else ""
-
-
 def _describe(e: Exception) -> str:
     """One line for an error no stage turned into a FapiaoError."""
     import duckdb
 
     if isinstance(e, duckdb.OutOfMemoryException | MemoryError):
-        return (f"out of memory ({_first_line(e) or type(e).__name__}); raise duckdb_memory_limit or lower "
+        return (f"out of memory ({first_line(e, 500)}); raise duckdb_memory_limit or lower "
                 "duckdb_threads in the configuration. Nothing was published for this night")
     if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
-        return f"{where}{e.strerror or _first_line(e)}. Nothing was published for this night"
+        return f"{where}{e.strerror or first_line(e, 500)}. Nothing was published for this night"
     if isinstance(e, duckdb.IOException):
-        return f"database I/O error ({_first_line(e)}). Nothing was published for this night"
-    return f"unexpected {type(e).__name__}: {_first_line(e)}"
+        return f"database I/O error ({first_line(e, 500)}). Nothing was published for this night"
+    return f"unexpected {type(e).__name__}: {first_line(e, 500)}"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError
@@ -58,6 +59,31 @@ class Thresholds:
     max_rejected_rate: float = 0.001
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password (for messages and the published configuration)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    # libpq also takes the password as a query parameter (?password=...).
+    query = re.sub(r"(?i)(^|&)(password|sslpassword)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_identifier_path(value: str, key: str) -> str:
+    """A table name like ``schema.table``: each part an identifier, nothing else."""
+    parts = value.split(".")
+    if not 1 <= len(parts) <= 2 or not all(_IDENT.fullmatch(p) for p in parts):
+        raise ConfigError(f"config key '{key}': {value!r} is not a table name (schema.table)")
+    return value
+
+
 @dataclass(frozen=True)
 class DatabaseSource:
     """An issuing system read from PostgreSQL (see extract.py)."""
@@ -70,8 +96,6 @@ class DatabaseSource:
     time_column: str = "issue_time"
 
     def to_dict(self) -> dict[str, Any]:
-        from .extract import redact_url
-
         return {"system": self.system, "url": redact_url(self.url) if self.url else None, "conn_id": self.conn_id,
                 "table": self.table, "query": self.query, "time_column": self.time_column}
 
@@ -279,8 +303,6 @@ def _column_mappings(value: Any) -> dict[str, dict[str, str]]:
 
 
 def _database_sources(value: Any) -> tuple[DatabaseSource, ...]:
-    from .extract import check_identifier_path
-
     if not isinstance(value, dict):
         raise ConfigError("config key 'database_sources': expected a table of sources")
     out = []

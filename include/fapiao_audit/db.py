@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from .config import Config
-from .errors import LockError
+from .errors import LockError, first_line
 
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _PARAM_RE = re.compile(r"\$([A-Za-z_]\w*)")
@@ -104,9 +104,9 @@ def connect(
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise LockError(f"{db_path}: the database is in use by another process") from None
-        raise LockError(f"{db_path}: cannot open the database: {_first_line(e)}") from None
+        raise LockError(f"{db_path}: cannot open the database: {first_line(e)}") from None
     except duckdb.Error as e:
-        raise LockError(f"{db_path}: cannot open the database: {_first_line(e)}") from None
+        raise LockError(f"{db_path}: cannot open the database: {first_line(e)}") from None
     try:
         # icu is built in; the session time zone makes tz-aware values render in Beijing time.
         con.execute("SET TimeZone = 'Asia/Shanghai'")
@@ -137,9 +137,31 @@ def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: Sequence[Path | str]
     con.execute("SET lock_configuration = true")
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:300] if lines else type(e).__name__
+def _lock_file(db_path: Path) -> int:
+    """The advisory lock file beside a database, opened (created when missing)."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise LockError(f"{lock_path}: cannot create the lock file: {e.strerror or e}") from None
+
+
+def _flock(fd: int, mode: int, timeout_s: float, on_first_wait: Callable[[], None] | None = None) -> bool:
+    """Take ``flock(mode)`` on ``fd``, polling for up to ``timeout_s``; False when it stayed busy."""
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if not waited and on_first_wait is not None:
+                on_first_wait()
+            waited = True
+            time.sleep(0.2)
 
 
 @contextmanager
@@ -154,33 +176,40 @@ def exclusive(db_path: Path | str, timeout_s: float) -> Iterator[None]:
     if str(db_path) == ":memory:":
         yield
         return
-    lock_path = db_path.with_name(db_path.name + ".lock")
+    fd = _lock_file(db_path)
+
+    def holder() -> str:
+        return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another run"
+
+    def say_waiting() -> None:
+        print(f"fapiao-audit: waiting up to {timeout_s:g} s for another run ({holder()}) "
+              f"to release {db_path}", file=sys.stderr, flush=True)
+
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise LockError(f"{lock_path}: cannot create the lock file: {e.strerror or e}") from None
-    try:
-        deadline = time.monotonic() + timeout_s
-        said = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another run"
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"{db_path}: another fapiao-audit run is using this database ({holder}); "
-                        f"waited {timeout_s:g} s. Retry when it has finished."
-                    ) from None
-                if not said:
-                    print(f"fapiao-audit: waiting up to {timeout_s:g} s for another run ({holder}) "
-                          f"to release {db_path}", file=sys.stderr, flush=True)
-                    said = True
-                time.sleep(0.2)
+        if not _flock(fd, fcntl.LOCK_EX, timeout_s, say_waiting):
+            raise LockError(
+                f"{db_path}: another fapiao-audit run is using this database ({holder()}); "
+                f"waited {timeout_s:g} s. Retry when it has finished."
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def shared_lock(db_path: Path, timeout_s: float) -> Iterator[None]:
+    """Share the advisory lock of a database file with other readers.
+
+    The single writer (:func:`exclusive`) holds the same lock exclusively, so readers wait for a
+    writer and a writer waits for every reader: shards of a night run at the same time, never
+    beside an ingest or a merge.
+    """
+    fd = _lock_file(db_path)
+    try:
+        if not _flock(fd, fcntl.LOCK_SH, timeout_s):
+            raise LockError(f"{db_path}: a writer is using this database; waited {timeout_s:g} s to read it")
         yield
     finally:
         os.close(fd)

@@ -9,6 +9,10 @@ class ConfigError(FapiaoError):
     """The configuration or the command line is wrong; the message names the key."""
 
 
+class SuiteError(ConfigError):
+    """An expectation suite, a threshold or a source name handed to the validation is unusable."""
+
+
 class InputError(FapiaoError):
     """A delivery cannot be read or is incomplete; the message names the file and the problem."""
 
@@ -19,3 +23,9 @@ class LockError(FapiaoError):
 
 class PublishError(FapiaoError):
     """The night could not be written to the reports folder; the previous version is intact."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (cut to ``limit``), or its type's name."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__

@@ -28,7 +28,17 @@ from xlsxwriter.utility import _utf16_len, _utf16_truncate, xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
 from fapiao_audit import masking
-from fapiao_audit.report import CATEGORIES, CATEGORY_BY_CODE, FIELD_LABELS
+from fapiao_audit.model import (
+    CATEGORIES,
+    CATEGORY_BY_CODE,
+    COMPARED_FIELDS,
+    EXCEL_COLUMNS,
+    FIELD_LABELS,
+    FINDING_STATUSES,
+    NightSummary,
+    category_order,
+    columns,
+)
 
 __all__ = ["EXCEL_MAX_DATA_ROWS", "HEADERS", "SUMMARY_SHEET", "RESOLVED_SHEET", "write_exceptions_xlsx"]
 
@@ -37,24 +47,13 @@ EXCEL_MAX_DATA_ROWS = 1_048_575
 SUMMARY_SHEET = "汇总 summary"
 RESOLVED_SHEET = "已解决 resolved"
 
-# (header, source column, kind, width). kind: text | id | date | int | category | status
-HEADERS: tuple[tuple[str, str, str, float], ...] = (
-    ("类别", "category", "category", 16),
-    ("发票代码", "invoice_code", "id", 14),
-    ("发票号码", "invoice_number", "id", 23),
-    ("字段", "field", "text", 14),
-    ("来源系统", "source_system", "text", 12),
-    ("开票方值", "issuer_value", "text", 24),
-    ("税务系统值", "registry_value", "text", 24),
-    ("销方识别号", "seller_tax_id", "id", 21),
-    ("开票日期", "issue_date", "date", 11),
-    ("说明", "detail", "text", 48),
-    ("疑似匹配", "suggested_match", "id", 23),
-    ("状态", "finding_status", "status", 8),
-    ("首次发现", "first_seen", "date", 11),
-    ("账龄(天)", "age_days", "int", 9),
+# Cell kinds of the finding columns here: text | id | date | int | category | status.
+_EXCEL_KIND = {"source": "text", "field": "text", "value": "text", "long": "text"}
+#: (header, source column, kind, width) of the findings sheets.
+HEADERS: tuple[tuple[str, str, str, float], ...] = tuple(
+    (c.zh, c.name, _EXCEL_KIND.get(c.kind, c.kind), c.excel_width) for c in columns(EXCEL_COLUMNS)
 )
-_STATUS = {"new": "新增", "open": "持续"}
+_STATUS = {code: zh for code, (zh, _en) in FINDING_STATUSES.items()}
 _OUTCOME = {"passed": "通过 passed", "failed": "未通过 failed"}
 _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
 _BATCH = 65_536
@@ -65,7 +64,7 @@ _CELL_MAX = 32_767
 
 def write_exceptions_xlsx(
     path: str | os.PathLike[str],
-    summary: Mapping[str, Any],
+    summary: NightSummary,
     findings: pa.Table,
     resolved: pa.Table,
     *,
@@ -93,7 +92,7 @@ def write_exceptions_xlsx(
         fmt = _formats(workbook)
         created = _night_datetime(summary)
         workbook.set_properties({
-            "title": f"发票核对异常清单 Fapiao exceptions {summary.get('night', '')}",
+            "title": f"发票核对异常清单 Fapiao exceptions {summary.night}",
             "subject": "fapiao reconciliation",
             "author": "fapiao-audit",
             "created": created,
@@ -129,10 +128,7 @@ def write_exceptions_xlsx(
 def _category_order(findings: pa.Table) -> list[str | None]:
     if findings.num_rows == 0:
         return []
-    present = {r["values"] for r in pc.value_counts(findings.column("category")).to_pylist()}
-    known = [c.code for c in CATEGORIES if c.code in present]
-    others = sorted(v for v in present if v is not None and v not in CATEGORY_BY_CODE)
-    return known + others + ([None] if None in present else [])
+    return category_order(r["values"] for r in pc.value_counts(findings.column("category")).to_pylist())
 
 
 def _category_rows(findings: pa.Table, code: str | None) -> pa.Table:
@@ -192,9 +188,9 @@ def _formats(workbook: xlsxwriter.Workbook) -> dict[str, Any]:
     }
 
 
-def _night_datetime(summary: Mapping[str, Any]) -> datetime:
+def _night_datetime(summary: NightSummary) -> datetime:
     try:
-        return datetime.combine(date.fromisoformat(str(summary.get("night"))), time(0))
+        return datetime.combine(date.fromisoformat(summary.night), time(0))
     except ValueError:
         return datetime(2000, 1, 1)
 
@@ -327,7 +323,7 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
 def _write_summary(
     ws: Worksheet,
     fmt: Mapping[str, Any],
-    summary: Mapping[str, Any],
+    summary: NightSummary,
     findings: pa.Table,
     plan: Sequence[tuple[str | None, int, int, str]],
 ) -> None:
@@ -341,20 +337,18 @@ def _write_summary(
     row = 0
     ws.write_string(row, 0, "发票核对异常清单 Fapiao reconciliation exceptions", fmt["title"])
     row += 2
-    run = summary.get("run") or {}
-    window = summary.get("window") or {}
-    outcome = str(summary.get("outcome") or "")
+    outcome = summary.outcome
     facts: list[tuple[str, Any, str]] = [
-        ("业务日期 Night", summary.get("night"), "mono"),
+        ("业务日期 Night", summary.night, "mono"),
         ("结果 Outcome", _OUTCOME.get(outcome, outcome), outcome if outcome in _OUTCOME else "label"),
-        ("运行编号 Run id", run.get("run_id"), "mono"),
-        ("数据截至 As of", summary.get("as_of"), "mono"),
-        ("开票窗口 Window", f"{window.get('start', '')} → {window.get('end', '')}", "mono"),
-        ("上一晚 Previous night", summary.get("previous_night") or "—", "mono"),
-        ("发现总数 Total findings", _int(summary.get("total_findings", findings.num_rows)), "num_bold"),
-        ("新增 New", _int(summary.get("new")), "num"),
-        ("持续 Open", _int(summary.get("open")), "num"),
-        ("已解决 Resolved", _int(summary.get("resolved")), "num"),
+        ("运行编号 Run id", summary.run.run_id, "mono"),
+        ("数据截至 As of", summary.as_of, "mono"),
+        ("开票窗口 Window", f"{summary.window_start or ''} → {summary.window_end or ''}", "mono"),
+        ("上一晚 Previous night", summary.previous_night or "—", "mono"),
+        ("发现总数 Total findings", summary.total_findings, "num_bold"),
+        ("新增 New", summary.new, "num"),
+        ("持续 Open", summary.open, "num"),
+        ("已解决 Resolved", summary.resolved, "num"),
     ]
     for label, value, style in facts:
         ws.write_string(row, 0, label, fmt["label"])
@@ -370,8 +364,8 @@ def _write_summary(
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
-    counts = summary.get("counts") or {}
-    previous = summary.get("counts_previous")
+    counts = summary.counts
+    previous = summary.counts_previous
     new_by_cat: dict[Any, int] = {}
     if findings.num_rows and "finding_status" in findings.column_names:
         for r in findings.group_by(["category", "finding_status"]).aggregate([([], "count_all")]).to_pylist():
@@ -383,13 +377,13 @@ def _write_summary(
     codes = [c.code for c in CATEGORIES] + sorted(k for k in counts if k not in CATEGORY_BY_CODE)
     for code in codes:
         cat = CATEGORY_BY_CODE.get(code)
-        n = _int(counts.get(code))
+        n = counts.get(code, 0)
         ws.write_string(row, 0, code, fmt["mono"])
         ws.write_string(row, 1, cat.zh if cat else code)
         ws.write_string(row, 2, cat.en if cat else code)
         ws.write_number(row, 3, n, fmt["num_bold"])
         if previous is not None:
-            p = _int(previous.get(code))
+            p = previous.get(code, 0)
             ws.write_number(row, 4, p, fmt["num"])
             ws.write_number(row, 5, n - p, fmt["delta"])
         else:
@@ -408,21 +402,18 @@ def _write_summary(
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
-    for src in summary.get("sources") or []:
-        files = src.get("files") or [{}]
-        for f in files:
-            read, loaded, rejected = (_int(f.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
-            _write_text(ws, row, 0, src.get("source_system"), fmt["mono"])
-            _write_text(ws, row, 1, f.get("file"), fmt["mono"])
-            _write_text(ws, row, 2, f.get("sha256"), fmt["mono"])
-            ws.write_number(row, 3, read, fmt["num"])
-            ws.write_number(row, 4, loaded, fmt["num"])
-            ws.write_number(row, 5, rejected, fmt["num"])
-            ws.write_number(row, 6, _int(f.get("bytes")), fmt["num"])
-            fe = " / ".join(str(v) for v in (f.get("format"), f.get("encoding")) if v)
-            _write_text(ws, row, 7, fe + (f" (重复 duplicate of {f['duplicate_of']})" if f.get("duplicate_of") else ""),
-                        None)
-            if read == loaded + rejected:
+    for src in summary.sources:
+        for f in src.files:
+            _write_text(ws, row, 0, src.source_system, fmt["mono"])
+            _write_text(ws, row, 1, f.file, fmt["mono"])
+            _write_text(ws, row, 2, f.sha256, fmt["mono"])
+            ws.write_number(row, 3, f.rows_read, fmt["num"])
+            ws.write_number(row, 4, f.rows_loaded, fmt["num"])
+            ws.write_number(row, 5, f.rows_rejected, fmt["num"])
+            ws.write_number(row, 6, f.bytes, fmt["num"])
+            fe = " / ".join(str(v) for v in (f.format, f.encoding) if v)
+            _write_text(ws, row, 7, fe + (f" (重复 duplicate of {f.duplicate_of})" if f.duplicate_of else ""), None)
+            if f.balanced:
                 ws.write_string(row, 8, "✓ 平衡 balanced", fmt["ok"])
             else:
                 ws.write_string(row, 8, "✗ 不平衡 unbalanced", fmt["bad"])
@@ -433,17 +424,8 @@ def _write_summary(
     row += 1
     for note in (
         "字段列使用规范英文字段名 / 字段 uses the canonical field names: "
-        + ", ".join(f"{k} {v}" for k, v in FIELD_LABELS.items() if k in (
-            "amount", "tax_amount", "total_amount", "issue_date", "seller_tax_id", "buyer_tax_id", "buyer_name",
-            "invoice_type", "status")),
+        + ", ".join(f"{k} {v}" for k, v in FIELD_LABELS.items() if k in COMPARED_FIELDS),
         "所有单元格均为文本、日期或数字，不含公式 / No cell is a formula; identifiers are text.",
     ):
         ws.write_string(row, 0, note)
         row += 1
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

@@ -11,18 +11,16 @@ connection id (DAG). Credentials never reach logs, DuckDB or the published summa
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import SHANGHAI, Config, DatabaseSource
+from .config import SHANGHAI, Config, DatabaseSource, redact_url
 from .errors import ConfigError, InputError
 
 _BATCH = 50_000
@@ -34,20 +32,6 @@ class ExtractReport:
     file: Path
     rows: int
     target: str  # host/db and table or "query", no credentials
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (for messages and the published configuration)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@")
-    # libpq also takes the password as a query parameter (?password=...).
-    query = re.sub(r"(?i)(^|&)(password|sslpassword)=[^&]*", r"\1\2=***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def resolve_url(src: DatabaseSource) -> str:
@@ -145,14 +129,3 @@ def extract_source(src: DatabaseSource, landing: Path, night: date, cfg: Config)
 
 def extract_all(landing: Path, night: date, cfg: Config) -> list[ExtractReport]:
     return [extract_source(src, landing, night, cfg) for src in cfg.database_sources]
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-def check_identifier_path(value: str, key: str) -> str:
-    """A table name like ``schema.table``: each part an identifier, nothing else."""
-    parts = value.split(".")
-    if not 1 <= len(parts) <= 2 or not all(_IDENT.fullmatch(p) for p in parts):
-        raise ConfigError(f"config key '{key}': {value!r} is not a table name (schema.table)")
-    return value

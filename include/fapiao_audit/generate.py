@@ -43,8 +43,9 @@ import duckdb
 import pyarrow as pa
 from stdnum.cn import uscc
 
+from .model import zero_counts
+
 __all__ = [
-    "CATEGORIES",
     "EXPECTED_COLUMNS",
     "ISSUER_SYSTEMS",
     "REGISTRY_COLUMNS",
@@ -52,20 +53,6 @@ __all__ = [
     "GenerateResult",
     "generate_night",
 ]
-
-#: Finding categories of DESIGN.md, in the contract's order.
-CATEGORIES: tuple[str, ...] = (
-    "MISSING_IN_REGISTRY",
-    "PENDING_SYNC",
-    "MISSING_IN_ISSUER",
-    "DUPLICATE_IN_SOURCE",
-    "DUPLICATE_ACROSS_ISSUERS",
-    "FIELD_MISMATCH",
-    "STATUS_MISMATCH",
-    "REGISTRY_RISK",
-    "INVALID_RECORD",
-    "ORPHAN_RED_INVOICE",
-)
 
 #: Issuing systems (folder names): erp ~50 %, pos ~30 %, webshop ~20 % of issuer rows.
 ISSUER_SYSTEMS: tuple[str, ...] = ("erp", "pos", "webshop")
@@ -1191,7 +1178,7 @@ def generate_night(
                 tmp / "expected_findings.csv",
                 "FORMAT csv, HEADER true",
             )
-            counts = dict.fromkeys(CATEGORIES, 0)
+            counts = zero_counts()
             for category, count in con.execute(
                 "SELECT category, count(*) FROM expected GROUP BY ALL"
             ).fetchall():

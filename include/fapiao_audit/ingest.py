@@ -18,7 +18,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ import pyarrow as pa
 
 from .config import CANONICAL_COLUMNS, SOURCE_NAME_RE, Config
 from .db import execute_sql, named_sql, pause_point, quote_ident, sql_statements
-from .errors import FapiaoError, InputError
+from .errors import FapiaoError, InputError, first_line
+from .files import sha256_file
+from .model import FileReport, SourceTotals, source_totals
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -87,46 +89,15 @@ _ALIAS_INDEX: dict[str, str] = {header_key(a): c for c, names in ALIASES.items()
 
 
 @dataclass(frozen=True)
-class FileReport:
-    """How one delivered file was read: the audit trail of the night's inputs."""
-
-    source_kind: str
-    source_system: str
-    file: str
-    sha256: str
-    format: str
-    encoding: str | None
-    bytes: int
-    rows_read: int
-    rows_loaded: int
-    rows_rejected: int
-    duplicate_of: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class IngestResult:
     night: date
     files: tuple[FileReport, ...]
     issuer_systems: tuple[str, ...]
     ignored_files: tuple[str, ...] = field(default=())
 
-    def sources(self) -> list[dict[str, Any]]:
+    def sources(self) -> tuple[SourceTotals, ...]:
         """Per-source totals with their files, registry first."""
-        out: dict[str, dict[str, Any]] = {}
-        for f in self.files:
-            s = out.setdefault(
-                f.source_system,
-                {"source_system": f.source_system, "source_kind": f.source_kind, "rows_read": 0, "rows_loaded": 0,
-                 "rows_rejected": 0, "files": []},
-            )
-            s["rows_read"] += f.rows_read
-            s["rows_loaded"] += f.rows_loaded
-            s["rows_rejected"] += f.rows_rejected
-            s["files"].append(f.to_dict())
-        return sorted(out.values(), key=lambda s: (s["source_kind"] != "registry", s["source_system"]))
+        return source_totals(self.files)
 
 
 @dataclass(frozen=True)
@@ -210,14 +181,6 @@ def _printable(text: str) -> str:
     return "".join(
         c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else repr(c)[1:-1] for c in text
     )
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_encoding(path: Path, *, validate_gb18030: bool = True) -> str:
@@ -314,7 +277,7 @@ class _Reader:
         except duckdb.OutOfMemoryException as e:
             raise _out_of_memory(path, e) from None
         except duckdb.Error as e:
-            raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
+            raise InputError(f"{path}: cannot read as {fmt}: {first_line(e)}") from None
 
     @staticmethod
     def _positional(n: int, float_cols: frozenset[int] = frozenset(), tz_cols: frozenset[int] = frozenset()) -> str:
@@ -454,7 +417,7 @@ class _Reader:
         try:
             wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
         except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
-            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
+            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
         try:
             ws = wb.worksheets[0]
             rows = ws.iter_rows(values_only=True)
@@ -490,7 +453,7 @@ class _Reader:
                     flush()
             flush()
         except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
-            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {_first_line(e)})") from None
+            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
         finally:
             wb.close()
         if headers is None:
@@ -541,14 +504,9 @@ def _cell_text(v: Any) -> str | None:
 def _out_of_memory(path: Path, e: BaseException) -> FapiaoError:
     """Out of memory is the configuration's problem, not the file's: say so, and name the file."""
     return FapiaoError(
-        f"{path}: out of memory while reading it ({_first_line(e)}); raise duckdb_memory_limit or lower "
+        f"{path}: out of memory while reading it ({first_line(e)}); raise duckdb_memory_limit or lower "
         "duckdb_threads in the configuration"
     )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 def map_headers(headers: list[str], overrides: dict[str, str]) -> dict[str, list[int]]:
@@ -760,7 +718,7 @@ def _ingest_file(
 ) -> FileReport:
     fmt = FORMATS[path.suffix.lower()]
     size = path.stat().st_size
-    sha = sha256_of(path)
+    sha = sha256_file(path)
     if sha in seen:
         return FileReport(d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0, duplicate_of=seen[sha])
     seen[sha] = rel
@@ -787,7 +745,7 @@ def _ingest_file(
     except duckdb.OutOfMemoryException as e:
         raise _out_of_memory(path, e) from None
     except duckdb.Error as e:
-        raise InputError(f"{path}: cannot read as {fmt}: {_first_line(e)}") from None
+        raise InputError(f"{path}: cannot read as {fmt}: {first_line(e)}") from None
     if reader._reader_rejects:
         con.executemany(
             "INSERT INTO ing_rejected VALUES (?, ?, ?, ?, ?, ?)",
@@ -807,9 +765,5 @@ def _ingest_file(
     return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, read - loaded)
 
 
-def staged_counts(con: duckdb.DuckDBPyConnection, night: date) -> Iterable[tuple[str, int]]:
-    return con.execute(
-        "SELECT source_system, count(*) FROM staged_invoices WHERE night = $n GROUP BY 1 ORDER BY 1", {"n": night}
-    ).fetchall()
 
 

@@ -139,7 +139,8 @@ def reconcile_shard(night: date, shard: int, shards: int) -> dict[str, Any]:
     """One shard, read-only on the database: shards of a night run side by side, in any worker
     that sees the same database folder; the result goes to the shard's own folder beside the database.
     """
-    from .reconcile import connect_read_only, shared_lock
+    from .db import shared_lock
+    from .reconcile import connect_read_only
 
     paths, cfg = settings()
     with shared_lock(paths.db, cfg.lock_timeout_s):

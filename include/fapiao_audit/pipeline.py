@@ -33,8 +33,9 @@ from .ingest import (
     ingest_source,
     load_ingest_result,
 )
+from .model import NightCounts, NightSummary, RunInfo, SellerCount, zero_counts
 from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
-from .reconcile import CATEGORIES, ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
+from .reconcile import ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 
@@ -173,7 +174,7 @@ def stage_validate(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
     return result
 
 
-def _by_seller(con: duckdb.DuckDBPyConnection, night: date, limit: int = 50) -> list[dict[str, Any]]:
+def _by_seller(con: duckdb.DuckDBPyConnection, night: date, limit: int = 50) -> tuple[SellerCount, ...]:
     rows = con.execute(
         "SELECT f.seller_tax_id, any_value(s.seller_name) AS seller_name, count(*) AS findings "
         "FROM findings f LEFT JOIN (SELECT DISTINCT seller_tax_id, seller_name FROM staged_invoices "
@@ -181,10 +182,10 @@ def _by_seller(con: duckdb.DuckDBPyConnection, night: date, limit: int = 50) -> 
         "WHERE f.night = $n GROUP BY 1 ORDER BY findings DESC, 1 LIMIT $lim",
         {"n": night, "lim": limit},
     ).fetchall()
-    return [{"seller_tax_id": a, "seller_name": b, "findings": c} for a, b, c in rows]
+    return tuple(SellerCount(a, b, c) for a, b, c in rows)
 
 
-def _history(con: duckdb.DuckDBPyConnection, night: date, tonight: dict[str, Any]) -> list[dict[str, Any]]:
+def _history(con: duckdb.DuckDBPyConnection, night: date, tonight: NightCounts) -> tuple[NightCounts, ...]:
     rows = con.execute(
         "SELECT night, counts, outcome FROM runs WHERE published AND night < $n "
         "QUALIFY row_number() OVER (PARTITION BY night ORDER BY started_at DESC) = 1 "
@@ -194,13 +195,13 @@ def _history(con: duckdb.DuckDBPyConnection, night: date, tonight: dict[str, Any
     out = []
     for n, counts, outcome in reversed(rows):
         c = json.loads(counts) if counts else {}
-        out.append({"night": n.isoformat(), "counts": c, "total": sum(c.values()), "outcome": outcome})
+        out.append(NightCounts(n.isoformat(), c, sum(c.values()), outcome))
     out.append(tonight)
-    return out
+    return tuple(out)
 
 
 def _counts_of(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, int]:
-    counts = dict.fromkeys(CATEGORIES, 0)
+    counts = zero_counts()
     for cat, n in con.execute(
         "SELECT category, count(*) FROM findings WHERE night = $n GROUP BY 1", {"n": night}
     ).fetchall():
@@ -210,7 +211,7 @@ def _counts_of(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, int]:
 
 def build_summary(
     con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime
-) -> dict[str, Any]:
+) -> NightSummary:
     rec = _get_state(con, night, "reconcile")
     expectations = _get_state(con, night, "validate")
     ingest = load_ingest_result(con, night)
@@ -220,39 +221,36 @@ def build_summary(
     outcome = "passed" if expectations.get("success") else "failed"
     start, end = cfg.window_for(night)
     finished = datetime.now(SHANGHAI)
-    tonight = {"night": night.isoformat(), "counts": counts, "total": sum(counts.values()), "outcome": outcome}
-    return {
-        "night": night.isoformat(),
-        "outcome": outcome,
-        "run": {
-            "run_id": run_id,
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": finished.isoformat(timespec="seconds"),
-            "duration_s": round((finished - started).total_seconds(), 3),
-            "version": __version__,
-        },
-        "as_of": cfg.as_of_for(night).isoformat(),
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "counts": counts,
-        "total_findings": sum(counts.values()),
-        "previous_night": prev,
-        "counts_previous": counts_prev,
-        "new": rec["new"],
-        "open": rec["open"],
-        "resolved": rec["resolved"],
-        "out_of_window": rec["out_of_window"],
-        "keys": {
-            "issuer": rec["issuer_keys"],
-            "registry": rec["registry_keys"],
-            "matched": rec["matched_keys"],
-        },
-        "sources": ingest.sources(),
-        "by_seller": _by_seller(con, night),
-        "out_of_scope": {"registry_other_sellers": rec["registry_other_sellers"]},
-        "expectations": expectations,
-        "config": cfg.to_dict(),
-        "history": _history(con, night, tonight),
-    }
+    tonight = NightCounts(night.isoformat(), counts, sum(counts.values()), outcome)
+    return NightSummary(
+        night=night.isoformat(),
+        outcome=outcome,
+        run=RunInfo(
+            run_id=run_id,
+            started_at=started.isoformat(timespec="seconds"),
+            finished_at=finished.isoformat(timespec="seconds"),
+            duration_s=round((finished - started).total_seconds(), 3),
+            version=__version__,
+        ),
+        as_of=cfg.as_of_for(night).isoformat(),
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+        counts=counts,
+        total_findings=sum(counts.values()),
+        previous_night=prev,
+        counts_previous=counts_prev,
+        new=rec["new"],
+        open=rec["open"],
+        resolved=rec["resolved"],
+        out_of_window=rec["out_of_window"],
+        keys={"issuer": rec["issuer_keys"], "registry": rec["registry_keys"], "matched": rec["matched_keys"]},
+        sources=ingest.sources(),
+        by_seller=_by_seller(con, night),
+        registry_other_sellers=rec["registry_other_sellers"],
+        expectations=expectations,
+        config=cfg.to_dict(),
+        history=_history(con, night, tonight),
+    )
 
 
 def _rejected_table(con: duckdb.DuckDBPyConnection, night: date) -> Any:
@@ -277,9 +275,8 @@ def stage_publish(
     findings = fetch_findings(con, night)
     resolved = fetch_resolved(con, night, cfg)
     rejected = _rejected_table(con, night)
-    # `mask_all` (one switch for every output) is read when the configuration has it.
-    mask_all = bool(getattr(cfg, "mask_all", False))
-    mask_csv, mask_excel, mask_html = cfg.mask_csv or mask_all, cfg.mask_excel or mask_all, cfg.mask_html or mask_all
+    mask_csv, mask_excel, mask_html = (cfg.mask_csv or cfg.mask_all, cfg.mask_excel or cfg.mask_all,
+                                       cfg.mask_html or cfg.mask_all)
     with NightWriter(paths.reports, night, run_id) as w:
         write_exceptions_csv(
             w.path("exceptions.csv"), findings.to_batches(max_chunksize=50_000), mask_record if mask_csv else None
@@ -289,18 +286,19 @@ def stage_publish(
             w.path("exceptions.xlsx"), summary, findings, resolved, mask=mask_excel,
             max_rows_per_sheet=cfg.excel_max_rows,
         )
-        write_json(w.path("summary.json"), masked_summary(summary) if mask_csv else summary)
+        document = summary.to_dict()
+        write_json(w.path("summary.json"), masked_summary(document) if mask_csv else document)
         html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows)
         write_text(w.path("report.html"), html)
-        w.write_manifest({"run_id": run_id, "outcome": summary["outcome"], "generator": f"fapiao-audit {__version__}"})
+        w.write_manifest({"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"})
         pause_point("commit")
         final = w.commit()
     con.execute(
         "INSERT INTO runs VALUES ($n, $id, $start, now(), $outcome, true, $counts)",
-        {"n": night, "id": run_id, "start": started, "outcome": summary["outcome"],
-         "counts": json.dumps(summary["counts"])},
+        {"n": night, "id": run_id, "start": started, "outcome": summary.outcome,
+         "counts": json.dumps(summary.counts)},
     )
-    return RunOutcome(night, final, summary["outcome"], summary["counts"], 0 if summary["outcome"] == "passed" else 1)
+    return RunOutcome(night, final, summary.outcome, dict(summary.counts), 0 if summary.outcome == "passed" else 1)
 
 
 def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = None) -> list[Any]:

@@ -16,7 +16,6 @@ import csv
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -28,24 +27,11 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import PublishError
+from .files import sha256_file
+from .model import CSV_COLUMNS
 
-EXCEPTIONS_COLUMNS = (
-    "category",
-    "invoice_code",
-    "invoice_number",
-    "field",
-    "source_system",
-    "issuer_value",
-    "registry_value",
-    "seller_tax_id",
-    "issue_date",
-    "detail",
-    "suggested_match",
-    "finding_status",
-    "first_seen",
-    "age_days",
-    "invoice_key",
-)
+#: exceptions.csv's header row (the columns and their order are the model's).
+EXCEPTIONS_COLUMNS = CSV_COLUMNS
 OUTPUT_FILES = ("exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json")
 
 _RENAME_EXCHANGE = 2
@@ -78,14 +64,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _text(v: Any) -> str:

@@ -14,17 +14,15 @@ night's findings in one transaction: the outcome is the same for any shard count
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +33,19 @@ from stdnum.cn import ric, uscc
 from . import __version__
 from .config import SHANGHAI, Config
 from .db import connect, execute_sql, named_sql, sql_statements
-from .errors import FapiaoError, LockError
-
-CATEGORIES = (
-    "MISSING_IN_REGISTRY",
-    "PENDING_SYNC",
-    "MISSING_IN_ISSUER",
-    "DUPLICATE_IN_SOURCE",
-    "DUPLICATE_ACROSS_ISSUERS",
-    "FIELD_MISMATCH",
-    "STATUS_MISMATCH",
-    "REGISTRY_RISK",
-    "INVALID_RECORD",
-    "ORPHAN_RED_INVOICE",
+from .errors import FapiaoError
+from .model import (
+    CATEGORIES,
+    CATEGORY_CODES,
+    COMPARABLE_STATUSES,
+    FINDING_SECTIONS,
+    RISK_STATUSES,
+    zero_counts,
 )
 
-#: Statements of reconcile.sql that run once per shard, in order.
-_PER_SHARD = (
+#: Statements of reconcile.sql that run once per shard, in order: the shard's keys and both sides
+#: side by side, then one section per finding category (the model names them).
+_PREPARE = (
     "macros",
     "keys",
     "key_rows",
@@ -62,16 +56,11 @@ _PER_SHARD = (
     "across_issuers",
     "pairs",
     "create_findings",
-    "missing_in_registry",
-    "missing_in_issuer",
-    "duplicate_in_source",
-    "duplicate_across_issuers",
-    "field_mismatch",
-    "status_mismatch",
-    "registry_risk",
-    "invalid_records",
-    "orphan_red_invoices",
 )
+_PER_SHARD = _PREPARE + FINDING_SECTIONS
+#: Statements of reconcile.sql that run outside the per-shard sequence.
+_SHARD_RESULT = ("shard_stats", "unmatched")
+_MERGE = ("probable_match", "probable_match_apply")
 
 #: Bumped when the layout of a shard's result changes: older results are then refused, not merged.
 SHARD_FORMAT = 1
@@ -127,7 +116,14 @@ def params_for(night: date, cfg: Config, shards: int = 1, shard: int = 0) -> dic
         "monitored": list(cfg.monitored_sellers),
         "shards": shards,
         "shard": shard,
+        "comparable_statuses": list(COMPARABLE_STATUSES),
+        "risk_statuses": list(RISK_STATUSES),
     }
+
+
+def _category_params() -> dict[str, list[str]]:
+    """The categories in display order and the family of each (findings.sql binds both)."""
+    return {"categories": list(CATEGORY_CODES), "families": [c.family for c in CATEGORIES]}
 
 
 def is_valid_tax_id(tax_id: str) -> bool:
@@ -281,7 +277,7 @@ def merge_shards(
     execute_sql(con, statements["probable_match"], p)
     execute_sql(con, statements["probable_match_apply"], p)
     prev, new, open_, resolved, gone = store_findings(con, night, cfg)
-    counts = dict.fromkeys(CATEGORIES, 0)
+    counts = zero_counts()
     for cat, n in con.execute("SELECT category, count(*) FROM rc_all GROUP BY 1").fetchall():
         counts[cat] = n
     con.execute("DROP TABLE IF EXISTS rc_unmatched")
@@ -310,7 +306,7 @@ def reconcile_night(
     The shards' results go to ``<work_dir>/shards/<night>/`` (a temporary folder when None) and
     are removed after the merge.
     """
-    with tempfile.TemporaryDirectory(prefix="fapiao-shards-") if work_dir is None else _nullcontext(work_dir) as w:
+    with tempfile.TemporaryDirectory(prefix="fapiao-shards-") if work_dir is None else nullcontext(work_dir) as w:
         root = shard_root(Path(w), night)
         clear_shards(root)
         fingerprint = night_fingerprint(con, night, cfg, cfg.shards)
@@ -321,40 +317,7 @@ def reconcile_night(
         return result
 
 
-@contextmanager
-def _nullcontext(value: Path) -> Iterator[Path]:
-    yield value
-
-
 # ---------------------------------------------------------------- read-only access for shard workers
-
-
-@contextmanager
-def shared_lock(db_path: Path, timeout_s: float) -> Iterator[None]:
-    """Share the advisory lock of a database file with other readers.
-
-    The single writer (``db.exclusive``) holds the same lock exclusively, so readers wait for a
-    writer and a writer waits for every reader: shards of a night run at the same time, never
-    beside an ingest or a merge.
-    """
-    lock_path = db_path.with_name(db_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"{db_path}: a writer is using this database; waited {timeout_s:g} s to read it"
-                    ) from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
 
 
 def connect_read_only(
@@ -369,7 +332,8 @@ def connect_read_only(
 def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:
     """Replace the night's findings, each with new/open and first-seen relative to the previous night."""
     start, _ = cfg.window_for(night)
-    p = {"night": night, "window_start": start}
+    p: dict[str, Any] = {"night": night, "window_start": start, **_category_params()}
+    execute_sql(con, named_sql("findings.sql", "macros"), p)
     prev = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchone()[0]
     p["prev"] = prev
     con.execute("BEGIN TRANSACTION")
@@ -387,18 +351,13 @@ def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
 
 def fetch_findings(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
     """The night's stored findings in publication order."""
-    return execute_sql(
-        con, named_sql("findings.sql", "ordered"), {"night": night, "categories": list(CATEGORIES)}
-    ).to_arrow_table()
+    return execute_sql(con, named_sql("findings.sql", "ordered"), {"night": night, **_category_params()}).to_arrow_table()
 
 
 def fetch_resolved(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> pa.Table:
     """Findings of the previous published night that are gone tonight."""
     start, _ = cfg.window_for(night)
     prev = execute_sql(con, named_sql("findings.sql", "previous_night"), {"night": night}).fetchone()[0]
-    p = {"night": night, "prev": prev, "window_start": start, "categories": list(CATEGORIES)}
+    p = {"night": night, "prev": prev, "window_start": start, **_category_params()}
+    execute_sql(con, named_sql("findings.sql", "macros"), p)
     return execute_sql(con, named_sql("findings.sql", "resolved"), p).to_arrow_table()
-
-
-def now_shanghai() -> datetime:
-    return datetime.now(SHANGHAI)

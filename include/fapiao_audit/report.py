@@ -25,8 +25,7 @@ import base64
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from functools import lru_cache
 from importlib import resources
@@ -38,13 +37,19 @@ import pyarrow.compute as pc
 from markupsafe import Markup, escape
 
 from fapiao_audit import masking
+from fapiao_audit.model import (
+    CATEGORIES,
+    CATEGORY_BY_CODE,
+    FIELD_LABELS,
+    FINDING_STATUSES,
+    REPORT_COLUMNS,
+    REPORT_RESOLVED_COLUMNS,
+    NightSummary,
+    category_order,
+    columns,
+)
 
 __all__ = [
-    "CATEGORIES",
-    "CATEGORY_BY_CODE",
-    "FIELD_LABELS",
-    "FINDING_COLUMNS",
-    "Category",
     "fair_quotas",
     "json_for_script",
     "render_report_html",
@@ -53,140 +58,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Category:
-    """A finding category: its code (as in ``exceptions.csv``), labels, colour and rule."""
-
-    code: str
-    zh: str
-    en: str
-    colour: str
-    rule_zh: str
-    rule_en: str
-    field: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.zh} / {self.en}"
-
-
-#: The categories of DESIGN.md, in display order.
-CATEGORIES: tuple[Category, ...] = (
-    Category(
-        "MISSING_IN_REGISTRY", "缺失于税务系统", "Missing in registry", "#d62728",
-        "开票系统已开具，税务系统中不存在，且开票时间早于数据截至时间（as_of）前的同步宽限期（默认 48 小时）。",
-        "Issued in an issuing system, absent from the registry, and issued longer ago than the sync "
-        "grace period before as_of (default 48 h).",
-    ),
-    Category(
-        "PENDING_SYNC", "等待同步", "Pending sync", "#a3acb9",
-        "开票系统已开具，税务系统中暂不存在，但仍在同步宽限期内（仅供参考）。",
-        "Issued in an issuing system, absent from the registry, but still inside the sync grace period "
-        "(informational).",
-    ),
-    Category(
-        "MISSING_IN_ISSUER", "缺失于开票系统", "Missing in issuer", "#ff7f0e",
-        "税务系统中存在且属于受监控销方，但任何开票系统中都没有。",
-        "In the registry under a monitored seller, in no issuing system.",
-    ),
-    Category(
-        "DUPLICATE_IN_SOURCE", "同源重复", "Duplicate in source", "#8c564b",
-        "同一发票键在同一来源的快照中出现多次。",
-        "The same invoice key appears more than once in one source's snapshot.",
-    ),
-    Category(
-        "DUPLICATE_ACROSS_ISSUERS", "跨开票系统重复", "Duplicate across issuers", "#e377c2",
-        "同一发票键出现在两个或以上开票系统中。",
-        "The same invoice key appears in two or more issuing systems.",
-    ),
-    Category(
-        "FIELD_MISMATCH", "字段不一致", "Field mismatch", "#1f77b4",
-        "双方均有该发票，但规范化后某字段不一致；每个不一致字段一行（金额、税额、价税合计、开票日期、"
-        "销方识别号、购方识别号、购方名称、发票票种）。",
-        "Both sides have the invoice but a field differs after normalisation; one row per differing field "
-        "(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type).",
-        "amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type",
-    ),
-    Category(
-        "STATUS_MISMATCH", "状态不一致", "Status mismatch", "#9467bd",
-        "发票状态（正常 / 作废 / 红冲 / 部分红冲）在开票系统与税务系统之间不一致。",
-        "The status (normal / voided / red_reversed / partly_red_reversed) disagrees between issuer and "
-        "registry.",
-        "status",
-    ),
-    Category(
-        "REGISTRY_RISK", "税务系统风险", "Registry risk", "#b8860b",
-        "税务系统将该发票标记为失控或异常（且不同时属于状态不一致）。",
-        "The registry marks the invoice out_of_control or abnormal (and it is not also a status mismatch).",
-        "status",
-    ),
-    Category(
-        "INVALID_RECORD", "无效记录", "Invalid record", "#17a2b8",
-        "记录本身违反规则：发票代码/号码格式错误；18 位纳税人识别号未通过 GB 32100 校验；"
-        "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06。",
-        "A record breaks a rule on its own: bad key format; an 18-character tax id failing the GB 32100 "
-        "checksum; total ≠ amount + tax; |amount × rate − tax| > 0.06.",
-        "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount",
-    ),
-    Category(
-        "ORPHAN_RED_INVOICE", "孤立红字发票", "Orphan red invoice", "#2f4b7c",
-        "红字（负数）发票找不到对应的蓝字原发票，或红冲金额合计超过蓝字发票；该发现指向红字发票。",
-        "A red (negative) invoice whose original blue invoice is found nowhere, or whose red totals exceed "
-        "the blue; the finding names the red invoice.",
-    ),
-)
-CATEGORY_BY_CODE: dict[str, Category] = {c.code: c for c in CATEGORIES}
-
-#: Chinese names of the canonical fields (``field`` of a finding, expectation columns).
-FIELD_LABELS: dict[str, str] = {
-    "invoice_key": "发票键",
-    "invoice_code": "发票代码",
-    "invoice_number": "发票号码",
-    "invoice_type": "发票票种",
-    "issue_time": "开票时间",
-    "issue_date": "开票日期",
-    "seller_tax_id": "销方识别号",
-    "seller_name": "销方名称",
-    "buyer_tax_id": "购方识别号",
-    "buyer_name": "购方名称",
-    "amount": "金额",
-    "tax_amount": "税额",
-    "tax_rate": "税率",
-    "total_amount": "价税合计",
-    "status": "发票状态",
-    "original_invoice_number": "原发票号码",
-    "remark": "备注",
-}
-
-#: Columns of the findings / resolved tables handed to the renderers.
-FINDING_COLUMNS: tuple[str, ...] = (
-    "category", "invoice_key", "invoice_code", "invoice_number", "field", "source_system",
-    "issuer_value", "registry_value", "seller_tax_id", "issue_date", "detail", "suggested_match",
-    "finding_status", "first_seen", "age_days",
-)
-
-STATUS_LABELS: dict[str, tuple[str, str]] = {"new": ("新增", "new"), "open": ("持续", "open")}
-
 # Column specs of the client-side tables: (key, Chinese label, English label, kind).
-_FINDINGS_VIEW: tuple[tuple[str, str, str, str], ...] = (
-    ("category", "类别", "Category", "category"),
-    ("finding_status", "状态", "Status", "status"),
-    ("invoice_code", "发票代码", "Invoice code", "mono"),
-    ("invoice_number", "发票号码", "Invoice number", "mono"),
-    ("field", "字段", "Field", "field"),
-    ("source_system", "来源系统", "Source", "mono"),
-    ("issuer_value", "开票方值", "Issuer value", "text"),
-    ("registry_value", "税务系统值", "Registry value", "text"),
-    ("seller_tax_id", "销方识别号", "Seller tax id", "mono"),
-    ("issue_date", "开票日期", "Issue date", "date"),
-    ("detail", "说明", "Detail", "long"),
-    ("suggested_match", "疑似匹配", "Suggested match", "mono"),
-    ("first_seen", "首次发现", "First seen", "date"),
-    ("age_days", "账龄(天)", "Age (days)", "num"),
-)
-_RESOLVED_VIEW: tuple[tuple[str, str, str, str], ...] = tuple(
-    c for c in _FINDINGS_VIEW if c[0] not in ("finding_status", "age_days")
-)
+_REPORT_KIND = {"id": "mono", "source": "mono", "value": "text", "int": "num"}
+
+
+def _view(names: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple((c.name, c.zh, c.en, _REPORT_KIND.get(c.kind, c.kind)) for c in columns(names))
+
+
+_FINDINGS_VIEW = _view(REPORT_COLUMNS)
+_RESOLVED_VIEW = _view(REPORT_RESOLVED_COLUMNS)
 _REJECTED_VIEW: tuple[tuple[str, str, str, str], ...] = (
     ("source_system", "来源系统", "Source", "mono"),
     ("file", "文件", "File", "mono"),
@@ -253,13 +134,6 @@ def fair_quotas(counts: Sequence[int], cap: int) -> list[int]:
     return quotas
 
 
-def _category_order(values: Iterable[str | None]) -> list[str | None]:
-    known = [c.code for c in CATEGORIES]
-    present = set(values)
-    others = sorted(v for v in present if v is not None and v not in CATEGORY_BY_CODE)
-    return [c for c in known if c in present] + others + ([None] if None in present else [])
-
-
 def select_embedded_rows(findings: pa.Table, max_rows: int) -> pa.Table:
     """At most ``max_rows`` rows of ``findings``, every category represented, list order kept."""
     if findings.num_rows <= max_rows:
@@ -268,7 +142,7 @@ def select_embedded_rows(findings: pa.Table, max_rows: int) -> pa.Table:
         return findings.slice(0, 0)
     cat = findings.column("category")
     counts = {row["values"]: row["counts"] for row in pc.value_counts(cat).to_pylist()}
-    order = _category_order(counts)
+    order = category_order(counts)
     quotas = fair_quotas([counts[c] for c in order], max_rows)
     parts = []
     for code, quota in zip(order, quotas, strict=True):
@@ -467,13 +341,6 @@ def _text_colour(hex_colour: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _short_json(value: Any, limit: int = 400) -> str:
     text = value if isinstance(value, str) else json.dumps(
         value, ensure_ascii=False, sort_keys=True, default=_json_default
@@ -490,9 +357,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield name, value
 
 
-def _category_rows(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[str, Any]]:
-    counts = summary.get("counts") or {}
-    previous = summary.get("counts_previous")
+def _category_rows(summary: NightSummary, findings: pa.Table) -> list[dict[str, Any]]:
+    counts = summary.counts
+    previous = summary.counts_previous
     history = _history(summary)
     new_by_cat: dict[Any, int] = {}
     for row in _count_by(findings, ["category", "finding_status"]):
@@ -502,12 +369,12 @@ def _category_rows(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[
     codes = [c.code for c in CATEGORIES] + sorted(
         k for k in set(counts) | {k for k in table_counts if k is not None} if k not in CATEGORY_BY_CODE
     )
-    top = max([_int(counts.get(code)) for code in codes] + [1])
+    top = max([counts.get(code, 0) for code in codes] + [1])
     rows = []
     for idx, code in enumerate(codes):
         cat = CATEGORY_BY_CODE.get(code)
-        n = _int(counts.get(code))
-        prev = None if previous is None else _int(previous.get(code))
+        n = counts.get(code, 0)
+        prev = None if previous is None else previous.get(code, 0)
         rows.append({
             "code": code,
             "zh": cat.zh if cat else code,
@@ -519,23 +386,23 @@ def _category_rows(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[
             "new": new_by_cat.get(code, 0),
             "share": round(100 * n / top, 1),
             "spark": _sparkline(
-                [_int((h.get("counts") or {}).get(code)) for h in history], cat.colour if cat else "#6b7280"
+                [h["counts"].get(code, 0) for h in history], cat.colour if cat else "#6b7280"
             ),
             "table_count": table_counts.get(code, 0),
         })
     return rows
 
 
-def _source_breakdown(summary: Mapping[str, Any], findings: pa.Table) -> list[dict[str, Any]]:
+def _source_breakdown(summary: NightSummary, findings: pa.Table) -> list[dict[str, Any]]:
     per: dict[Any, dict[str, int]] = {}
     for row in _count_by(findings, ["source_system", "category"]):
         per.setdefault(row["source_system"], {})[row["category"]] = row["count_all"]
     loaded: dict[Any, int] = {}
     kinds: dict[Any, str] = {}
-    for src in summary.get("sources") or []:
-        name = src.get("source_system")
-        loaded[name] = _int(src.get("rows_loaded"))
-        kinds[name] = str(src.get("source_kind") or "")
+    for src in summary.sources:
+        name = src.source_system
+        loaded[name] = src.rows_loaded
+        kinds[name] = src.source_kind
         per.setdefault(name, {})
     rows = []
     for name, cats in per.items():
@@ -553,22 +420,22 @@ def _source_breakdown(summary: Mapping[str, Any], findings: pa.Table) -> list[di
     return rows
 
 
-def _sources(summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _sources(summary: NightSummary) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     out = []
     grand = {"read": 0, "loaded": 0, "rejected": 0, "files": 0, "balanced": True}
-    for src in summary.get("sources") or []:
-        read, loaded, rejected = (_int(src.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
+    for src in summary.sources:
+        read, loaded, rejected = src.rows_read, src.rows_loaded, src.rows_rejected
         files = []
         sums = [0, 0, 0]
-        for f in src.get("files") or []:
-            fr, fl, fj = (_int(f.get(k)) for k in ("rows_read", "rows_loaded", "rows_rejected"))
+        for f in src.files:
+            fr, fl, fj = f.rows_read, f.rows_loaded, f.rows_rejected
             sums = [sums[0] + fr, sums[1] + fl, sums[2] + fj]
-            files.append({**f, "read": fr, "loaded": fl, "rejected": fj, "balanced": fr == fl + fj})
+            files.append({**f.to_dict(), "read": fr, "loaded": fl, "rejected": fj, "balanced": f.balanced})
         balanced = read == loaded + rejected and all(f["balanced"] for f in files)
         files_match = not files or sums == [read, loaded, rejected]
         out.append({
-            "name": src.get("source_system"),
-            "kind": src.get("source_kind"),
+            "name": src.source_system,
+            "kind": src.source_kind,
             "read": read,
             "loaded": loaded,
             "rejected": rejected,
@@ -584,8 +451,8 @@ def _sources(summary: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str
     return out, grand
 
 
-def _expectations(summary: Mapping[str, Any], mask: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    exp = summary.get("expectations") or {}
+def _expectations(summary: NightSummary, mask: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    exp = summary.expectations
     tally = {"total": 0, "passed": 0, "failed": 0, "error": 0}
     suites = []
     for suite in exp.get("suites") or []:
@@ -658,7 +525,7 @@ def _csp(script: str) -> str:
 
 
 def render_report_html(
-    summary: Mapping[str, Any],
+    summary: NightSummary,
     findings: pa.Table,
     rejected: pa.Table,
     resolved: pa.Table,
@@ -681,7 +548,7 @@ def render_report_html(
     category_rows = _category_rows(summary, findings)
     sources, grand = _sources(summary)
     suites, tally = _expectations(summary, mask)
-    summary_total = _int(summary.get("total_findings", total))
+    summary_total = summary.total_findings
     embedded_per_cat = {r["category"]: r["count_all"] for r in _count_by(shown, ["category"])}
 
     findings_payload = _table_payload(shown, _FINDINGS_VIEW, total=total, mask=mask)
@@ -689,7 +556,7 @@ def render_report_html(
         {"code": r["code"], "css": r["css"], "zh": r["zh"], "en": r["en"]} for r in category_rows
     ]
     findings_payload["fields"] = FIELD_LABELS
-    findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in STATUS_LABELS.items()}
+    findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in FINDING_STATUSES.items()}
     resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask)
     resolved_payload["categories"] = findings_payload["categories"]
     resolved_payload["fields"] = FIELD_LABELS
@@ -697,40 +564,38 @@ def render_report_html(
 
     by_source = _source_breakdown(summary, findings)
     source_names = sorted({r["source"] for r in by_source}, key=lambda s: (s is None, str(s)))
-    config = summary.get("config") or {}
+    config = summary.config
     config_rows = [
         {"key": k, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=_json_default)}
         for k, v in _flatten(config)
     ]
-    run_in = summary.get("run") or {}
-    run = {k: run_in.get(k) for k in ("run_id", "started_at", "finished_at", "duration_s")}
-    window_in = summary.get("window") or {}
-    window = {"start": window_in.get("start"), "end": window_in.get("end")}
-    outcome = str(summary.get("outcome") or "unknown")
+    r = summary.run
+    run = {"run_id": r.run_id, "started_at": r.started_at, "finished_at": r.finished_at, "duration_s": r.duration_s}
+    window = {"start": summary.window_start, "end": summary.window_end}
+    outcome = summary.outcome
     history = _history(summary)
-    out_of_scope = {"registry_other_sellers": _int((summary.get("out_of_scope") or {}).get("registry_other_sellers"))}
-    keys = summary.get("keys") if isinstance(summary.get("keys"), Mapping) else {}
+    out_of_scope = {"registry_other_sellers": summary.registry_other_sellers}
     scope = {
-        "key_counts": [(str(k), _int(v)) for k, v in keys.items()],
-        "out_of_window": None if summary.get("out_of_window") is None else _int(summary.get("out_of_window")),
+        "key_counts": list(summary.keys.items()),
+        "out_of_window": summary.out_of_window,
     }
     script = _asset("report.js")
 
     context = {
-        "as_of": summary.get("as_of"),
-        "night": str(summary.get("night") or ""),
+        "as_of": summary.as_of,
+        "night": summary.night,
         "outcome": outcome if outcome in ("passed", "failed") else "unknown",
         "outcome_raw": outcome,
         "run": run,
         "window": window,
-        "previous_night": summary.get("previous_night"),
+        "previous_night": summary.previous_night,
         "total": summary_total,
         "table_total": total,
         "counts_consistent": summary_total == total
         and all(r["count"] == r["table_count"] for r in category_rows),
-        "new": _int(summary.get("new")),
-        "open": _int(summary.get("open")),
-        "resolved_count": _int(summary.get("resolved", resolved.num_rows)),
+        "new": summary.new,
+        "open": summary.open,
+        "resolved_count": summary.resolved,
         "categories": category_rows,
         "category_defs": CATEGORIES,
         "category_css": [
@@ -744,7 +609,7 @@ def render_report_html(
         "grand": grand,
         "out_of_scope": out_of_scope,
         "scope": scope,
-        "version": run_in.get("version"),
+        "version": r.version,
         "suites": suites,
         "tally": tally,
         "config_rows": config_rows,
@@ -771,31 +636,15 @@ def render_report_html(
     return _environment().get_template("report.html.j2").render(context)
 
 
-def _history(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for h in summary.get("history") or []:
-        if not isinstance(h, Mapping):
-            continue
-        counts = {str(k): _int(v) for k, v in (h.get("counts") or {}).items()}
-        total = h.get("total")
-        out.append({
-            "night": str(h.get("night") or ""),
-            "outcome": str(h.get("outcome") or ""),
-            "counts": counts,
-            "total": _int(total) if total is not None else sum(counts.values()),
-        })
-    return out[-30:]
+def _history(summary: NightSummary) -> list[dict[str, Any]]:
+    return [{"night": h.night, "outcome": h.outcome, "counts": dict(h.counts), "total": h.total}
+            for h in summary.history][-30:]
 
 
-def _sellers(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    sellers = [s for s in summary.get("by_seller") or [] if isinstance(s, Mapping)]
-    top = max([_int(s.get("findings")) for s in sellers] + [1])
+def _sellers(summary: NightSummary) -> list[dict[str, Any]]:
+    top = max([s.findings for s in summary.by_seller] + [1])
     return [
-        {
-            "tax_id": s.get("seller_tax_id"),
-            "name": s.get("seller_name"),
-            "findings": _int(s.get("findings")),
-            "share": round(100 * _int(s.get("findings")) / top, 1),
-        }
-        for s in sellers
+        {"tax_id": s.seller_tax_id, "name": s.seller_name, "findings": s.findings,
+         "share": round(100 * s.findings / top, 1)}
+        for s in summary.by_seller
     ]

@@ -2,7 +2,8 @@
 
 The heavy row-level work stays in DuckDB: each batch is a temporary relation on the caller's
 connection (views ``gx_registry`` and ``gx_issuer_<system>`` over ``staged_invoices``,
-``gx_findings`` over ``findings``, and the one-row temp table ``gx_reconciliation_stats``), and
+``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats`` and
+``gx_finding_categories``, the model's category codes), and
 GX runs its metrics as SQL on that same connection through :mod:`fapiao_audit.gx_duckdb`.
 GX only judges thresholds and shapes the results. The relations are dropped afterwards.
 
@@ -42,6 +43,10 @@ from typing import Any
 
 import duckdb
 
+from .config import SOURCE_NAME_RE
+from .errors import SuiteError
+from .model import CATEGORIES
+
 # No usage statistics leave the job (read by GX when a context is created).
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 
@@ -63,7 +68,6 @@ DEFAULT_WINDOW_DAYS = 7
 SAMPLE_SIZE = 5
 _MAX_ERROR_CHARS = 2000
 
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _QUERY_PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _GX_PARAM_KEY = "$PARAMETER"
 _SQLALCHEMY_BACKGROUND_RE = re.compile(r"\s*\(Background on this error at: [^)]*\)")
@@ -72,6 +76,9 @@ _QUERY_TYPE = "unexpected_rows_expectation"
 _REGISTRY_VIEW = "gx_registry"
 _FINDINGS_VIEW = "gx_findings"
 _STATS_VIEW = "gx_reconciliation_stats"
+#: The model's finding categories, one row each (code, family): suites name it instead of listing codes.
+_CATEGORIES_TABLE = "gx_finding_categories"
+_TABLES = (_STATS_VIEW, _CATEGORIES_TABLE)
 
 # Rendered with {night} = DATE 'YYYY-MM-DD' from a checked date, {view} = a quoted identifier
 # and {system_filter} holding a checked source name as a literal.
@@ -155,50 +162,50 @@ class _SuiteFile:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"expectation suite {path}: cannot read the file: {e}") from None
+            raise SuiteError(f"expectation suite {path}: cannot read the file: {e}") from None
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"expectation suite {path}: not valid JSON: {e}") from None
+            raise SuiteError(f"expectation suite {path}: not valid JSON: {e}") from None
         if not isinstance(doc, dict):
-            raise ValueError(f"expectation suite {path}: expected a JSON object")
+            raise SuiteError(f"expectation suite {path}: expected a JSON object")
         name = doc.get("name")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"expectation suite {path}: 'name' must be a non-empty string")
+            raise SuiteError(f"expectation suite {path}: 'name' must be a non-empty string")
         expectations = doc.get("expectations")
         if not isinstance(expectations, list):
-            raise ValueError(f"expectation suite {path}: 'expectations' must be a list")
+            raise SuiteError(f"expectation suite {path}: 'expectations' must be a list")
         meta = doc.get("meta") or {}
         if not isinstance(meta, dict):
-            raise ValueError(f"expectation suite {path}: 'meta' must be an object")
+            raise SuiteError(f"expectation suite {path}: 'meta' must be an object")
         names: set[str] = set()
         for i, exp in enumerate(expectations):
             if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
-                raise ValueError(f"expectation suite {path}: expectation #{i + 1} needs a 'type' string")
+                raise SuiteError(f"expectation suite {path}: expectation #{i + 1} needs a 'type' string")
             if not isinstance(exp.get("kwargs") or {}, dict):
-                raise ValueError(
+                raise SuiteError(
                     f"expectation suite {path}: expectation #{i + 1}: 'kwargs' must be an object"
                 )
             query = (exp.get("kwargs") or {}).get("unexpected_rows_query")
             if isinstance(query, str) and "{batch}" not in query:
                 # GX only prints a warning and then queries outside the batch
-                raise ValueError(
+                raise SuiteError(
                     f"expectation suite {path}: expectation #{i + 1}: unexpected_rows_query must use {{batch}}"
                 )
             exp_meta = exp.get("meta") or {}
             if not isinstance(exp_meta, dict):
-                raise ValueError(f"expectation suite {path}: expectation #{i + 1}: 'meta' must be an object")
+                raise SuiteError(f"expectation suite {path}: expectation #{i + 1}: 'meta' must be an object")
             label = exp_meta.get("name")
             if label is not None:
                 if label in names:
-                    raise ValueError(f"expectation suite {path}: expectation name {label!r} is used twice")
+                    raise SuiteError(f"expectation suite {path}: expectation name {label!r} is used twice")
                 names.add(label)
         parameters = meta.get("parameters") or {}
         if not isinstance(parameters, dict):
-            raise ValueError(f"expectation suite {path}: 'meta.parameters' must be an object")
+            raise SuiteError(f"expectation suite {path}: 'meta.parameters' must be an object")
         sample_columns = meta.get("sample_columns") or []
         if not isinstance(sample_columns, list) or not all(isinstance(c, str) for c in sample_columns):
-            raise ValueError(
+            raise SuiteError(
                 f"expectation suite {path}: 'meta.sample_columns' must be a list of column names"
             )
         self.name: str = name
@@ -274,11 +281,11 @@ def _gx_load(name: str, expectations: list[dict[str, Any]]) -> tuple[Any, int, l
 
 
 def _build_suite(suite_file: _SuiteFile, expectations: list[dict[str, Any]]) -> Any:
-    """An ExpectationSuite with every expectation of the file, or ValueError naming the file."""
+    """An ExpectationSuite with every expectation of the file, or SuiteError naming the file."""
     suite, loaded, problems = _gx_load(suite_file.name, expectations)
     if suite is not None:
         return suite
-    raise ValueError(
+    raise SuiteError(
         f"expectation suite {suite_file.path}: GX accepted {loaded} of {len(expectations)} expectations: "
         + ("; ".join(problems) or "no reason given")
     )
@@ -299,12 +306,12 @@ def load_suite_counts(suites_dir: Path) -> dict[str, tuple[int, int]]:
 
 def _check_number(name: str, value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ValueError(f"threshold {name!r}: expected a number, got {value!r}")
+        raise SuiteError(f"threshold {name!r}: expected a number, got {value!r}")
     number = Decimal(str(value))
     if not number.is_finite() or number < 0:
-        raise ValueError(f"threshold {name!r}: must be a finite number >= 0, got {value!r}")
+        raise SuiteError(f"threshold {name!r}: must be a finite number >= 0, got {value!r}")
     if (name.endswith("_rate") or name.endswith("_ratio")) and number > 1:
-        raise ValueError(f"threshold {name!r}: must be a rate between 0 and 1, got {value!r}")
+        raise SuiteError(f"threshold {name!r}: must be a rate between 0 and 1, got {value!r}")
     return number
 
 
@@ -318,12 +325,12 @@ def _check_date(name: str, value: Any) -> date:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise ValueError(f"threshold {name!r}: expected a date (YYYY-MM-DD), got {value!r}")
+    raise SuiteError(f"threshold {name!r}: expected a date (YYYY-MM-DD), got {value!r}")
 
 
 def _check_night(night: Any) -> date:
     if isinstance(night, datetime) or not isinstance(night, date):
-        raise ValueError(f"night must be a datetime.date, got {night!r}")
+        raise TypeError(f"night must be a datetime.date, got {night!r}")
     return date.fromisoformat(night.isoformat())
 
 
@@ -333,7 +340,7 @@ def _resolve_parameters(
     """(GX expectation_parameters, SQL literals for query placeholders, values as JSON) of a suite."""
     window_days = thresholds.get("window_days", DEFAULT_WINDOW_DAYS)
     if isinstance(window_days, bool) or not isinstance(window_days, int) or not 1 <= window_days <= 366:
-        raise ValueError(
+        raise SuiteError(
             f"threshold 'window_days': expected a whole number of days 1..366, got {window_days!r}"
         )
     computed = {"window_start": night - timedelta(days=window_days - 1), "window_end": night}
@@ -350,7 +357,7 @@ def _resolve_parameters(
         elif name in computed:
             raw = computed[name]
         else:
-            raise ValueError(
+            raise SuiteError(
                 f"expectation suite {suite_file.path}: parameter {name!r} has no value "
                 "(pass it in thresholds or give it a default in meta.parameters)"
             )
@@ -366,7 +373,7 @@ def _resolve_parameters(
             literals[name] = format(number, "f")
             used[name] = as_json
     if "window_start" in used and "window_end" in used and used["window_start"] > used["window_end"]:
-        raise ValueError(f"window_start {used['window_start']} is after window_end {used['window_end']}")
+        raise SuiteError(f"window_start {used['window_start']} is after window_end {used['window_end']}")
     return {k: v for k, v in gx_params.items() if k in gx_names}, literals, used
 
 
@@ -421,12 +428,14 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
         )
     create(_FINDINGS_VIEW, _FINDINGS_VIEW_SQL.format(night=night_sql))
     create(_STATS_VIEW, _STATS_TABLE_SQL.format(night=night_sql))
+    create(_CATEGORIES_TABLE, f"CREATE OR REPLACE TEMP TABLE {_CATEGORIES_TABLE} (code VARCHAR, family VARCHAR)")
+    con.executemany(f"INSERT INTO {_CATEGORIES_TABLE} VALUES (?, ?)", [[c.code, c.family] for c in CATEGORIES])
 
 
 def _drop_views(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
     for view in reversed(views):
         try:
-            kind = "TABLE" if view == _STATS_VIEW else "VIEW"
+            kind = "TABLE" if view in _TABLES else "VIEW"
             con.execute(f"DROP {kind} IF EXISTS temp.{_quote_ident(view)}")
         except duckdb.Error as e:  # the caller's connection stays usable; a stale temp view is harmless
             log.warning("could not drop temporary view %s: %s", view, e)
@@ -592,7 +601,7 @@ def _validate_suite(
         with _gx_quiet():
             suite = gx.ExpectationSuite(name=f"{suite_file.name}__{group}", expectations=exps)
             if len(suite.expectations) != len(exps):  # pragma: no cover - _build_suite checked this
-                raise ValueError(f"expectation suite {suite_file.path}: GX dropped expectations")
+                raise SuiteError(f"expectation suite {suite_file.path}: GX dropped expectations")
             outcome = batch.validate(suite, result_format=formats[group], expectation_parameters=gx_params)
         for evr in outcome.results:
             position = (evr.expectation_config.meta or {}).get("suite_position")
@@ -627,15 +636,15 @@ def run_expectations(
     Returns ``{"success", "suites": [{"suite", "target", "success", "parameters", "results"}]}``;
     each result has ``expectation, type, column, success, error, observed_value,
     unexpected_count, unexpected_sample, description``. An expectation that crashed has
-    ``success`` False and ``error`` set. Raises ValueError for an unreadable suite file, one
+    ``success`` False and ``error`` set. Raises SuiteError for an unreadable suite file, one
     with expectations GX rejects, a bad threshold or a bad source name.
     """
     night = _check_night(night)
     thresholds = dict(thresholds or {})
     systems = list(dict.fromkeys(sources))
     for system in systems:
-        if not isinstance(system, str) or not _SOURCE_RE.fullmatch(system):
-            raise ValueError(f"not a valid issuing system name: {system!r}")
+        if not isinstance(system, str) or not SOURCE_NAME_RE.fullmatch(system):
+            raise SuiteError(f"not a valid issuing system name: {system!r}")
     suites_dir = Path(suites_dir)
     suite_files = {stage: _SuiteFile(suites_dir / filename) for stage, filename in SUITE_FILES.items()}
     for suite_file in suite_files.values():  # fail before touching the database

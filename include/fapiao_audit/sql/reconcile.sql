@@ -2,7 +2,8 @@
 -- finding per (category, key, field, source). Parameters:
 --   $night, $window_start, $window_end, $as_of (TIMESTAMP, Beijing wall clock),
 --   $grace_cutoff (as_of minus the sync grace period), $amount_tol, $tax_tol, $monitored (VARCHAR[]),
---   $shards, $shard (a shard covers the keys with hash(invoice_key) % shards = shard).
+--   $shards, $shard (a shard covers the keys with hash(invoice_key) % shards = shard),
+--   $comparable_statuses and $risk_statuses (status words of the model).
 --
 -- Shards are independent units of work (one process each, read-only on the database): each writes
 -- its findings and its unmatched keys to files, and the merge brings them together. What depends on
@@ -37,7 +38,7 @@ FROM (
         SELECT invoice_key, source_kind,
                hash(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name,
                     invoice_type, status) AS h,
-               source_kind = 'registry' AND status IN ('out_of_control', 'abnormal') AS risk
+               source_kind = 'registry' AND list_contains($risk_statuses, status) AS risk
         FROM rc_rows($night, $shards, $shard)
     )
     GROUP BY invoice_key
@@ -119,11 +120,12 @@ FROM rc_issuer i
 FULL OUTER JOIN (SELECT * FROM rc_one WHERE source_kind = 'registry') r USING (invoice_key);
 
 -- name: create_findings
-CREATE OR REPLACE TEMP TABLE rc_findings (
-    category VARCHAR, invoice_key VARCHAR, invoice_code VARCHAR, invoice_number VARCHAR, field VARCHAR,
-    source_system VARCHAR, issuer_value VARCHAR, registry_value VARCHAR, seller_tax_id VARCHAR,
-    issue_date DATE, detail VARCHAR, suggested_match VARCHAR
-);
+-- A shard's findings: the columns of the findings table but the night and what the merge adds. The
+-- sections below insert into it by position, in that order (category, invoice_key, invoice_code,
+-- invoice_number, field, source_system, issuer_value, registry_value, seller_tax_id, issue_date,
+-- detail, suggested_match).
+CREATE OR REPLACE TEMP TABLE rc_findings AS
+SELECT * EXCLUDE (night, finding_status, first_seen, age_days) FROM findings WHERE false;
 
 -- name: missing_in_registry
 -- Issued in a system, absent from the registry: MISSING once the sync grace period has passed.
@@ -202,8 +204,8 @@ SELECT 'STATUS_MISMATCH', invoice_key, i_code, i_number, 'status', i_system, i_s
        'issuer says ' || i_status || ', registry says ' || r_status, NULL
 FROM rc_pairs
 WHERE in_issuer AND in_registry
-  AND i_status IN ('normal', 'voided', 'red_reversed', 'partly_red_reversed')
-  AND r_status IN ('normal', 'voided', 'red_reversed', 'partly_red_reversed')
+  AND list_contains($comparable_statuses, i_status)
+  AND list_contains($comparable_statuses, r_status)
   AND i_status <> r_status;
 
 -- name: registry_risk
@@ -214,7 +216,7 @@ SELECT 'REGISTRY_RISK', invoice_key, coalesce(i_code, r_code), coalesce(i_number
            || CASE WHEN in_issuer THEN ' (issuer: ' || i_status || ')' ELSE '' END,
        NULL
 FROM rc_pairs
-WHERE in_registry AND r_status IN ('out_of_control', 'abnormal') AND (in_issuer OR r_monitored)
+WHERE in_registry AND list_contains($risk_statuses, r_status) AND (in_issuer OR r_monitored)
   AND coalesce(i_date, r_date) BETWEEN $window_start AND $window_end;
 
 -- name: invalid_records

@@ -1,0 +1,472 @@
+"""The domain's vocabulary, defined once: finding categories, finding columns, status words, and the
+typed summary of a night.
+
+Every stage speaks these words: reconcile runs one ``reconcile.sql`` section per category and binds
+the status lists below as parameters; the report, the workbook and the CSV take their columns, labels
+and colours from here; the expectation suites and the generator are checked against it by tests
+(``tests/test_model.py``). Adding a finding category means one :class:`Category` here and the SQL
+section it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# --------------------------------------------------------------------------- finding categories
+
+
+@dataclass(frozen=True)
+class Category:
+    """A finding category: its code (as in ``exceptions.csv``), where it is found, labels, colour and rule.
+
+    ``family`` is the identity of a finding across nights: a PENDING_SYNC invoice that outlives the
+    grace period becomes MISSING_IN_REGISTRY and keeps the night it was first seen. ``section`` is the
+    ``reconcile.sql`` section that inserts the category's findings (one section may serve two
+    categories of one family).
+    """
+
+    code: str
+    family: str
+    section: str
+    zh: str
+    en: str
+    colour: str
+    rule_zh: str
+    rule_en: str
+    field: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.zh} / {self.en}"
+
+
+#: The categories of DESIGN.md, in display (and publication) order.
+CATEGORIES: tuple[Category, ...] = (
+    Category(
+        "MISSING_IN_REGISTRY", "MISSING_IN_REGISTRY", "missing_in_registry", "缺失于税务系统", "Missing in registry",
+        "#d62728",
+        "开票系统已开具，税务系统中不存在，且开票时间早于数据截至时间（as_of）前的同步宽限期（默认 48 小时）。",
+        "Issued in an issuing system, absent from the registry, and issued longer ago than the sync "
+        "grace period before as_of (default 48 h).",
+    ),
+    Category(
+        "PENDING_SYNC", "MISSING_IN_REGISTRY", "missing_in_registry", "等待同步", "Pending sync", "#a3acb9",
+        "开票系统已开具，税务系统中暂不存在，但仍在同步宽限期内（仅供参考）。",
+        "Issued in an issuing system, absent from the registry, but still inside the sync grace period "
+        "(informational).",
+    ),
+    Category(
+        "MISSING_IN_ISSUER", "MISSING_IN_ISSUER", "missing_in_issuer", "缺失于开票系统", "Missing in issuer",
+        "#ff7f0e",
+        "税务系统中存在且属于受监控销方，但任何开票系统中都没有。",
+        "In the registry under a monitored seller, in no issuing system.",
+    ),
+    Category(
+        "DUPLICATE_IN_SOURCE", "DUPLICATE_IN_SOURCE", "duplicate_in_source", "同源重复", "Duplicate in source",
+        "#8c564b",
+        "同一发票键在同一来源的快照中出现多次。",
+        "The same invoice key appears more than once in one source's snapshot.",
+    ),
+    Category(
+        "DUPLICATE_ACROSS_ISSUERS", "DUPLICATE_ACROSS_ISSUERS", "duplicate_across_issuers", "跨开票系统重复",
+        "Duplicate across issuers", "#e377c2",
+        "同一发票键出现在两个或以上开票系统中。",
+        "The same invoice key appears in two or more issuing systems.",
+    ),
+    Category(
+        "FIELD_MISMATCH", "FIELD_MISMATCH", "field_mismatch", "字段不一致", "Field mismatch", "#1f77b4",
+        "双方均有该发票，但规范化后某字段不一致；每个不一致字段一行（金额、税额、价税合计、开票日期、"
+        "销方识别号、购方识别号、购方名称、发票票种）。",
+        "Both sides have the invoice but a field differs after normalisation; one row per differing field "
+        "(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type).",
+        "amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type",
+    ),
+    Category(
+        "STATUS_MISMATCH", "STATUS_MISMATCH", "status_mismatch", "状态不一致", "Status mismatch", "#9467bd",
+        "发票状态（正常 / 作废 / 红冲 / 部分红冲）在开票系统与税务系统之间不一致。",
+        "The status (normal / voided / red_reversed / partly_red_reversed) disagrees between issuer and "
+        "registry.",
+        "status",
+    ),
+    Category(
+        "REGISTRY_RISK", "REGISTRY_RISK", "registry_risk", "税务系统风险", "Registry risk", "#b8860b",
+        "税务系统将该发票标记为失控或异常（且不同时属于状态不一致）。",
+        "The registry marks the invoice out_of_control or abnormal (and it is not also a status mismatch).",
+        "status",
+    ),
+    Category(
+        "INVALID_RECORD", "INVALID_RECORD", "invalid_records", "无效记录", "Invalid record", "#17a2b8",
+        "记录本身违反规则：发票代码/号码格式错误；18 位纳税人识别号未通过 GB 32100 校验；"
+        "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06。",
+        "A record breaks a rule on its own: bad key format; an 18-character tax id failing the GB 32100 "
+        "checksum; total ≠ amount + tax; |amount × rate − tax| > 0.06.",
+        "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount",
+    ),
+    Category(
+        "ORPHAN_RED_INVOICE", "ORPHAN_RED_INVOICE", "orphan_red_invoices", "孤立红字发票", "Orphan red invoice",
+        "#2f4b7c",
+        "红字（负数）发票找不到对应的蓝字原发票，或红冲金额合计超过蓝字发票；该发现指向红字发票。",
+        "A red (negative) invoice whose original blue invoice is found nowhere, or whose red totals exceed "
+        "the blue; the finding names the red invoice.",
+    ),
+)
+CATEGORY_BY_CODE: dict[str, Category] = {c.code: c for c in CATEGORIES}
+CATEGORY_CODES: tuple[str, ...] = tuple(c.code for c in CATEGORIES)
+#: The reconcile.sql sections that insert findings, in the order they run.
+FINDING_SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(c.section for c in CATEGORIES))
+
+
+def category_order(present: Iterable[str | None]) -> list[str | None]:
+    """Codes in display order: known categories first, then unknown codes sorted, then None."""
+    values = set(present)
+    others = sorted(v for v in values if v is not None and v not in CATEGORY_BY_CODE)
+    return [c for c in CATEGORY_CODES if c in values] + others + ([None] if None in values else [])
+
+
+def zero_counts() -> dict[str, int]:
+    """Every category with 0 findings, in display order."""
+    return dict.fromkeys(CATEGORY_CODES, 0)
+
+
+# --------------------------------------------------------------------------- status words
+
+#: Invoice statuses after normalisation, with the registry's Chinese word for each.
+INVOICE_STATUSES: dict[str, str] = {
+    "normal": "正常",
+    "voided": "已作废",
+    "red_reversed": "已红冲-全额",
+    "partly_red_reversed": "已红冲-部分",
+    "out_of_control": "失控",
+    "abnormal": "异常",
+}
+#: Statuses both sides know; a disagreement between two of them is a STATUS_MISMATCH.
+COMPARABLE_STATUSES: tuple[str, ...] = ("normal", "voided", "red_reversed", "partly_red_reversed")
+#: Registry statuses that are a REGISTRY_RISK.
+RISK_STATUSES: tuple[str, ...] = ("out_of_control", "abnormal")
+
+#: A finding's status relative to the previous published night: (Chinese, English).
+FINDING_STATUSES: dict[str, tuple[str, str]] = {"new": ("新增", "new"), "open": ("持续", "open")}
+#: What became of a previous night's finding that is gone tonight.
+GONE_STATUSES: dict[str, tuple[str, str]] = {
+    "resolved": ("已解决", "resolved"),
+    "out_of_window": ("已出窗口", "out_of_window"),
+}
+
+#: Chinese names of the canonical fields (``field`` of a finding, expectation columns).
+FIELD_LABELS: dict[str, str] = {
+    "invoice_key": "发票键",
+    "invoice_code": "发票代码",
+    "invoice_number": "发票号码",
+    "invoice_type": "发票票种",
+    "issue_time": "开票时间",
+    "issue_date": "开票日期",
+    "seller_tax_id": "销方识别号",
+    "seller_name": "销方名称",
+    "buyer_tax_id": "购方识别号",
+    "buyer_name": "购方名称",
+    "amount": "金额",
+    "tax_amount": "税额",
+    "tax_rate": "税率",
+    "total_amount": "价税合计",
+    "status": "发票状态",
+    "original_invoice_number": "原发票号码",
+    "remark": "备注",
+}
+#: The fields a FIELD_MISMATCH or STATUS_MISMATCH can name.
+COMPARED_FIELDS: tuple[str, ...] = (
+    "invoice_type", "issue_date", "seller_tax_id", "buyer_tax_id", "buyer_name", "amount", "tax_amount",
+    "total_amount", "status",
+)
+
+
+# --------------------------------------------------------------------------- finding columns
+
+
+@dataclass(frozen=True)
+class FindingColumn:
+    """A column of a finding: its name (in DuckDB, exceptions.csv), headers, kind and width in Excel.
+
+    ``kind``: category | status | id (identifiers, monospaced text) | source | field | value |
+    long (free text) | date | int. ``shard`` columns are produced by reconcile.sql per shard; the
+    others are added when the night's findings are stored.
+    """
+
+    name: str
+    zh: str
+    en: str
+    kind: str
+    excel_width: float
+    shard: bool = True
+
+
+#: Every column of a stored finding, in the order of the ``findings`` table (schema.sql, after ``night``).
+FINDING_COLUMNS: tuple[FindingColumn, ...] = (
+    FindingColumn("category", "类别", "Category", "category", 16),
+    FindingColumn("invoice_key", "发票键", "Invoice key", "id", 23),
+    FindingColumn("invoice_code", "发票代码", "Invoice code", "id", 14),
+    FindingColumn("invoice_number", "发票号码", "Invoice number", "id", 23),
+    FindingColumn("field", "字段", "Field", "field", 14),
+    FindingColumn("source_system", "来源系统", "Source", "source", 12),
+    FindingColumn("issuer_value", "开票方值", "Issuer value", "value", 24),
+    FindingColumn("registry_value", "税务系统值", "Registry value", "value", 24),
+    FindingColumn("seller_tax_id", "销方识别号", "Seller tax id", "id", 21),
+    FindingColumn("issue_date", "开票日期", "Issue date", "date", 11),
+    FindingColumn("detail", "说明", "Detail", "long", 48),
+    FindingColumn("suggested_match", "疑似匹配", "Suggested match", "id", 23),
+    FindingColumn("finding_status", "状态", "Status", "status", 8, shard=False),
+    FindingColumn("first_seen", "首次发现", "First seen", "date", 11, shard=False),
+    FindingColumn("age_days", "账龄(天)", "Age (days)", "int", 9, shard=False),
+)
+COLUMN_BY_NAME: dict[str, FindingColumn] = {c.name: c for c in FINDING_COLUMNS}
+
+#: exceptions.csv, in this order (DESIGN.md's columns first; the key last, for joins).
+CSV_COLUMNS: tuple[str, ...] = (
+    "category", "invoice_code", "invoice_number", "field", "source_system", "issuer_value", "registry_value",
+    "seller_tax_id", "issue_date", "detail", "suggested_match", "finding_status", "first_seen", "age_days",
+    "invoice_key",
+)
+#: exceptions.xlsx's findings sheets: the CSV's columns without the key (code and number say it).
+EXCEL_COLUMNS: tuple[str, ...] = CSV_COLUMNS[:-1]
+#: report.html's findings table: the status next to the category.
+REPORT_COLUMNS: tuple[str, ...] = (
+    "category", "finding_status", "invoice_code", "invoice_number", "field", "source_system", "issuer_value",
+    "registry_value", "seller_tax_id", "issue_date", "detail", "suggested_match", "first_seen", "age_days",
+)
+#: report.html's resolved table: what was found, when it was first seen.
+REPORT_RESOLVED_COLUMNS: tuple[str, ...] = tuple(c for c in REPORT_COLUMNS if c not in ("finding_status", "age_days"))
+
+
+def columns(names: Iterable[str]) -> tuple[FindingColumn, ...]:
+    return tuple(COLUMN_BY_NAME[n] for n in names)
+
+
+# --------------------------------------------------------------------------- accounting of input files
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """How one delivered file was read: the audit trail of the night's inputs."""
+
+    source_kind: str
+    source_system: str
+    file: str
+    sha256: str
+    format: str
+    encoding: str | None
+    bytes: int
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    duplicate_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_read == self.rows_loaded + self.rows_rejected
+
+
+@dataclass(frozen=True)
+class SourceTotals:
+    """One source's files and row counts for the night."""
+
+    source_system: str
+    source_kind: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    files: tuple[FileReport, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_system": self.source_system, "source_kind": self.source_kind, "rows_read": self.rows_read,
+            "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+def source_totals(files: Iterable[FileReport]) -> tuple[SourceTotals, ...]:
+    """Per-source totals with their files, registry first."""
+    by_source: dict[str, list[FileReport]] = {}
+    for f in files:
+        by_source.setdefault(f.source_system, []).append(f)
+    out = [
+        SourceTotals(name, fs[0].source_kind, sum(f.rows_read for f in fs), sum(f.rows_loaded for f in fs),
+                     sum(f.rows_rejected for f in fs), tuple(fs))
+        for name, fs in by_source.items()
+    ]
+    return tuple(sorted(out, key=lambda s: (s.source_kind != "registry", s.source_system)))
+
+
+# --------------------------------------------------------------------------- the night's summary
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float = 0.0
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class SellerCount:
+    seller_tax_id: str | None
+    seller_name: str | None
+    findings: int
+
+
+@dataclass(frozen=True)
+class NightCounts:
+    """One published night in the trend: its findings per category and its outcome."""
+
+    night: str
+    counts: Mapping[str, int]
+    total: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class NightSummary:
+    """What ``summary.json`` says of a night; the report and the workbook are drawn from it.
+
+    ``expectations`` is the validation result document and ``config`` the configuration's
+    dictionary, both published as they are.
+    """
+
+    night: str
+    outcome: str = "unknown"
+    run: RunInfo = field(default_factory=RunInfo)
+    as_of: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    total_findings: int = 0
+    previous_night: str | None = None
+    counts_previous: Mapping[str, int] | None = None
+    new: int = 0
+    open: int = 0
+    resolved: int = 0
+    out_of_window: int | None = None
+    keys: Mapping[str, int] = field(default_factory=dict)
+    sources: tuple[SourceTotals, ...] = ()
+    by_seller: tuple[SellerCount, ...] = ()
+    registry_other_sellers: int = 0
+    expectations: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[NightCounts, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The published document (summary.json), keys in their documented order."""
+        return {
+            "night": self.night,
+            "outcome": self.outcome,
+            "run": asdict(self.run),
+            "as_of": self.as_of,
+            "window": {"start": self.window_start, "end": self.window_end},
+            "counts": dict(self.counts),
+            "total_findings": self.total_findings,
+            "previous_night": self.previous_night,
+            "counts_previous": None if self.counts_previous is None else dict(self.counts_previous),
+            "new": self.new,
+            "open": self.open,
+            "resolved": self.resolved,
+            "out_of_window": self.out_of_window,
+            "keys": dict(self.keys),
+            "sources": [s.to_dict() for s in self.sources],
+            "by_seller": [asdict(s) for s in self.by_seller],
+            "out_of_scope": {"registry_other_sellers": self.registry_other_sellers},
+            "expectations": self.expectations,
+            "config": self.config,
+            "history": [{"night": h.night, "counts": dict(h.counts), "total": h.total, "outcome": h.outcome}
+                        for h in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NightSummary:
+        """A summary read back from its document (summary.json); missing or malformed parts are empty."""
+        run = _mapping(d.get("run"))
+        window = _mapping(d.get("window"))
+        prev = d.get("counts_previous")
+        return cls(
+            night=str(d.get("night") or ""),
+            outcome=str(d.get("outcome") or "unknown"),
+            run=RunInfo(str(run.get("run_id") or ""), str(run.get("started_at") or ""),
+                        str(run.get("finished_at") or ""), _number(run.get("duration_s")),
+                        str(run.get("version") or "")),
+            as_of=_str_or_none(d.get("as_of")),
+            window_start=_str_or_none(window.get("start")),
+            window_end=_str_or_none(window.get("end")),
+            counts=_counts(d.get("counts")),
+            total_findings=_int(d.get("total_findings", sum(_counts(d.get("counts")).values()))),
+            previous_night=_str_or_none(d.get("previous_night")),
+            counts_previous=None if prev is None else _counts(prev),
+            new=_int(d.get("new")),
+            open=_int(d.get("open")),
+            resolved=_int(d.get("resolved")),
+            out_of_window=None if d.get("out_of_window") is None else _int(d.get("out_of_window")),
+            keys={str(k): _int(v) for k, v in _mapping(d.get("keys")).items()},
+            sources=tuple(_source_from_dict(s) for s in _list(d.get("sources")) if isinstance(s, Mapping)),
+            by_seller=tuple(
+                SellerCount(_str_or_none(s.get("seller_tax_id")), _str_or_none(s.get("seller_name")),
+                            _int(s.get("findings")))
+                for s in _list(d.get("by_seller")) if isinstance(s, Mapping)
+            ),
+            registry_other_sellers=_int(_mapping(d.get("out_of_scope")).get("registry_other_sellers")),
+            expectations=_mapping(d.get("expectations")),
+            config=_mapping(d.get("config")),
+            history=tuple(
+                NightCounts(str(h.get("night") or ""), _counts(h.get("counts")),
+                            _int(h["total"]) if h.get("total") is not None else sum(_counts(h.get("counts")).values()),
+                            str(h.get("outcome") or ""))
+                for h in _list(d.get("history")) if isinstance(h, Mapping)
+            ),
+        )
+
+
+def _source_from_dict(s: Mapping[str, Any]) -> SourceTotals:
+    files = tuple(
+        FileReport(
+            str(f.get("source_kind") or s.get("source_kind") or ""), str(f.get("source_system") or s.get("source_system")),
+            str(f.get("file") or ""), str(f.get("sha256") or ""), str(f.get("format") or ""),
+            _str_or_none(f.get("encoding")), _int(f.get("bytes")), _int(f.get("rows_read")),
+            _int(f.get("rows_loaded")), _int(f.get("rows_rejected")), _str_or_none(f.get("duplicate_of")),
+        )
+        for f in _list(s.get("files")) if isinstance(f, Mapping)
+    )
+    return SourceTotals(str(s.get("source_system")), str(s.get("source_kind") or ""), _int(s.get("rows_read")),
+                        _int(s.get("rows_loaded")), _int(s.get("rows_rejected")), files)
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list | tuple) else []
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _counts(v: Any) -> dict[str, int]:
+    return {str(k): _int(n) for k, n in _mapping(v).items()}
