@@ -44,6 +44,7 @@ from typing import Any
 import duckdb
 
 from .config import SOURCE_NAME_RE
+from .db import quote_ident
 from .errors import SuiteError
 from .model import CATEGORIES
 
@@ -393,10 +394,6 @@ def _render_queries(suite_file: _SuiteFile, literals: Mapping[str, str]) -> list
 # --------------------------------------------------------------------------- batches
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _issuer_view(system: str) -> str:
     return f"gx_issuer_{system}"
 
@@ -412,7 +409,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
     create(
         _REGISTRY_VIEW,
         _STAGED_VIEW_SQL.format(
-            view=_quote_ident(_REGISTRY_VIEW), night=night_sql, kind="'registry'", system_filter=""
+            view=quote_ident(_REGISTRY_VIEW), night=night_sql, kind="'registry'", system_filter=""
         ),
     )
     for system in sources:
@@ -420,7 +417,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
         create(
             view,
             _STAGED_VIEW_SQL.format(
-                view=_quote_ident(view),
+                view=quote_ident(view),
                 night=night_sql,
                 kind="'issuer'",
                 system_filter=f" AND source_system = '{system}'",
@@ -436,7 +433,7 @@ def _drop_views(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
     for view in reversed(views):
         try:
             kind = "TABLE" if view in _TABLES else "VIEW"
-            con.execute(f"DROP {kind} IF EXISTS temp.{_quote_ident(view)}")
+            con.execute(f"DROP {kind} IF EXISTS temp.{quote_ident(view)}")
         except duckdb.Error as e:  # the caller's connection stays usable; a stale temp view is harmless
             log.warning("could not drop temporary view %s: %s", view, e)
 
