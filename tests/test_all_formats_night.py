@@ -104,4 +104,4 @@ def test_night_in_every_format_reconciles_exactly(tmp_path, pg, variant):
     assert formats == ({"csv", "parquet", "jsonl"} if variant == "as_generated" else {"xlsx", "csv", "parquet"})
     for s in summary["sources"]:
         for f in s["files"]:
-            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"]
+            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]

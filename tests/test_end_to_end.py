@@ -72,7 +72,7 @@ def test_accounting_in_summary(published):
     summary = json.loads((base / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
     for source in summary["sources"]:
         for f in source["files"]:
-            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"]
+            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]
             assert len(f["sha256"]) == 64
     assert summary["counts"] and sum(summary["counts"].values()) == summary["total_findings"]
     assert summary["config"]["window_days"] == 7

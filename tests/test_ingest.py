@@ -60,14 +60,15 @@ def test_registry_export_loads_in_every_encoding(tmp_path, mem_con, encoding):
     write_registry_csv(landing / NIGHT.isoformat() / "registry" / "export.csv", encoding)
     res = ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     reg = next(f for f in res.files if f.source_system == "registry")
-    assert (reg.rows_read, reg.rows_loaded, reg.rows_rejected) == (3, 2, 1)
+    # the 合计 row is no invoice and no rejection: it is counted as skipped
+    assert (reg.rows_read, reg.rows_loaded, reg.rows_rejected, reg.rows_skipped) == (3, 2, 0, 1)
     assert reg.encoding == encoding
     rows = staged(mem_con)
     assert rows[0][:3] == ("26110000000000000001", "", "26110000000000000001")
     assert rows[1][:3] == ("011002600111-00012345", "011002600111", "00012345")
     assert str(rows[0][4]) == "1000.00" and rows[1][7] == "voided" and rows[1][8] == ""
-    rej = mem_con.execute("SELECT file, line, reason FROM rejected_rows").fetchall()
-    assert rej == [("registry/export.csv", 4, "合计 totals row: not an invoice")]
+    rej = mem_con.execute("SELECT file, line, reason, skipped FROM rejected_rows").fetchall()
+    assert rej == [("registry/export.csv", 4, "合计 totals row: not an invoice (skipped)", True)]
 
 
 def test_xlsx_first_sheet(tmp_path, mem_con):
@@ -86,7 +87,7 @@ def test_xlsx_first_sheet(tmp_path, mem_con):
     wb.save(path)
     res = ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     reg = next(f for f in res.files if f.source_system == "registry")
-    assert (reg.format, reg.rows_read, reg.rows_loaded, reg.rows_rejected) == ("xlsx", 3, 2, 1)
+    assert (reg.format, reg.rows_read, reg.rows_loaded, reg.rows_rejected, reg.rows_skipped) == ("xlsx", 3, 2, 0, 1)
     assert [r[0] for r in staged(mem_con)] == ["26110000000000000001", "011002600111-00012345"]
     assert [r[9] for r in staged(mem_con)] == [2, 3]
 

@@ -45,6 +45,13 @@ CANONICAL_COLUMNS = (
     "original_invoice_number",
     "remark",
     "is_positive",
+    "risk_level",
+    "item_name",
+    "tax_code",
+    "spec",
+    "unit",
+    "quantity",
+    "unit_price",
 )
 
 

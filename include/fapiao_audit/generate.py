@@ -925,7 +925,7 @@ SELECT CAST({offset} + row_number() OVER (ORDER BY issue_time, key_id, copy_no) 
             WHEN 'partly_red_reversed' THEN '部分红冲' WHEN 'out_of_control' THEN '失控' ELSE '异常' END
            AS "发票状态",
        CASE WHEN fen < 0 THEN '否' ELSE '是' END AS "是否正数发票",
-       CASE WHEN status IN ('out_of_control', 'abnormal') THEN '高风险' ELSE '正常' END AS "发票风险等级",
+       '正常' AS "发票风险等级",
        clerk AS "开票人",
        NULLIF(remark, '') AS "备注"
 FROM reg_txt WHERE reg_dn = {dn}

@@ -30,62 +30,102 @@ from .config import CANONICAL_COLUMNS, SOURCE_NAME_RE, Config
 from .db import execute_sql, named_sql, pause_point, quote_ident, sql_statements
 from .errors import FapiaoError, InputError, first_line
 from .files import sha256_file
-from .model import FileReport, SourceTotals, source_totals
+from .model import (
+    NOT_POSITIVE_WORDS,
+    RISK_WORDS,
+    STATUS_WORDS,
+    FileReport,
+    SourceTotals,
+    source_totals,
+    word_lists,
+)
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
 _CHUNK = 1 << 20
 
 #: Header aliases per canonical column, compared after `header_key` (NFKC, lower case, no
-#: spaces, underscores, dashes or brackets). Order matters where several headers of one file
-#: map to one column: the first non-empty value wins.
+#: spaces, underscores, dashes, brackets or a trailing '*'). Order matters where several headers of
+#: one file map to one column: the first non-empty value wins.
 ALIASES: dict[str, tuple[str, ...]] = {
     "invoice_code": ("invoice_code", "invoicecode", "code", "发票代码", "fpdm"),
     "invoice_number": (
         "invoice_number", "invoicenumber", "invoiceno", "number", "发票号码", "数电发票号码", "数电票号码",
         "全电发票号码", "fphm",
     ),
-    "invoice_type": ("invoice_type", "invoicetype", "type", "发票票种", "票种", "发票类型", "发票种类"),
+    "invoice_type": (
+        "invoice_type", "invoicetype", "type", "发票票种", "票种", "发票类型", "发票种类", "票据类型",
+    ),
     "issue_time": (
         "issue_time", "issuetime", "issuedate", "issue_date", "invoicedate", "invoicetime", "issuedat",
-        "开票日期", "开票时间",
+        "开票日期", "开票时间", "开具日期",
     ),
     "seller_tax_id": (
         "seller_tax_id", "sellertaxid", "销方识别号", "销售方纳税人识别号", "销方纳税人识别号", "销售方识别号",
+        "销方税号",
     ),
     "seller_name": ("seller_name", "sellername", "销方名称", "销售方名称"),
     "buyer_tax_id": (
         "buyer_tax_id", "buyertaxid", "购方识别号", "购买方纳税人识别号", "购方纳税人识别号", "购买方识别号",
+        "购方税号",
     ),
     "buyer_name": ("buyer_name", "buyername", "购买方名称", "购方名称"),
     "amount": ("amount", "金额", "合计金额", "不含税金额"),
-    "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额"),
+    "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额", "票面税额"),
     "tax_rate": ("tax_rate", "taxrate", "rate", "税率", "税率征收率"),
     "total_amount": ("total_amount", "totalamount", "total", "价税合计", "价税合计金额"),
     "status": ("status", "invoice_status", "invoicestatus", "发票状态"),
+    "risk_level": ("risk_level", "risklevel", "发票风险等级", "风险等级"),
     "original_invoice_number": (
         "original_invoice_number", "originalinvoicenumber", "originalinvoiceno", "blueinvoicenumber",
         "原发票号码", "蓝字发票号码", "对应蓝字发票号码",
     ),
     "remark": ("remark", "remarks", "note", "备注"),
     "is_positive": ("is_positive", "ispositive", "是否正数发票"),
+    # Line columns: a table holding one of them is a list of invoice lines.
+    "item_name": ("item_name", "itemname", "货物或应税劳务名称", "货物或应税劳务、服务名称", "项目名称", "商品名称"),
+    "tax_code": ("tax_code", "taxcode", "税收分类编码", "商品和服务税收分类编码"),
+    "spec": ("spec", "规格型号"),
+    "unit": ("unit", "单位"),
+    "quantity": ("quantity", "数量"),
+    "unit_price": ("unit_price", "unitprice", "单价"),
 }
+LINE_COLUMNS = ("item_name", "tax_code", "spec", "unit", "quantity", "unit_price")
 REQUIRED = ("invoice_number", "issue_time", "amount")
+#: Lines read beside their invoice sheet need only their invoice's number and their amount.
+REQUIRED_LINES = ("invoice_number", "amount")
 _REQUIRED_HINT = {
     "invoice_number": "invoice_number / 发票号码 / 数电发票号码",
     "issue_time": "issue_time / 开票日期",
     "seller_tax_id": "seller_tax_id / 销方识别号",
     "amount": "amount / 金额",
 }
+#: The registry export's sheets (全量发票查询): invoices, and their lines. Names are matched by prefix
+#: (large exports continue a sheet as 信息汇总表1, ...).
+INVOICE_SHEET = "发票基础信息"
+LINE_SHEET = "信息汇总表"
+#: Rows searched for the header row (templates start with instructions, 填表说明).
+_HEADER_SEARCH_ROWS = 20
 
 
 def header_key(header: str) -> str:
-    """Header comparison key: NFKC, lower case, without spaces, underscores, dashes and brackets."""
-    h = unicodedata.normalize("NFKC", str(header)).lower()
+    """Header comparison key: NFKC, lower case, without spaces, underscores, dashes, brackets and a
+    trailing '*' (import templates mark required columns 开票日期*)."""
+    h = unicodedata.normalize("NFKC", str(header)).lower().strip().rstrip("*")
     return re.sub(r"[\s_\-()\[\]/\\.:：\ufeff]", "", h)
 
 
 _ALIAS_INDEX: dict[str, str] = {header_key(a): c for c, names in ALIASES.items() for a in names}
+
+
+def _find_sheet(names: list[str], prefix: str) -> str | None:
+    return next((n for n in names if unicodedata.normalize("NFKC", n).strip().startswith(prefix)), None)
+
+
+def has_required_columns(headers: list[str], overrides: dict[str, str], role: str | None) -> bool:
+    """Whether a row of headers names every column the role needs."""
+    mapping = map_headers(headers, overrides)
+    return all(c in mapping for c in (REQUIRED_LINES if role == "lines" else REQUIRED))
 
 
 @dataclass(frozen=True)
@@ -254,24 +294,44 @@ def _transcode(path: Path, dec: codecs.IncrementalDecoder, out: Path, unify_newl
         dst.write(tail.encode("utf-8"))
 
 
-class _Reader:
-    """Loads one file into a temp relation `ing_raw` (c0..cN VARCHAR, __line) and returns headers."""
+@dataclass
+class _Part:
+    """One table of a file: the whole file, or one sheet of a workbook.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20) -> None:
+    ``relation`` holds its rows (c0..cN VARCHAR, __line); ``role`` is ``invoices`` (one row per
+    invoice), ``lines`` (the invoice lines of the workbook's invoice sheet) or None (decided by its
+    columns: a table with line columns and nothing beside it is a line file).
+    """
+
+    sheet: str | None
+    headers: list[str]
+    relation: str
+    role: str | None = None
+    rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+
+class _Reader:
+    """Loads one file into temp relations (c0..cN VARCHAR, __line), one per part, with their headers."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20,
+                 overrides: dict[str, str] | None = None) -> None:
         self.con = con
         self.tmp_dir = tmp_dir
         self.buffer_size = buffer_size
+        self.overrides = overrides or {}
 
-    def read(self, path: Path, fmt: str) -> tuple[list[str], int, str | None]:
-        """Returns (headers, rows rejected by the reader itself, encoding)."""
+    def read(self, path: Path, fmt: str) -> tuple[list[_Part], str | None]:
+        """Returns (the file's parts, encoding)."""
         try:
             if fmt == "parquet":
-                return self._parquet(path), 0, None
+                return [_Part(None, self._parquet(path), "ing_raw")], None
             if fmt == "csv":
-                return self._csv(path)
+                headers, enc, rejects = self._csv(path)
+                return [_Part(None, headers, "ing_raw", rejects=rejects)], enc
             if fmt == "jsonl":
-                return self._jsonl(path)
-            return self._xlsx(path), 0, None
+                headers, enc, rejects = self._jsonl(path)
+                return [_Part(None, headers, "ing_raw", rejects=rejects)], enc
+            return self._xlsx(path), None
         except InputError:
             raise
         except duckdb.OutOfMemoryException as e:
@@ -318,7 +378,9 @@ class _Reader:
             return out, enc
         return path, enc
 
-    def _csv(self, path: Path, unify_newlines: bool = False) -> tuple[list[str], int, str]:
+    def _csv(
+        self, path: Path, unify_newlines: bool = False
+    ) -> tuple[list[str], str, list[tuple[int, str | None, str]]]:
         src, enc = self._text_source(path, unify_newlines=unify_newlines)
         # The header and the delimiter come from the first record, read here; DuckDB then parses
         # with a fixed dialect (no sniffing: the sniffer can be misled by the very rows we reject).
@@ -358,16 +420,14 @@ class _Reader:
             "CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT c.*, "
             "c.rowid + 2 + (SELECT count(*) FROM ing_rej_shift s WHERE s.t <= c.rowid) AS __line FROM ing_csv c"
         )
-        self._reader_rejects = [
-            (int(r[0]), r[1], f"malformed CSV row ({r[2].lower()}): {r[3]}") for r in rejects
-        ]
-        return headers, len(rejects), enc
+        reader_rejects = [(int(r[0]), r[1], f"malformed CSV row ({r[2].lower()}): {r[3]}") for r in rejects]
+        return headers, enc, reader_rejects
 
     def _drop_rejects(self) -> None:
         self.con.execute("DROP TABLE IF EXISTS ing_rej")
         self.con.execute("DROP TABLE IF EXISTS ing_rej_scan")
 
-    def _jsonl(self, path: Path) -> tuple[list[str], int, str]:
+    def _jsonl(self, path: Path) -> tuple[list[str], str, list[tuple[int, str | None, str]]]:
         src, enc = self._text_source(path)
         self._drop_rejects()
         self.con.execute(
@@ -406,12 +466,13 @@ class _Reader:
         self.con.execute("CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM ing_jsonl")
         bad = self.con.execute("SELECT __line, j, ok FROM ing_json WHERE NOT obj ORDER BY __line").fetchall()
         more = self.con.execute("SELECT line, min(csv_line) FROM ing_rej GROUP BY line ORDER BY line").fetchall()
-        self._reader_rejects = [
+        reader_rejects = [
             (int(line), raw, "malformed JSON line" if not ok else "JSON line is not an object") for line, raw, ok in bad
         ] + [(int(line), raw, "malformed JSON line") for line, raw in more]
-        return keys, len(self._reader_rejects), enc
+        return keys, enc, reader_rejects
 
-    def _xlsx(self, path: Path) -> list[str]:
+    def _xlsx(self, path: Path) -> list[_Part]:
+        """The workbook's invoice sheet (发票基础信息) and its line sheet (信息汇总表), else its first sheet."""
         import openpyxl  # heavy: only when an xlsx is delivered
 
         try:
@@ -419,55 +480,88 @@ class _Reader:
         except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
             raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
         try:
-            ws = wb.worksheets[0]
-            rows = ws.iter_rows(values_only=True)
-            headers: list[str] | None = None
-            header_line = 0
-            batches: list[pa.RecordBatch] = []
-            buf: list[list[str | None]] = []
-            lines: list[int] = []
-            width = 0
-
-            def flush() -> None:
-                if buf:
-                    arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
-                    arrays.append(pa.array(lines, pa.int64()))
-                    batches.append(pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"]))
-                    buf.clear()
-                    lines.clear()
-
-            for excel_row, values in enumerate(rows, start=1):
-                cells = [_cell_text(v) for v in values]
-                if not any(c not in (None, "") for c in cells):
-                    continue
-                if headers is None:
-                    headers = [c or "" for c in cells]
-                    while headers and headers[-1] == "":
-                        headers.pop()
-                    width = len(headers)
-                    header_line = excel_row
-                    continue
-                buf.append(cells[:width])
-                lines.append(excel_row)
-                if len(buf) >= 50_000:
-                    flush()
-            flush()
+            names = wb.sheetnames
+            if not names:
+                raise InputError(f"{path}: the workbook has no sheet")
+            invoices = _find_sheet(names, INVOICE_SHEET)
+            plan: list[tuple[str, str | None]] = [(names[0], None)]
+            if invoices is not None:
+                plan = [(invoices, "invoices")]
+                lines = _find_sheet(names, LINE_SHEET)
+                if lines is not None:
+                    plan.append((lines, "lines"))
+            parts = []
+            for k, (name, role) in enumerate(plan):
+                relation = f"ing_sheet_{k}"
+                headers = self._sheet(path, wb[name], name, relation, role)
+                parts.append(_Part(name, headers, relation, role))
+            return parts
+        except InputError:
+            raise
         except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
             raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
         finally:
             wb.close()
+
+    def _sheet(self, path: Path, ws: Any, name: str, relation: str, role: str | None) -> list[str]:
+        """Load one sheet into ``relation``; the header is the first row, within the first 20 rows that
+        hold anything, that has the required columns (templates start with instruction rows), else the
+        first such row."""
+        ws.reset_dimensions()  # read every row, whatever the sheet's <dimension> tag declares
+        rows = ws.iter_rows(values_only=True)
+        headers: list[str] | None = None
+        candidates: list[tuple[int, list[str | None]]] = []
+        batches: list[pa.RecordBatch] = []
+        buf: list[list[str | None]] = []
+        lines: list[int] = []
+        width = 0
+
+        def flush() -> None:
+            if buf:
+                arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
+                arrays.append(pa.array(lines, pa.int64()))
+                batches.append(pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"]))
+                buf.clear()
+                lines.clear()
+
+        def take_header(at: int) -> None:
+            nonlocal headers, width
+            headers = [c or "" for c in candidates[at][1]]
+            while headers and headers[-1] == "":
+                headers.pop()
+            width = len(headers)
+            for excel_row, cells in candidates[at + 1:]:
+                buf.append(cells[:width])
+                lines.append(excel_row)
+
+        for excel_row, values in enumerate(rows, start=1):
+            cells = [_cell_text(v) for v in values]
+            if not any(c not in (None, "") for c in cells):
+                continue
+            if headers is None:
+                candidates.append((excel_row, cells))
+                if has_required_columns([c or "" for c in cells], self.overrides, role):
+                    take_header(len(candidates) - 1)
+                elif len(candidates) == _HEADER_SEARCH_ROWS:
+                    take_header(0)
+                continue
+            buf.append(cells[:width])
+            lines.append(excel_row)
+            if len(buf) >= 50_000:
+                flush()
+        if headers is None and candidates:
+            take_header(0)
+        flush()
         if headers is None:
-            raise InputError(f"{path}: the first sheet is empty")
-        del header_line
+            raise InputError(f"{path}: the sheet '{name}' is empty")
         schema = pa.schema([(f"c{i}", pa.string()) for i in range(width)] + [("__line", pa.int64())])
         table = pa.Table.from_batches(batches, schema=schema)
         self.con.register("ing_xlsx_arrow", table)
-        self.con.execute("CREATE OR REPLACE TEMP TABLE ing_xlsx AS SELECT * FROM ing_xlsx_arrow")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM ing_xlsx_arrow")
         self.con.unregister("ing_xlsx_arrow")
-        self.con.execute("CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM ing_xlsx")
         return headers
 
-    _reader_rejects: list[tuple[int, str | None, str]] = []
+
 
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -537,10 +631,12 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
         if not pos:
             cols.append(f"NULL::VARCHAR AS {name}")
         else:
-            # Present column: an empty cell is '' (NULL means the file has no such column).
-            cols.append("coalesce(" + ", ".join(f"NULLIF(trim(c{int(p)}), '')" for p in pos) + f", '') AS {name}")
-    first = "c0" if ncols else "NULL::VARCHAR"
-    cols.append(f"{first} AS first_cell")
+            # Present column: an empty cell is '' (NULL means the file has no such column); a cell of
+            # dashes only ('--') is empty.
+            cols.append("coalesce(" + ", ".join(f"fa_cell(c{int(p)})" for p in pos) + f", '') AS {name}")
+    # The first non-empty cell (a totals row says 合计 there), looked at only where a row has no number.
+    first = "coalesce(" + ", ".join(f"NULLIF(trim(c{i}), '')" for i in range(min(ncols, 64))) + ")" if ncols else "NULL"
+    cols.append(f"{first}::VARCHAR AS first_cell")
     return "CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT " + ", ".join(cols) + " FROM ing_raw"
 
 
@@ -553,7 +649,7 @@ def _raw_line_sql(ncols: int, raw_column: str | None = None) -> str:
         raw = "concat_ws(',', " + ", ".join(f"coalesce(r.c{i}, '')" for i in range(ncols)) + ")"
     else:
         raw = "''"
-    return ("CREATE OR REPLACE TEMP VIEW ing_raw_rejected AS SELECT n.__line, n.reason, "
+    return ("CREATE OR REPLACE TEMP VIEW ing_raw_rejected AS SELECT n.__line, n.reason, n.skipped, "
             f"left({raw}, 2000) AS raw FROM ing_raw r JOIN ing_norm n USING (__line) WHERE n.reason IS NOT NULL")
 
 
@@ -577,7 +673,7 @@ def prune_sources(con: duckdb.DuckDBPyConnection, night: date, systems: Iterable
     keep = sorted(systems)
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("staged_invoices", "rejected_rows", "ingested_files"):
+        for table in ("staged_invoices", "staged_lines", "rejected_rows", "ingested_files"):
             con.execute(
                 f"DELETE FROM {table} WHERE night = $night AND NOT list_contains($keep, source_system)",
                 {"night": night, "keep": keep},
@@ -600,24 +696,22 @@ def ingest_source(
     night_dir = landing / night.isoformat()
     _install_macros(con)
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit))
+    reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit),
+                     cfg.column_mappings.get(delivery.source_system, {}))
     reports: list[FileReport] = []
     seen: dict[str, str] = {}
     d = delivery
     # Files are read into temp tables outside any transaction (rowids of uncommitted rows do not
     # follow file order); the source's partition is then replaced in one transaction.
-    # Each file's normalised rows stay in their own temp table (ing_norm_<i>) until the commit: no
-    # copy of the whole source is made before the one into staged_invoices.
+    # Each file's normalised rows stay in their own temp tables (ing_<file>_<part>) until the commit:
+    # no copy of the whole source is made before the one into staged_invoices.
     con.execute("CREATE OR REPLACE TEMP TABLE ing_rejected AS FROM rejected_rows LIMIT 0")
-    normalised: list[tuple[int, str]] = []
+    staged: list[tuple[str, _Staged]] = []
     try:
         for i, path in enumerate(d.files):
             rel = str(path.relative_to(night_dir))
-            report = _ingest_file(con, reader, path, rel, d, night, cfg, seen)
-            if report.duplicate_of is None:
-                con.execute(f"DROP TABLE IF EXISTS ing_norm_{int(i)}")
-                con.execute(f"ALTER TABLE ing_norm RENAME TO ing_norm_{int(i)}")
-                normalised.append((int(i), rel))
+            report, tables = _ingest_file(con, reader, path, rel, d, night, cfg, seen, i)
+            staged.extend((rel, t) for t in tables)
             reports.append(report)
         if sum(r.rows_loaded for r in reports) == 0:
             where = night_dir / ("registry" if d.source_kind == "registry" else f"issuers/{d.source_system}")
@@ -627,24 +721,41 @@ def ingest_source(
             )
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("staged_invoices", "rejected_rows", "ingested_files"):
+            for table in ("staged_invoices", "staged_lines", "rejected_rows", "ingested_files"):
                 con.execute(
                     f"DELETE FROM {table} WHERE night = $night AND source_system = $system",
                     {"night": night, "system": d.source_system},
                 )
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
-            for i, rel in normalised:
-                con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM ing_norm_{i}")
+            for rel, t in staged:
+                params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
+                          "sheet": t.sheet}
+                if t.kind == "lines":
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_lines_file AS "
+                                f"SELECT * FROM {t.table} WHERE reason IS NULL")
+                    statement = "insert_lines"
+                elif t.groups:
+                    con.execute(
+                        "CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT n.* REPLACE (g.lines AS lines, "
+                        "g.lines_amount AS lines_amount, g.lines_tax AS lines_tax, g.line_rate_gap AS line_rate_gap, "
+                        f"g.line_rate_line AS line_rate_line) FROM {t.table} n LEFT JOIN {t.groups} g "
+                        "ON g.invoice_key = n.invoice_key"
+                    )
+                    statement = "insert_staged"
+                else:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM {t.table}")
+                    statement = "insert_staged"
                 try:
-                    execute_sql(con, named_sql("ingest.sql", "insert_staged"),
-                                {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel})
+                    execute_sql(con, named_sql("ingest.sql", statement), params)
                 except duckdb.OutOfMemoryException as e:
                     raise _out_of_memory(night_dir / rel, e) from None
-            con.execute("INSERT INTO rejected_rows FROM ing_rejected")
+            con.execute("INSERT INTO rejected_rows BY NAME FROM ing_rejected")
             con.executemany(
-                "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO ingested_files (night, source_kind, source_system, file, sha256, format, encoding, "
+                "bytes, rows_read, rows_loaded, rows_rejected, rows_skipped, duplicate_of) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [[night, r.source_kind, r.source_system, r.file, r.sha256, r.format, r.encoding, r.bytes,
-                  r.rows_read, r.rows_loaded, r.rows_rejected, r.duplicate_of] for r in reports],
+                  r.rows_read, r.rows_loaded, r.rows_rejected, r.rows_skipped, r.duplicate_of] for r in reports],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -697,13 +808,26 @@ def load_ingest_result(con: duckdb.DuckDBPyConnection, night: date) -> IngestRes
     """The night's ingest audit trail as stored in DuckDB."""
     rows = con.execute(
         "SELECT source_kind, source_system, file, sha256, format, encoding, bytes, rows_read, rows_loaded, "
-        "rows_rejected, duplicate_of FROM ingested_files WHERE night = $n "
+        "rows_rejected, coalesce(rows_skipped, 0), duplicate_of FROM ingested_files WHERE night = $n "
         "ORDER BY source_kind = 'issuer', source_system, file",
         {"n": night},
     ).fetchall()
     files = tuple(FileReport(*r) for r in rows)
     systems = tuple(sorted({f.source_system for f in files if f.source_kind == "issuer"}))
     return IngestResult(night, files, systems)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A normalised table of one file waiting for the commit: invoice rows or line rows.
+
+    ``groups`` (invoices only) names the line sums of the same file's line sheet, joined on at the commit.
+    """
+
+    kind: str
+    table: str
+    sheet: str | None
+    groups: str | None = None
 
 
 def _ingest_file(
@@ -715,55 +839,93 @@ def _ingest_file(
     night: date,
     cfg: Config,
     seen: dict[str, str],
-) -> FileReport:
+    index: int,
+) -> tuple[FileReport, list[_Staged]]:
+    """Read, normalise and account for one file; its tables wait for the commit (``_Staged``)."""
     fmt = FORMATS[path.suffix.lower()]
     size = path.stat().st_size
     sha = sha256_file(path)
     if sha in seen:
-        return FileReport(d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0, duplicate_of=seen[sha])
+        return FileReport(d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0,
+                          duplicate_of=seen[sha]), []
     seen[sha] = rel
     if size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
-    reader._reader_rejects = []
-    headers, reader_rejected, encoding = reader.read(path, fmt)
-    mapping = map_headers(headers, cfg.column_mappings.get(d.source_system, {}))
-    missing = [c for c in REQUIRED if c not in mapping]
-    if missing:
-        shown = ", ".join(repr(h) for h in headers[:25]) or "none"
-        raise InputError(
-            f"{path}: missing required column(s): "
-            + "; ".join(_REQUIRED_HINT[c] for c in missing)
-            + f" (headers found: {shown})"
-        )
-    con.execute(_mapped_view_sql(mapping, len(headers)))
-    params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel}
-    try:
-        execute_sql(con, named_sql("ingest.sql", "normalize"), params)
-        con.execute(_raw_line_sql(len(headers), "__text" if fmt == "jsonl" else None))
-        execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
-        read, loaded = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
-    except duckdb.OutOfMemoryException as e:
-        raise _out_of_memory(path, e) from None
-    except duckdb.Error as e:
-        raise InputError(f"{path}: cannot read as {fmt}: {first_line(e)}") from None
-    if reader._reader_rejects:
-        con.executemany(
-            "INSERT INTO ing_rejected VALUES (?, ?, ?, ?, ?, ?)",
-            [[night, d.source_system, rel, line, (raw or "")[:2000], reason] for line, raw, reason in reader._reader_rejects],
-        )
-    read += reader_rejected
-    if read > 0 and loaded == 0:
-        sample = con.execute(
-            "SELECT reason, count(*) FROM ing_rejected WHERE night = $n AND file = $f AND source_system = $s "
-            "GROUP BY reason ORDER BY count(*) DESC LIMIT 1",
-            {"n": night, "f": rel, "s": d.source_system},
-        ).fetchone()
-        if not (sample and sample[0].startswith("合计") and read == 1):
+    parts, encoding = reader.read(path, fmt)
+    overrides = cfg.column_mappings.get(d.source_system, {})
+    totals = [0, 0, 0, 0]  # read, loaded, rejected, skipped
+    staged: list[_Staged] = []
+    groups: str | None = None
+    # The line sheet of a workbook is read before its invoice sheet, whose invoices take its sums.
+    for k, part in sorted(enumerate(parts), key=lambda kp: kp[1].role != "lines"):
+        where = f"{path} (sheet '{part.sheet}')" if part.sheet is not None else str(path)
+        mapping = map_headers(part.headers, overrides)
+        role = part.role or ("line_file" if any(c in mapping for c in LINE_COLUMNS) else "invoices")
+        missing = [c for c in (REQUIRED_LINES if role == "lines" else REQUIRED) if c not in mapping]
+        if missing:
+            shown = ", ".join(repr(h) for h in part.headers[:30]) or "none"
             raise InputError(
-                f"{path}: none of its {read} rows could be loaded (most common problem: {sample[0] if sample else '?'})"
+                f"{where}: missing required column(s): " + "; ".join(_REQUIRED_HINT[c] for c in missing)
+                + f" (headers found: {shown})"
             )
-    return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, read - loaded)
-
-
-
-
+        if part.relation != "ing_raw":
+            con.execute(f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM {part.relation}")
+        con.execute(_mapped_view_sql(mapping, len(part.headers)))
+        status_words, status_values = word_lists(STATUS_WORDS)
+        risk_words, risk_values = word_lists(RISK_WORDS)
+        params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
+                  "sheet": part.sheet, "role": role, "status_words": status_words,
+                  "status_values": status_values, "risk_words": risk_words, "risk_values": risk_values,
+                  "not_positive": list(NOT_POSITIVE_WORDS)}
+        try:
+            execute_sql(con, named_sql("ingest.sql", "normalize"), params)
+            con.execute(_raw_line_sql(len(part.headers), "__text" if fmt == "jsonl" else None))
+            execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
+            read, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
+            if part.rejects:
+                con.executemany(
+                    "INSERT INTO ing_rejected (night, source_system, file, line, raw, reason, sheet) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [[night, d.source_system, rel, line, (raw or "")[:2000], reason, part.sheet]
+                     for line, raw, reason in part.rejects],
+                )
+            read += len(part.rejects)
+            rejected = read - loaded - skipped
+            if loaded == 0 and rejected > 0:
+                sample = con.execute(
+                    "SELECT reason FROM ing_rejected WHERE file = $f AND sheet IS NOT DISTINCT FROM $sh "
+                    "AND NOT skipped GROUP BY reason ORDER BY count(*) DESC, reason LIMIT 1",
+                    {"f": rel, "sh": part.sheet},
+                ).fetchone()
+                raise InputError(
+                    f"{where}: none of its {read} rows could be loaded "
+                    f"(most common problem: {sample[0] if sample else '?'})"
+                )
+            name = f"ing_{index}_{k}"
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+            if role == "invoices":
+                con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
+                staged.append(_Staged("invoices", name, part.sheet, groups))
+            else:
+                # Lines: staged as they are, and summed per invoice.
+                con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_lines AS SELECT * FROM {name} WHERE reason IS NULL")
+                execute_sql(con, named_sql("ingest.sql", "line_groups"), params)
+                staged.append(_Staged("lines", name, part.sheet))
+                groups = f"ing_{index}_{k}_groups"
+                con.execute(f"DROP TABLE IF EXISTS {groups}")
+                if role == "line_file":  # the invoices are the lines grouped
+                    execute_sql(con, named_sql("ingest.sql", "grouped_invoices"), params)
+                    con.execute(f"ALTER TABLE ing_norm RENAME TO {groups}")
+                    staged.append(_Staged("invoices", groups, part.sheet))
+                else:
+                    con.execute(f"ALTER TABLE ing_line_groups RENAME TO {groups}")
+        except duckdb.OutOfMemoryException as e:
+            raise _out_of_memory(path, e) from None
+        except duckdb.Error as e:
+            raise InputError(f"{where}: cannot read as {fmt}: {first_line(e)}") from None
+        for i, n in enumerate((read, loaded, rejected, skipped)):
+            totals[i] += n
+    read, loaded, rejected, skipped = totals
+    return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, rejected,
+                      skipped), staged

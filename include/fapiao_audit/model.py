@@ -92,17 +92,21 @@ CATEGORIES: tuple[Category, ...] = (
     ),
     Category(
         "REGISTRY_RISK", "REGISTRY_RISK", "registry_risk", "税务系统风险", "Registry risk", "#b8860b",
-        "税务系统将该发票标记为失控或异常（且不同时属于状态不一致）。",
-        "The registry marks the invoice out_of_control or abnormal (and it is not also a status mismatch).",
-        "status",
+        "税务系统将该发票的发票状态标记为失控或异常（且不同时属于状态不一致），或其发票风险等级不是正常"
+        "（疑点发票、异常凭证等）。",
+        "The registry marks the invoice out_of_control or abnormal in 发票状态 (and it is not also a status "
+        "mismatch), or gives it a risk level (发票风险等级) other than none (疑点发票, 异常凭证, …).",
+        "status, risk_level",
     ),
     Category(
         "INVALID_RECORD", "INVALID_RECORD", "invalid_records", "无效记录", "Invalid record", "#17a2b8",
         "记录本身违反规则：发票代码/号码格式错误；18 位纳税人识别号未通过 GB 32100 校验；"
-        "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06。",
+        "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06（有明细行的发票逐行检查）；明细行合计与发票不符，"
+        "或同一发票的明细行表头字段不一致。",
         "A record breaks a rule on its own: bad key format; an 18-character tax id failing the GB 32100 "
-        "checksum; total ≠ amount + tax; |amount × rate − tax| > 0.06.",
-        "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount",
+        "checksum; total ≠ amount + tax; |amount × rate − tax| > 0.06 (per line where the invoice has lines); "
+        "lines that do not add up to the invoice, or lines of one invoice that disagree on its fields.",
+        "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount, lines",
     ),
     Category(
         "ORPHAN_RED_INVOICE", "ORPHAN_RED_INVOICE", "orphan_red_invoices", "孤立红字发票", "Orphan red invoice",
@@ -141,6 +145,41 @@ INVOICE_STATUSES: dict[str, str] = {
     "out_of_control": "失控",
     "abnormal": "异常",
 }
+#: Words that mean each status, compared after lower-casing and dropping white space, '_' and '-'
+#: (so 已红冲-全额 and 已红冲全额 are one word). An empty status is normal; other text is kept as it is.
+STATUS_WORDS: dict[str, tuple[str, ...]] = {
+    "normal": ("正常", "normal", "有效", "正常发票"),
+    "voided": ("作废", "已作废", "voided", "void", "作废发票"),
+    "red_reversed": ("红冲", "已红冲", "全额红冲", "全部红冲", "已红冲全额", "已全额红冲", "redreversed"),
+    "partly_red_reversed": ("部分红冲", "已红冲部分", "已部分红冲", "partlyredreversed", "partiallyredreversed"),
+    "out_of_control": ("失控", "失控发票", "outofcontrol"),
+    "abnormal": ("异常", "异常发票", "abnormal"),
+}
+#: The registry's risk level (发票风险等级). Empty or 正常 is no risk; any other text is kept as it is
+#: and counts as a risk.
+RISK_LEVELS: dict[str, str] = {
+    "none": "正常",
+    "suspicious": "疑点发票",
+    "abnormal_voucher": "异常凭证",
+    "out_of_control": "失控",
+}
+RISK_WORDS: dict[str, tuple[str, ...]] = {
+    "none": ("正常", "none", "无", "无风险"),
+    "suspicious": ("疑点发票", "疑点", "suspicious"),
+    "abnormal_voucher": ("异常凭证", "abnormalvoucher"),
+    "out_of_control": ("失控", "失控发票", "outofcontrol"),
+}
+#: 是否正数发票: the words that say "no" (a red invoice) and "yes".
+NOT_POSITIVE_WORDS: tuple[str, ...] = ("否", "n", "no", "false", "0")
+POSITIVE_WORDS: tuple[str, ...] = ("是", "y", "yes", "true", "1")
+
+
+def word_lists(words: Mapping[str, tuple[str, ...]]) -> tuple[list[str], list[str]]:
+    """(words, values) as two lists of equal length, for SQL to look a word up by its position."""
+    pairs = [(w, value) for value, ws in words.items() for w in ws]
+    return [w for w, _ in pairs], [v for _, v in pairs]
+
+
 #: Statuses both sides know; a disagreement between two of them is a STATUS_MISMATCH.
 COMPARABLE_STATUSES: tuple[str, ...] = ("normal", "voided", "red_reversed", "partly_red_reversed")
 #: Registry statuses that are a REGISTRY_RISK.
@@ -173,11 +212,14 @@ FIELD_LABELS: dict[str, str] = {
     "status": "发票状态",
     "original_invoice_number": "原发票号码",
     "remark": "备注",
+    "risk_level": "发票风险等级",
+    "is_positive": "是否正数发票",
+    "lines": "明细行",
 }
-#: The fields a FIELD_MISMATCH or STATUS_MISMATCH can name.
+#: The fields a FIELD_MISMATCH, STATUS_MISMATCH or REGISTRY_RISK can name.
 COMPARED_FIELDS: tuple[str, ...] = (
     "invoice_type", "issue_date", "seller_tax_id", "buyer_tax_id", "buyer_name", "amount", "tax_amount",
-    "total_amount", "status",
+    "total_amount", "status", "risk_level",
 )
 
 
@@ -259,6 +301,7 @@ class FileReport:
     rows_read: int
     rows_loaded: int
     rows_rejected: int
+    rows_skipped: int = 0
     duplicate_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,7 +309,8 @@ class FileReport:
 
     @property
     def balanced(self) -> bool:
-        return self.rows_read == self.rows_loaded + self.rows_rejected
+        """Every row read is loaded, rejected or skipped."""
+        return self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_skipped
 
 
 @dataclass(frozen=True)
@@ -278,14 +322,25 @@ class SourceTotals:
     rows_read: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
+    rows_skipped: int = 0
     files: tuple[FileReport, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source_system": self.source_system, "source_kind": self.source_kind, "rows_read": self.rows_read,
-            "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected,
+            "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected, "rows_skipped": self.rows_skipped,
             "files": [f.to_dict() for f in self.files],
         }
+
+    @property
+    def balanced(self) -> bool:
+        """The source's rows add up, and so do its files, each on its own and together."""
+        sums = [sum(getattr(f, k) for f in self.files) for k in ("rows_read", "rows_loaded", "rows_rejected",
+                                                                  "rows_skipped")]
+        return (self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_skipped
+                and all(f.balanced for f in self.files)
+                and (not self.files or sums == [self.rows_read, self.rows_loaded, self.rows_rejected,
+                                                self.rows_skipped]))
 
 
 def source_totals(files: Iterable[FileReport]) -> tuple[SourceTotals, ...]:
@@ -295,7 +350,7 @@ def source_totals(files: Iterable[FileReport]) -> tuple[SourceTotals, ...]:
         by_source.setdefault(f.source_system, []).append(f)
     out = [
         SourceTotals(name, fs[0].source_kind, sum(f.rows_read for f in fs), sum(f.rows_loaded for f in fs),
-                     sum(f.rows_rejected for f in fs), tuple(fs))
+                     sum(f.rows_rejected for f in fs), sum(f.rows_skipped for f in fs), tuple(fs))
         for name, fs in by_source.items()
     ]
     return tuple(sorted(out, key=lambda s: (s.source_kind != "registry", s.source_system)))
@@ -434,12 +489,13 @@ def _source_from_dict(s: Mapping[str, Any]) -> SourceTotals:
             str(f.get("source_kind") or s.get("source_kind") or ""), str(f.get("source_system") or s.get("source_system")),
             str(f.get("file") or ""), str(f.get("sha256") or ""), str(f.get("format") or ""),
             _str_or_none(f.get("encoding")), _int(f.get("bytes")), _int(f.get("rows_read")),
-            _int(f.get("rows_loaded")), _int(f.get("rows_rejected")), _str_or_none(f.get("duplicate_of")),
+            _int(f.get("rows_loaded")), _int(f.get("rows_rejected")), _int(f.get("rows_skipped")),
+            _str_or_none(f.get("duplicate_of")),
         )
         for f in _list(s.get("files")) if isinstance(f, Mapping)
     )
     return SourceTotals(str(s.get("source_system")), str(s.get("source_kind") or ""), _int(s.get("rows_read")),
-                        _int(s.get("rows_loaded")), _int(s.get("rows_rejected")), files)
+                        _int(s.get("rows_loaded")), _int(s.get("rows_rejected")), _int(s.get("rows_skipped")), files)
 
 
 def _mapping(v: Any) -> Mapping[str, Any]:

@@ -98,29 +98,26 @@ CREATE OR REPLACE TEMP MACRO fa_time_fast(s) AS
 CREATE OR REPLACE TEMP MACRO fa_time(s) AS COALESCE(fa_time_fast(s), fa_time_t(
     trim(replace(replace(replace(replace(replace(fa_text(s), '年', '-'), '月', '-'), '日', ' '), '/', '-'), 'T', ' '))));
 
--- name: macro_status_t
-CREATE OR REPLACE TEMP MACRO fa_status_t(t) AS CASE
-    WHEN t IS NULL OR t = '' THEN 'normal'
-    WHEN t IN ('正常', 'normal', '有效', '正常发票') THEN 'normal'
-    WHEN t IN ('作废', '已作废', 'voided', 'void', '作废发票') THEN 'voided'
-    WHEN t IN ('红冲', '已红冲', '全额红冲', '全部红冲', 'redreversed', '已全额红冲') THEN 'red_reversed'
-    WHEN t IN ('部分红冲', '已部分红冲', 'partlyredreversed', 'partiallyredreversed') THEN 'partly_red_reversed'
-    WHEN t IN ('失控', '失控发票', 'outofcontrol') THEN 'out_of_control'
-    WHEN t IN ('异常', '异常发票', 'abnormal') THEN 'abnormal'
-    ELSE t
-END;
+-- name: macro_word_key
+-- Status-like words are compared without case, white space, '_' and '-' (已红冲-全额 = 已红冲全额).
+CREATE OR REPLACE TEMP MACRO fa_word_key(s) AS lower(regexp_replace(s, '[\s_\-]', '', 'g'));
 
--- name: macro_status
-CREATE OR REPLACE TEMP MACRO fa_status(s) AS fa_status_t(lower(regexp_replace(s, '[\s_\-]', '', 'g')));
+-- name: macro_cell
+-- A delivered cell: trimmed, and empty when it holds nothing or only dashes (the export writes '--'
+-- for "no value", e.g. 数电发票号码 of a legacy invoice).
+CREATE OR REPLACE TEMP MACRO fa_cell(s) AS
+    CASE WHEN ltrim(trim(s), '-—–－―') = '' THEN NULL ELSE trim(s) END;
 
 -- name: macro_type_t
 -- Free-text invoice kinds to medium (digital / electronic / paper) x kind (special / normal).
+-- 数电纸质发票 is paper issued through the digital platform: paper.
 CREATE OR REPLACE TEMP MACRO fa_type_t(t) AS CASE
     WHEN t IS NULL OR t = '' THEN NULL
     WHEN t IN ('digital_special', 'digital_normal', 'electronic_special', 'electronic_normal',
                'paper_special', 'paper_normal') THEN t
     WHEN NOT regexp_matches(t, '数电|全电|电子|纸|专用|普通|专票|普票|digital|electronic|paper|special|normal') THEN t
-    ELSE (CASE WHEN regexp_matches(t, '数电|全电|digital') THEN 'digital'
+    ELSE (CASE WHEN regexp_matches(t, '纸|paper') THEN 'paper'
+               WHEN regexp_matches(t, '数电|全电|digital') THEN 'digital'
                WHEN regexp_matches(t, '电子|electronic') THEN 'electronic'
                ELSE 'paper' END)
          || '_' ||
@@ -131,6 +128,9 @@ END;
 CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(s, '\s', '', 'g')));
 
 -- name: normalize
+-- Parameters besides the file's: $role (invoices | lines | line_file: the required columns of a row
+-- differ for lines read beside an invoice sheet), $status_words / $status_values, $risk_words /
+-- $risk_values, $not_positive (the model's vocabulary).
 CREATE OR REPLACE TEMP TABLE ing_norm AS
 WITH
 -- Low-cardinality columns are mapped once per distinct value, then joined back.
@@ -138,7 +138,14 @@ type_map AS MATERIALIZED (
     SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v FROM (SELECT DISTINCT invoice_type AS k FROM ing_mapped)
 ),
 status_map AS MATERIALIZED (
-    SELECT k, fa_status(fa_hw(k)) AS v FROM (SELECT DISTINCT status AS k FROM ing_mapped)
+    SELECT k, CASE WHEN w IS NULL OR w = '' THEN 'normal'
+                   ELSE coalesce($status_values[list_position($status_words, w)], w) END AS v
+    FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT status AS k FROM ing_mapped))
+),
+risk_map AS MATERIALIZED (
+    SELECT k, CASE WHEN k IS NULL THEN NULL WHEN w = '' THEN 'none'
+                   ELSE coalesce($risk_values[list_position($risk_words, w)], fa_text(fa_hw(k))) END AS v
+    FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT risk_level AS k FROM ing_mapped))
 ),
 rate_map AS MATERIALIZED (
     SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM ing_mapped)
@@ -151,7 +158,7 @@ name_map AS MATERIALIZED (
     WHERE k IS NOT NULL
 ),
 positive_map AS MATERIALIZED (
-    SELECT k, lower(fa_id(k)) AS v FROM (SELECT DISTINCT is_positive AS k FROM ing_mapped)
+    SELECT k, list_contains($not_positive, lower(fa_id(k))) AS v FROM (SELECT DISTINCT is_positive AS k FROM ing_mapped)
 ),
 -- Issue times the plain cast cannot read: parsed once per distinct value (the cast is tried on the
 -- distinct values, not on every row: the rows cast it again below).
@@ -180,13 +187,24 @@ p AS (
         total_amount                                      AS total_amount_text,
         fa_amount(total_amount)                           AS total_amount,
         sm.v                                              AS status,
-        pm.v                                              AS is_positive,
+        rk.v                                              AS risk_level,
+        coalesce(pm.v, false)                             AS not_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
-        contains(first_cell, '计') AND list_contains(['合计', '总计', '小计', '合 计'], fa_text(first_cell)) AS totals_row
+        fa_text(item_name)                                AS item_name,
+        fa_id(tax_code)                                   AS tax_code,
+        fa_text(spec)                                     AS spec,
+        fa_text(unit)                                     AS unit,
+        fa_text(quantity)                                 AS quantity,
+        fa_text(unit_price)                               AS unit_price,
+        -- A totals row: its first non-empty cell is 合计 / 合计行 / 总计 / 小计 (the registry's export ends so).
+        coalesce(fa_id(invoice_number), '') = '' AND contains(first_cell, '计')
+            AND list_contains(['合计', '合计行', '总计', '小计', '合 计'], fa_text(first_cell))
+                                                          AS totals_row
     FROM ing_mapped h
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
+    LEFT JOIN risk_map rk ON rk.k IS NOT DISTINCT FROM h.risk_level
     LEFT JOIN rate_map rm ON rm.k IS NOT DISTINCT FROM h.tax_rate
     LEFT JOIN time_map ti ON ti.k = h.issue_time
     LEFT JOIN name_map sn ON sn.k = h.seller_name
@@ -202,28 +220,42 @@ SELECT
     invoice_type, invoice_type_raw,
     issue_time, issue_time::DATE AS issue_date,
     NULLIF(seller_tax_id, '') AS seller_tax_id, seller_name, buyer_tax_id, buyer_name,
-    amount, tax_amount, tax_rate, total_amount, status,
-    (amount < 0 OR coalesce(total_amount < 0, false) OR coalesce(is_positive IN ('否', 'n', 'no', 'false', '0'), false)) AS is_red,
+    amount, tax_amount, tax_rate, total_amount, status, risk_level, not_positive,
+    -- A red invoice: 是否正数发票 = 否, or a negative total (the amount where there is no total).
+    coalesce(total_amount < 0, amount < 0, false) OR not_positive AS is_red,
     CASE
         WHEN regexp_full_match(original_invoice_number, '\d{20}') THEN original_invoice_number
         WHEN regexp_full_match(original_invoice_number, '\d{10,12}[-:/]\d{8}')
             THEN regexp_replace(original_invoice_number, '[:/]', '-')
-        WHEN contains(remark, '红冲') AND regexp_matches(remark, '被红冲蓝字数电(发)?票号码[:]?\s*\d{20}')
-            THEN regexp_extract(remark, '被红冲蓝字数电(发)?票号码[:]?\s*(\d{20})', 2)
-        WHEN contains(remark, '对应正数') AND regexp_matches(remark, '对应正数发票代码[:]?\s*\d{10,12}\s*号码[:]?\s*\d{8}')
-            THEN regexp_extract(remark, '对应正数发票代码[:]?\s*(\d{10,12})', 1) || '-'
-                 || regexp_extract(remark, '对应正数发票代码[:]?\s*\d{10,12}\s*号码[:]?\s*(\d{8})', 1)
+        -- 被红冲蓝字数电票号码：<20> (also 数电发票号码)
+        WHEN contains(remark, '被红冲蓝字') AND regexp_matches(remark, '被红冲蓝字数电(发)?票号码:?\s*\d{20}')
+            THEN regexp_extract(remark, '被红冲蓝字数电(发)?票号码:?\s*(\d{20})', 2)
+        -- 被红冲蓝字发票代码：<code> 被红冲蓝字发票号码：<number>, in either order
+        WHEN contains(remark, '被红冲蓝字') AND regexp_matches(remark, '被红冲蓝字发票代码:?\s*\d{10,12}(\D|$)')
+             AND regexp_matches(remark, '被红冲蓝字发票号码:?\s*\d{8}(\D|$)')
+            THEN regexp_extract(remark, '被红冲蓝字发票代码:?\s*(\d{10,12})(\D|$)', 1) || '-'
+                 || regexp_extract(remark, '被红冲蓝字发票号码:?\s*(\d{8})(\D|$)', 1)
+        -- 对应正数发票代码:<code>号码:<number>
+        WHEN contains(remark, '对应正数') AND regexp_matches(remark, '对应正数发票代码:?\s*\d{10,12}\s*号码:?\s*\d{8}(\D|$)')
+            THEN regexp_extract(remark, '对应正数发票代码:?\s*(\d{10,12})', 1) || '-'
+                 || regexp_extract(remark, '对应正数发票代码:?\s*\d{10,12}\s*号码:?\s*(\d{8})(\D|$)', 1)
         WHEN regexp_full_match(original_invoice_number, '\d{8}') AND invoice_code IS NOT NULL
             THEN invoice_code || '-' || original_invoice_number
         ELSE NULLIF(original_invoice_number, '')
     END AS original_invoice_key,
-    remark,
+    remark, item_name, tax_code, spec, unit, quantity, unit_price,
+    totals_row AS skipped,
+    -- Line sums: a line file's invoices and invoices read beside their lines get them (see line_groups).
+    NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax,
+    NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem,
     CASE
-        WHEN totals_row THEN '合计 totals row: not an invoice'
-        WHEN invoice_number IS NULL OR invoice_number = '' THEN 'missing invoice number'
-        WHEN issue_time IS NULL THEN CASE WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
-                                          ELSE 'unparseable issue time: ' || left(issue_time_text, 60) END
-        WHEN seller_tax_id = '' THEN 'missing seller tax id'
+        WHEN totals_row THEN '合计 totals row: not an invoice (skipped)'
+        WHEN invoice_number IS NULL OR invoice_number = '' THEN
+            CASE WHEN $role = 'invoices' THEN 'missing invoice number' ELSE 'line without an invoice number' END
+        WHEN $role <> 'lines' AND issue_time IS NULL THEN
+            CASE WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
+                 ELSE 'unparseable issue time: ' || left(issue_time_text, 60) END
+        WHEN $role <> 'lines' AND seller_tax_id = '' THEN 'missing seller tax id'
         WHEN amount IS NULL THEN CASE WHEN fa_amount_text(amount_text) IS NULL THEN 'missing amount'
                                       ELSE 'unparseable amount: ' || left(amount_text, 60) END
         WHEN tax_amount IS NULL AND fa_amount_text(tax_amount_text) IS NOT NULL
@@ -233,21 +265,103 @@ SELECT
     END AS reason
 FROM p;
 
+-- name: line_groups
+-- The lines of each invoice of a file (ing_norm_lines: its loaded line rows), summed. A (详见销货清单)
+-- summary line stands for the detail lines of the same invoice: where those are there too, it is not
+-- counted twice. For a line file the first line gives the invoice's other fields, and the fields the
+-- lines of one invoice disagree on are named (line_problem).
+CREATE OR REPLACE TEMP TABLE ing_line_groups AS
+WITH l AS (
+    SELECT *, coalesce(regexp_matches(item_name, '详见.{0,6}清单'), false) AS is_summary
+    FROM ing_norm_lines
+),
+d AS (
+    SELECT *, bool_or(NOT is_summary) OVER (PARTITION BY invoice_key) AS has_detail FROM l
+)
+SELECT
+    invoice_key,
+    min(__line) AS __line,
+    arg_min(invoice_code, __line) AS invoice_code,
+    arg_min(invoice_number, __line) AS invoice_number,
+    arg_min(invoice_type, __line) AS invoice_type,
+    arg_min(invoice_type_raw, __line) AS invoice_type_raw,
+    arg_min(issue_time, __line) AS issue_time,
+    arg_min(issue_date, __line) AS issue_date,
+    arg_min(seller_tax_id, __line) AS seller_tax_id,
+    arg_min(seller_name, __line) AS seller_name,
+    arg_min(buyer_tax_id, __line) AS buyer_tax_id,
+    arg_min(buyer_name, __line) AS buyer_name,
+    arg_min(status, __line) AS status,
+    arg_min(risk_level, __line) AS risk_level,
+    bool_or(not_positive) AS not_positive,
+    arg_min(original_invoice_key, __line) FILTER (WHERE original_invoice_key IS NOT NULL) AS original_invoice_key,
+    arg_min(remark, __line) FILTER (WHERE remark IS NOT NULL) AS remark,
+    count(*)::INTEGER AS lines,
+    sum(amount) FILTER (WHERE NOT (is_summary AND has_detail)) AS lines_amount,
+    sum(tax_amount) FILTER (WHERE NOT (is_summary AND has_detail)) AS lines_tax,
+    CASE WHEN count(total_amount) FILTER (WHERE NOT (is_summary AND has_detail))
+              = count(*) FILTER (WHERE NOT (is_summary AND has_detail))
+         THEN sum(total_amount) FILTER (WHERE NOT (is_summary AND has_detail)) END AS lines_total,
+    CASE WHEN count(DISTINCT tax_rate) = 1 AND count(tax_rate) = count(*) THEN any_value(tax_rate) END AS lines_rate,
+    max(abs(amount * tax_rate - tax_amount)) FILTER (WHERE NOT (is_summary AND has_detail)) AS line_rate_gap,
+    arg_max(__line, abs(amount * tax_rate - tax_amount)) FILTER (WHERE NOT (is_summary AND has_detail)
+                                                                 AND tax_rate IS NOT NULL) AS line_rate_line,
+    NULLIF(concat_ws(', ',
+        CASE WHEN count(DISTINCT coalesce(invoice_code, '')) > 1 THEN 'invoice_code' END,
+        CASE WHEN count(DISTINCT coalesce(invoice_type_raw, '')) > 1 THEN 'invoice_type' END,
+        CASE WHEN count(DISTINCT coalesce(issue_time::VARCHAR, '')) > 1 THEN 'issue_time' END,
+        CASE WHEN count(DISTINCT coalesce(seller_tax_id, '')) > 1 THEN 'seller_tax_id' END,
+        CASE WHEN count(DISTINCT coalesce(buyer_tax_id, '')) > 1 THEN 'buyer_tax_id' END,
+        CASE WHEN count(DISTINCT coalesce(buyer_name, '')) > 1 THEN 'buyer_name' END,
+        CASE WHEN count(DISTINCT coalesce(status, '')) > 1 THEN 'status' END,
+        CASE WHEN count(DISTINCT not_positive) > 1 THEN 'is_positive' END
+    ), '') AS line_problem
+FROM d
+GROUP BY invoice_key;
+
+-- name: grouped_invoices
+-- A line file's invoices: one record per invoice key from its lines (ing_line_groups).
+CREATE OR REPLACE TEMP TABLE ing_norm AS
+SELECT
+    __line, invoice_code, invoice_number, invoice_key, invoice_type, invoice_type_raw, issue_time, issue_date,
+    seller_tax_id, seller_name, buyer_tax_id, buyer_name,
+    lines_amount AS amount, lines_tax AS tax_amount, lines_rate AS tax_rate, lines_total AS total_amount,
+    status, risk_level, not_positive,
+    coalesce(lines_total < 0, lines_amount < 0, false) OR not_positive AS is_red,
+    original_invoice_key, remark,
+    lines, lines_amount, lines_tax, line_rate_gap, line_rate_line, line_problem,
+    false AS skipped, NULL::VARCHAR AS reason
+FROM ing_line_groups;
+
 -- name: insert_staged
--- At the commit, once per file: ing_norm_file is a view of that file's ing_norm.
-INSERT INTO staged_invoices
-SELECT $night, $kind, $system, $file, __line,
-       invoice_key, coalesce(invoice_code, ''), invoice_number, invoice_type, invoice_type_raw,
-       issue_time, issue_date, seller_tax_id, seller_name, buyer_tax_id, buyer_name,
-       amount, tax_amount, tax_rate, total_amount, status, is_red, original_invoice_key, remark
-FROM ing_norm_file
-WHERE reason IS NULL;
+-- At the commit, once per file: ing_norm_file is a view of that file's invoice rows, with the line
+-- sums of its invoices where it has lines (ing_lines_file, grouped).
+INSERT INTO staged_invoices BY NAME
+SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, n.__line AS line,
+       n.invoice_key, coalesce(n.invoice_code, '') AS invoice_code, n.invoice_number, n.invoice_type,
+       n.invoice_type_raw, n.issue_time, n.issue_date, n.seller_tax_id, n.seller_name, n.buyer_tax_id,
+       n.buyer_name, n.amount, n.tax_amount, n.tax_rate, n.total_amount, n.status, n.is_red,
+       n.original_invoice_key, n.remark, $sheet AS sheet, n.risk_level,
+       n.lines, n.lines_amount, n.lines_tax, n.line_rate_gap, n.line_rate_line, n.line_problem
+FROM ing_norm_file n
+WHERE n.reason IS NULL;
+
+-- name: insert_lines
+INSERT INTO staged_lines BY NAME
+SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, $sheet AS sheet,
+       __line AS line, invoice_key, item_name, tax_code, spec, unit, quantity, unit_price, amount, tax_rate,
+       tax_amount, total_amount,
+       coalesce(regexp_matches(item_name, '详见.{0,6}清单'), false) AS is_summary
+FROM ing_lines_file;
 
 -- name: insert_rejected
--- ing_raw_rejected: the rejected lines with their text as delivered (see ingest._raw_line_sql).
-INSERT INTO ing_rejected
-SELECT $night, $system, $file, __line, raw, reason FROM ing_raw_rejected;
+-- ing_raw_rejected: the rejected and skipped lines with their text as delivered (see ingest._raw_line_sql).
+INSERT INTO ing_rejected BY NAME
+SELECT $night AS night, $system AS source_system, $file AS file, __line AS line, raw, reason, $sheet AS sheet,
+       skipped
+FROM ing_raw_rejected;
 
 -- name: counts
-SELECT count(*) AS rows_read, count(*) FILTER (WHERE reason IS NULL) AS rows_loaded
+SELECT count(*) AS rows_read, count(*) FILTER (WHERE reason IS NULL) AS rows_loaded,
+       count(*) FILTER (WHERE skipped) AS rows_skipped
 FROM ing_norm;

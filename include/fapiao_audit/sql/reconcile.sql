@@ -38,7 +38,8 @@ FROM (
         SELECT invoice_key, source_kind,
                hash(amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name,
                     invoice_type, status) AS h,
-               source_kind = 'registry' AND list_contains($risk_statuses, status) AS risk
+               source_kind = 'registry'
+                   AND (list_contains($risk_statuses, status) OR coalesce(risk_level, 'none') <> 'none') AS risk
         FROM rc_rows($night, $shards, $shard)
     )
     GROUP BY invoice_key
@@ -115,6 +116,7 @@ SELECT
     r.invoice_type AS r_type, r.issue_time AS r_time, r.issue_date AS r_date,
     r.seller_tax_id AS r_seller, r.buyer_tax_id AS r_buyer_id, r.buyer_name AS r_buyer_name,
     r.amount AS r_amount, r.tax_amount AS r_tax, r.total_amount AS r_total, r.status AS r_status,
+    r.risk_level AS r_risk,
     (r.seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored)) AS r_monitored
 FROM rc_issuer i
 FULL OUTER JOIN (SELECT * FROM rc_one WHERE source_kind = 'registry') r USING (invoice_key);
@@ -209,25 +211,38 @@ WHERE in_issuer AND in_registry
   AND i_status <> r_status;
 
 -- name: registry_risk
+-- The registry's 发票状态 says out of control or abnormal (field status), or its 发票风险等级 is other
+-- than none (field risk_level): one finding for each.
 INSERT INTO rc_findings
+WITH at_risk AS (
+    SELECT * FROM rc_pairs
+    WHERE in_registry AND (in_issuer OR r_monitored) AND coalesce(i_date, r_date) BETWEEN $window_start AND $window_end
+)
 SELECT 'REGISTRY_RISK', invoice_key, coalesce(i_code, r_code), coalesce(i_number, r_number), 'status', 'registry',
        i_status, r_status, coalesce(i_seller, r_seller), coalesce(i_date, r_date),
        'the registry marks this invoice ' || r_status
            || CASE WHEN in_issuer THEN ' (issuer: ' || i_status || ')' ELSE '' END,
        NULL
-FROM rc_pairs
-WHERE in_registry AND list_contains($risk_statuses, r_status) AND (in_issuer OR r_monitored)
-  AND coalesce(i_date, r_date) BETWEEN $window_start AND $window_end;
+FROM at_risk
+WHERE list_contains($risk_statuses, r_status)
+UNION ALL
+SELECT 'REGISTRY_RISK', invoice_key, coalesce(i_code, r_code), coalesce(i_number, r_number), 'risk_level',
+       'registry', NULL, r_risk, coalesce(i_seller, r_seller), coalesce(i_date, r_date),
+       'the registry gives this invoice the risk level ' || r_risk || ' (发票风险等级)', NULL
+FROM at_risk
+WHERE coalesce(r_risk, 'none') <> 'none';
 
 -- name: invalid_records
 -- Rules a record breaks on its own, on every issuer record and every in-scope registry record (one
 -- record per source and key). One pass over the shard's rows finds the few violating records; a key
 -- outside rc_keys has exactly one record per side, so that record is its source's record and the key
--- is on the issuer side.
+-- is on the issuer side. Where an invoice has lines, the rate rule is applied per line (line_rate_gap,
+-- the largest of its lines) and the lines must add up to the invoice.
 INSERT INTO rc_findings
 WITH candidates AS MATERIALIZED (
     SELECT s.source_kind, s.source_system, s.invoice_key, s.invoice_code, s.invoice_number, s.seller_tax_id,
-           s.buyer_tax_id, s.issue_date, s.amount, s.tax_amount, s.tax_rate, s.total_amount, true AS on_issuer_side
+           s.buyer_tax_id, s.issue_date, s.amount, s.tax_amount, s.tax_rate, s.total_amount, s.lines,
+           s.lines_amount, s.lines_tax, s.line_rate_gap, s.line_rate_line, s.line_problem, true AS on_issuer_side
     FROM rc_rows($night, $shards, $shard) s
     ANTI JOIN rc_keys k ON k.invoice_key = s.invoice_key
     -- (the same rules as below; measured cheapest for the pass over every record: an explicit [0-9]
@@ -237,10 +252,15 @@ WITH candidates AS MATERIALIZED (
        OR s.seller_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
        OR s.buyer_tax_id IN (SELECT tax_id FROM rc_bad_tax_ids)
        OR abs(s.total_amount - (s.amount + s.tax_amount)) > $amount_tol
-       OR abs(s.amount * s.tax_rate - s.tax_amount) > $tax_tol
+       OR (s.lines IS NULL AND abs(s.amount * s.tax_rate - s.tax_amount) > $tax_tol)
+       OR s.line_rate_gap > $tax_tol
+       OR s.line_problem IS NOT NULL
+       OR abs(s.lines_amount - s.amount) > $amount_tol
+       OR abs(s.lines_tax - s.tax_amount) > $amount_tol
     UNION ALL
     SELECT o.source_kind, o.source_system, o.invoice_key, o.invoice_code, o.invoice_number, o.seller_tax_id,
-           o.buyer_tax_id, o.issue_date, o.amount, o.tax_amount, o.tax_rate, o.total_amount,
+           o.buyer_tax_id, o.issue_date, o.amount, o.tax_amount, o.tax_rate, o.total_amount, o.lines,
+           o.lines_amount, o.lines_tax, o.line_rate_gap, o.line_rate_line, o.line_problem,
            o.invoice_key IN (SELECT invoice_key FROM rc_issuer) AS on_issuer_side
     FROM rc_one o
 ),
@@ -272,7 +292,21 @@ violations AS (
     SELECT *, 'tax_amount', tax_amount::VARCHAR,
            'tax ' || tax_amount || ' <> amount ' || amount || ' x rate ' || round(tax_rate, 4)
                || ' = ' || round(amount * tax_rate, 2) || ' (off by more than ' || $tax_tol || ')'
-    FROM scoped WHERE abs(amount * tax_rate - tax_amount) > $tax_tol
+    FROM scoped WHERE lines IS NULL AND abs(amount * tax_rate - tax_amount) > $tax_tol
+    UNION ALL
+    SELECT *, 'tax_amount', tax_amount::VARCHAR,
+           'the tax of line ' || coalesce(line_rate_line::VARCHAR, '?') || ' differs from its amount x rate by '
+               || round(line_rate_gap, 2) || ' (more than ' || $tax_tol || ')'
+    FROM scoped WHERE line_rate_gap > $tax_tol
+    UNION ALL
+    SELECT *, 'lines', lines_amount::VARCHAR,
+           concat_ws('; ',
+               CASE WHEN line_problem IS NOT NULL THEN 'the lines of this invoice disagree on ' || line_problem END,
+               CASE WHEN abs(lines_amount - amount) > $amount_tol OR abs(lines_tax - tax_amount) > $amount_tol
+                    THEN 'its ' || lines || ' line(s) add up to amount ' || lines_amount || ', tax ' || lines_tax
+                         || '; the invoice says amount ' || amount || ', tax ' || tax_amount END)
+    FROM scoped
+    WHERE line_problem IS NOT NULL OR abs(lines_amount - amount) > $amount_tol OR abs(lines_tax - tax_amount) > $amount_tol
 )
 SELECT 'INVALID_RECORD', invoice_key, invoice_code, invoice_number, field, source_system,
        CASE WHEN source_kind = 'issuer' THEN value END, CASE WHEN source_kind = 'registry' THEN value END,

@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     rows_read      BIGINT  NOT NULL,
     rows_loaded    BIGINT  NOT NULL,
     rows_rejected  BIGINT  NOT NULL,
-    duplicate_of   VARCHAR                -- same bytes delivered before under this name: not loaded again
+    duplicate_of   VARCHAR,               -- same bytes delivered before under this name: not loaded again
+    rows_skipped   BIGINT  DEFAULT 0      -- rows that are no invoice (a 合计 totals row); read = loaded + rejected + skipped
 );
 
 CREATE TABLE IF NOT EXISTS staged_invoices (
@@ -40,7 +41,37 @@ CREATE TABLE IF NOT EXISTS staged_invoices (
     status                  VARCHAR,            -- normal | voided | red_reversed | partly_red_reversed | out_of_control | abnormal
     is_red                  BOOLEAN,
     original_invoice_key    VARCHAR,            -- red invoices: the blue invoice's key
-    remark                  VARCHAR
+    remark                  VARCHAR,
+    sheet                   VARCHAR,            -- workbooks: the sheet the row was read from
+    risk_level              VARCHAR,            -- registry: none | suspicious | abnormal_voucher | out_of_control | other text
+    lines                   INTEGER,            -- invoices with lines (staged_lines): how many; NULL without lines
+    lines_amount            DECIMAL(18, 2),     -- the lines' sums (a 详见销货清单 summary line not counted twice)
+    lines_tax               DECIMAL(18, 2),
+    line_rate_gap           DECIMAL(38, 6),     -- the largest |amount x rate - tax| of one line
+    line_rate_line          BIGINT,             -- the file line of that line
+    line_problem            VARCHAR             -- line files: header fields the lines of one invoice disagree on
+);
+
+-- One row per invoice line (the registry's 信息汇总表, or an issuer's line file), traced to file and line.
+CREATE TABLE IF NOT EXISTS staged_lines (
+    night           DATE    NOT NULL,
+    source_kind     VARCHAR NOT NULL,
+    source_system   VARCHAR NOT NULL,
+    file            VARCHAR NOT NULL,
+    sheet           VARCHAR,
+    line            BIGINT  NOT NULL,
+    invoice_key     VARCHAR NOT NULL,
+    item_name       VARCHAR,            -- 货物或应税劳务名称 / 项目名称 / 商品名称
+    tax_code        VARCHAR,            -- 税收分类编码
+    spec            VARCHAR,            -- 规格型号
+    unit            VARCHAR,
+    quantity        VARCHAR,            -- as delivered (exports write long decimals as text)
+    unit_price      VARCHAR,
+    amount          DECIMAL(18, 2),
+    tax_rate        DECIMAL(9, 4),
+    tax_amount      DECIMAL(18, 2),
+    total_amount    DECIMAL(18, 2),
+    is_summary      BOOLEAN             -- a (详见销货清单) line standing for detail lines of the same invoice
 );
 
 CREATE TABLE IF NOT EXISTS rejected_rows (
@@ -49,7 +80,9 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
     file           VARCHAR NOT NULL,
     line           BIGINT,
     raw            VARCHAR,
-    reason         VARCHAR NOT NULL
+    reason         VARCHAR NOT NULL,
+    sheet          VARCHAR,
+    skipped        BOOLEAN DEFAULT false  -- not an invoice (a totals row): counted as skipped, not rejected
 );
 
 CREATE TABLE IF NOT EXISTS findings (
@@ -87,3 +120,16 @@ CREATE TABLE IF NOT EXISTS run_state (
     stage    VARCHAR NOT NULL,   -- reconcile | validate
     payload  JSON    NOT NULL
 );
+
+-- Databases written before these columns existed get them (appended, in the same order as above).
+ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS rows_skipped BIGINT DEFAULT 0;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS sheet VARCHAR;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS risk_level VARCHAR;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines INTEGER;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines_amount DECIMAL(18, 2);
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines_tax DECIMAL(18, 2);
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_rate_gap DECIMAL(38, 6);
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_rate_line BIGINT;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_problem VARCHAR;
+ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS sheet VARCHAR;
+ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS skipped BOOLEAN DEFAULT false;
