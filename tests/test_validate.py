@@ -82,7 +82,7 @@ def insert_finding(con, category, key, source_system=None, seller="91110000MA01A
 def insert_files(con, rows_read, rows_rejected=0):
     con.execute(
         "INSERT INTO ingested_files VALUES (?, 'registry', 'registry', 'registry/export.csv', 'x', 'csv', "
-        "'utf-8', 1, ?, ?, ?, NULL)",
+        "'utf-8', 1, ?, ?, ?, NULL, 0)",
         [NIGHT, rows_read, rows_read - rows_rejected, rows_rejected],
     )
 
@@ -457,3 +457,24 @@ def test_own_connection_to_a_file_is_closed(tmp_path):
     # the file is free again: a writer with a different configuration can open it
     with duckdb.connect(str(db), config={"threads": 1}) as again:
         assert again.execute("SELECT count(*) FROM t").fetchone() == (1000,)
+
+
+def test_lines_belong_to_invoices_and_add_up(con):
+    clean_night(con)
+    # a registry invoice whose 2 lines add up to 90 (the invoice says 100), and a line of no invoice
+    con.execute(
+        "UPDATE staged_invoices SET lines = 2, lines_amount = 90.00, lines_tax = 13.00 "
+        "WHERE source_kind = 'registry' AND invoice_number = ?", [digital(1)])
+    con.executemany(
+        "INSERT INTO staged_lines (night, source_kind, source_system, file, sheet, line, invoice_key, amount) "
+        "VALUES (?, 'registry', 'registry', 'registry/export.xlsx', '信息汇总表', ?, ?, ?)",
+        [[NIGHT, 2, digital(1), 50], [NIGHT, 3, digital(1), 40], [NIGHT, 4, digital(999), 10]],
+    )
+    report = run(con, max_line_mismatch_rate=0)
+    registry = by_name(report, "registry")
+    assert registry["lines_belong_to_an_invoice"]["unexpected_sample"] == [digital(999)]
+    assert registry["lines_add_up"]["unexpected_sample"] == [digital(1)]
+    assert ("registry", "lines_add_up") in failed(report)
+    # with the default share (1 %) too: the only invoice with lines is off
+    assert not by_name(run(con), "registry")["lines_add_up"]["success"]
+    assert all(r["success"] for r in by_name(report, "issuer:erp").values())

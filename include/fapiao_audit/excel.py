@@ -332,8 +332,9 @@ def _write_summary(
     ws.set_column(1, 1, 30)
     ws.set_column(2, 2, 26)
     ws.set_column(3, 6, 12)
-    ws.set_column(7, 7, 40)
-    ws.set_column(8, 8, 12)
+    ws.set_column(7, 7, 26)  # the category table's sheet links; the files table's byte counts
+    ws.set_column(8, 8, 30)
+    ws.set_column(9, 9, 14)
     row = 0
     ws.write_string(row, 0, "发票核对异常清单 Fapiao reconciliation exceptions", fmt["title"])
     row += 2
@@ -397,8 +398,8 @@ def _write_summary(
         row += 1
 
     row += 1
-    heads = ("来源系统 Source", "文件 File", "SHA-256", "读取 Read", "载入 Loaded", "拒绝 Rejected", "字节 Bytes",
-             "格式/编码 Format/encoding", "核对 Check")
+    heads = ("来源系统 Source", "文件 File", "SHA-256", "读取 Read", "载入 Loaded", "拒绝 Rejected", "跳过 Skipped",
+             "字节 Bytes", "格式/编码 Format/encoding", "核对 Check")
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
@@ -410,13 +411,14 @@ def _write_summary(
             ws.write_number(row, 3, f.rows_read, fmt["num"])
             ws.write_number(row, 4, f.rows_loaded, fmt["num"])
             ws.write_number(row, 5, f.rows_rejected, fmt["num"])
-            ws.write_number(row, 6, f.bytes, fmt["num"])
+            ws.write_number(row, 6, f.rows_skipped, fmt["num"])
+            ws.write_number(row, 7, f.bytes, fmt["num"])
             fe = " / ".join(str(v) for v in (f.format, f.encoding) if v)
-            _write_text(ws, row, 7, fe + (f" (重复 duplicate of {f.duplicate_of})" if f.duplicate_of else ""), None)
+            _write_text(ws, row, 8, fe + (f" (重复 duplicate of {f.duplicate_of})" if f.duplicate_of else ""), None)
             if f.balanced:
-                ws.write_string(row, 8, "✓ 平衡 balanced", fmt["ok"])
+                ws.write_string(row, 9, "✓ 平衡 balanced", fmt["ok"])
             else:
-                ws.write_string(row, 8, "✗ 不平衡 unbalanced", fmt["bad"])
+                ws.write_string(row, 9, "✗ 不平衡 unbalanced", fmt["bad"])
             row += 1
 
     row += 1

@@ -255,8 +255,8 @@ def build_summary(
 
 def _rejected_table(con: duckdb.DuckDBPyConnection, night: date) -> Any:
     return con.execute(
-        "SELECT source_system, file, line, raw, reason FROM rejected_rows WHERE night = $n "
-        "ORDER BY source_system, file, line",
+        "SELECT source_system, file, sheet, line, raw, reason FROM rejected_rows WHERE night = $n "
+        "ORDER BY source_system, file, sheet NULLS FIRST, line",
         {"n": night},
     ).to_arrow_table()
 

@@ -71,6 +71,7 @@ _RESOLVED_VIEW = _view(REPORT_RESOLVED_COLUMNS)
 _REJECTED_VIEW: tuple[tuple[str, str, str, str], ...] = (
     ("source_system", "来源系统", "Source", "mono"),
     ("file", "文件", "File", "mono"),
+    ("sheet", "工作表", "Sheet", "mono"),
     ("line", "行号", "Line", "num"),
     ("raw", "原始内容", "Raw row", "raw"),
     ("reason", "拒绝原因", "Reason", "long"),
@@ -422,32 +423,29 @@ def _source_breakdown(summary: NightSummary, findings: pa.Table) -> list[dict[st
 
 def _sources(summary: NightSummary) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     out = []
-    grand = {"read": 0, "loaded": 0, "rejected": 0, "files": 0, "balanced": True}
+    grand = {"read": 0, "loaded": 0, "rejected": 0, "skipped": 0, "files": 0, "balanced": True}
     for src in summary.sources:
-        read, loaded, rejected = src.rows_read, src.rows_loaded, src.rows_rejected
-        files = []
-        sums = [0, 0, 0]
-        for f in src.files:
-            fr, fl, fj = f.rows_read, f.rows_loaded, f.rows_rejected
-            sums = [sums[0] + fr, sums[1] + fl, sums[2] + fj]
-            files.append({**f.to_dict(), "read": fr, "loaded": fl, "rejected": fj, "balanced": f.balanced})
-        balanced = read == loaded + rejected and all(f["balanced"] for f in files)
-        files_match = not files or sums == [read, loaded, rejected]
+        files = [{**f.to_dict(), "read": f.rows_read, "loaded": f.rows_loaded, "rejected": f.rows_rejected,
+                  "skipped": f.rows_skipped, "balanced": f.balanced} for f in src.files]
+        sums = [sum(f[k] for f in files) for k in ("read", "loaded", "rejected", "skipped")]
+        files_match = not files or sums == [src.rows_read, src.rows_loaded, src.rows_rejected, src.rows_skipped]
         out.append({
             "name": src.source_system,
             "kind": src.source_kind,
-            "read": read,
-            "loaded": loaded,
-            "rejected": rejected,
-            "balanced": balanced and files_match,
+            "read": src.rows_read,
+            "loaded": src.rows_loaded,
+            "rejected": src.rows_rejected,
+            "skipped": src.rows_skipped,
+            "balanced": src.balanced,
             "files_match": files_match,
             "files": files,
         })
-        grand["read"] += read
-        grand["loaded"] += loaded
-        grand["rejected"] += rejected
+        grand["read"] += src.rows_read
+        grand["loaded"] += src.rows_loaded
+        grand["rejected"] += src.rows_rejected
+        grand["skipped"] += src.rows_skipped
         grand["files"] += len(files)
-        grand["balanced"] = grand["balanced"] and balanced and files_match
+        grand["balanced"] = grand["balanced"] and src.balanced
     return out, grand
 
 

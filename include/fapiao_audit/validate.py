@@ -2,7 +2,7 @@
 
 The heavy row-level work stays in DuckDB: each batch is a temporary relation on the caller's
 connection (views ``gx_registry`` and ``gx_issuer_<system>`` over ``staged_invoices``,
-``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats`` and
+``gx_lines`` over ``staged_lines``, ``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats`` and
 ``gx_finding_categories``, the model's category codes), and
 GX runs its metrics as SQL on that same connection through :mod:`fapiao_audit.gx_duckdb`.
 GX only judges thresholds and shapes the results. The relations are dropped afterwards.
@@ -87,6 +87,8 @@ _STAGED_VIEW_SQL = (
     "CREATE OR REPLACE TEMP VIEW {view} AS "
     "SELECT * FROM staged_invoices WHERE night = {night} AND source_kind = {kind}{system_filter}"
 )
+_LINES_VIEW = "gx_lines"
+_LINES_VIEW_SQL = f"CREATE OR REPLACE TEMP VIEW {_LINES_VIEW} AS SELECT * FROM staged_lines WHERE night = {{night}}"
 _FINDINGS_VIEW_SQL = (
     f"CREATE OR REPLACE TEMP VIEW {_FINDINGS_VIEW} AS SELECT * FROM findings WHERE night = {{night}}"
 )
@@ -423,6 +425,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
                 system_filter=f" AND source_system = '{system}'",
             ),
         )
+    create(_LINES_VIEW, _LINES_VIEW_SQL.format(night=night_sql))
     create(_FINDINGS_VIEW, _FINDINGS_VIEW_SQL.format(night=night_sql))
     create(_STATS_VIEW, _STATS_TABLE_SQL.format(night=night_sql))
     create(_CATEGORIES_TABLE, f"CREATE OR REPLACE TEMP TABLE {_CATEGORIES_TABLE} (code VARCHAR, family VARCHAR)")
