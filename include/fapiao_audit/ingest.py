@@ -17,11 +17,10 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -39,6 +38,7 @@ from .model import (
     source_totals,
     word_lists,
 )
+from .xlsx import Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -473,42 +473,32 @@ class _Reader:
 
     def _xlsx(self, path: Path) -> list[_Part]:
         """The workbook's invoice sheet (发票基础信息) and its line sheet (信息汇总表), else its first sheet."""
-        import openpyxl  # heavy: only when an xlsx is delivered
-
         try:
-            wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
-            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
-        try:
-            names = wb.sheetnames
-            if not names:
-                raise InputError(f"{path}: the workbook has no sheet")
-            invoices = _find_sheet(names, INVOICE_SHEET)
-            plan: list[tuple[str, str | None]] = [(names[0], None)]
-            if invoices is not None:
-                plan = [(invoices, "invoices")]
-                lines = _find_sheet(names, LINE_SHEET)
-                if lines is not None:
-                    plan.append((lines, "lines"))
-            parts = []
-            for k, (name, role) in enumerate(plan):
-                relation = f"ing_sheet_{k}"
-                headers = self._sheet(path, wb[name], name, relation, role)
-                parts.append(_Part(name, headers, relation, role))
-            return parts
-        except InputError:
-            raise
-        except Exception as e:  # zipfile, zlib, XML, openpyxl errors alike: the workbook is unreadable
-            raise InputError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: {first_line(e)})") from None
-        finally:
-            wb.close()
+            with Workbook(path) as wb:
+                names = wb.sheet_names
+                if not names:
+                    raise InputError(f"{path}: the workbook has no sheet")
+                invoices = _find_sheet(names, INVOICE_SHEET)
+                plan: list[tuple[str, str | None]] = [(names[0], None)]
+                if invoices is not None:
+                    plan = [(invoices, "invoices")]
+                    lines = _find_sheet(names, LINE_SHEET)
+                    if lines is not None:
+                        plan.append((lines, "lines"))
+                parts = []
+                for k, (name, role) in enumerate(plan):
+                    relation = f"ing_sheet_{k}"
+                    headers = self._sheet(path, wb.rows(name), name, relation, role)
+                    parts.append(_Part(name, headers, relation, role))
+                return parts
+        except XlsxError as e:
+            raise InputError(f"{path}: not a readable .xlsx workbook ({e})") from None
 
-    def _sheet(self, path: Path, ws: Any, name: str, relation: str, role: str | None) -> list[str]:
+    def _sheet(self, path: Path, rows: Iterator[tuple[int, list[str | None]]], name: str, relation: str,
+               role: str | None) -> list[str]:
         """Load one sheet into ``relation``; the header is the first row, within the first 20 rows that
         hold anything, that has the required columns (templates start with instruction rows), else the
         first such row."""
-        ws.reset_dimensions()  # read every row, whatever the sheet's <dimension> tag declares
-        rows = ws.iter_rows(values_only=True)
         headers: list[str] | None = None
         candidates: list[tuple[int, list[str | None]]] = []
         batches: list[pa.RecordBatch] = []
@@ -534,8 +524,7 @@ class _Reader:
                 buf.append(cells[:width])
                 lines.append(excel_row)
 
-        for excel_row, values in enumerate(rows, start=1):
-            cells = [_cell_text(v) for v in values]
+        for excel_row, cells in rows:
             if not any(c not in (None, "") for c in cells):
                 continue
             if headers is None:
@@ -579,20 +568,6 @@ def csv_buffer_size(memory_limit: str) -> int:
         return 32 << 20
     limit = float(m.group(1)) * _UNITS[m.group(2).lower()]
     return int(min(32 << 20, max(4 << 20, limit // 8)))
-
-
-def _cell_text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-    if isinstance(v, datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, date | time):
-        return v.isoformat()
-    return str(v)
 
 
 def _out_of_memory(path: Path, e: BaseException) -> FapiaoError:
