@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 try:
@@ -282,6 +283,23 @@ def test_filter_by_category_search_and_paging(browser: Browser, report_file: Pat
     assert browser.js("document.querySelectorAll('#findings-table tr.detail dd').length") == 14
     assert browser.errors() == []
     browser.screenshot(tmp_path / "filtered.png")
+
+
+def test_a_finding_shows_its_invoice_lines(browser: Browser, tmp_path: Path) -> None:
+    summary, findings, rejected, resolved = build_inputs(20)
+    first = findings.slice(0, 1).to_pylist()[0]
+    lines = pa.table({"invoice_key": [first["invoice_key"]] * 2, "source_system": ["registry", "erp"],
+                      "line": [2, 3], "item_name": ["<b>鼠标</b>", "键盘"], "quantity": ["1", "2"],
+                      "unit_price": ["5", "6"], "amount": ["5.00", "12.00"], "tax_rate": ["0.1300", "0.1300"],
+                      "tax_amount": ["0.65", "1.56"]})
+    path = tmp_path / "lines.html"
+    path.write_text(render_report_html(summary, findings, rejected, resolved, lines=lines), encoding="utf-8")
+    browser.open(path.as_uri())
+    browser.js("document.querySelector('#findings-table tbody tr.row').click()")
+    assert browser.js("document.querySelectorAll('#findings-table tr.detail table.lines tbody tr').length") == 2
+    assert "<b>鼠标</b>" in browser.js("document.querySelector('#findings-table tr.detail table.lines').innerText")
+    assert browser.js("document.querySelectorAll('#findings-table tr.detail table.lines b').length") == 0
+    assert browser.errors() == []
 
 
 def test_url_hash_selects_category_on_open(browser: Browser, report_file: Path) -> None:

@@ -222,7 +222,7 @@ def test_hostile_values_survive_as_data(page: PageParser) -> None:
     cells = {v for row in blocks["findings-data"]["rows"] for v in row if isinstance(v, str)}
     for hostile in HOSTILE:
         assert hostile in cells, hostile
-    reasons = {row[4] for row in blocks["rejected-data"]["rows"]}
+    reasons = {row[5] for row in blocks["rejected-data"]["rows"]}
     assert "bad amount: <img src=x onerror=alert(1)>" in reasons
 
 
@@ -476,3 +476,28 @@ def test_any_text_is_embedded_inertly(texts: list[str]) -> None:
     assert html.count("<script") == 4 and html.count("</script") == 4
     rows = json_blocks(parse(html))["findings-data"]["rows"]
     assert sorted(r[10] for r in rows) == sorted(texts)
+
+
+def test_lines_of_shown_invoices_are_embedded_as_evidence() -> None:
+    summary, findings, rejected, resolved = build_inputs(30)
+    keys = findings.column("invoice_key").to_pylist()
+    lines = pa.table({
+        "invoice_key": [keys[0], keys[0], "not-a-finding"],
+        "source_system": ["registry", "registry", "registry"],
+        "line": [2, 3, 4],
+        "item_name": ["*计算机*鼠标", "<img src=x onerror=alert(1)>", "x"],
+        "quantity": ["10", None, "1"],
+        "unit_price": ["80", None, "1"],
+        "amount": ["800.00", "-200.00", "1.00"],
+        "tax_rate": ["0.1300", "0.1300", "0.1300"],
+        "tax_amount": ["104.00", "-26.00", "0.13"],
+    })
+    html = render_report_html(summary, findings, rejected, resolved, lines=lines)
+    spec = json_blocks(parse(html))["findings-data"]["lines"]
+    assert [c["key"] for c in spec["columns"]][:3] == ["source_system", "line", "item_name"]
+    assert spec["by_key"] == {keys[0]: [["registry", "2", "*计算机*鼠标", "10", "80", "800.00", "0.1300", "104.00"],
+                                        ["registry", "3", "<img src=x onerror=alert(1)>", None, None, "-200.00",
+                                         "0.1300", "-26.00"]]}
+    assert "<img src=x" not in html  # the hostile item name is escaped inside the JSON block
+    assert json_blocks(parse(render_report_html(summary, findings, rejected, resolved)))["findings-data"]["lines"][
+        "by_key"] == {}

@@ -261,6 +261,18 @@ def _rejected_table(con: duckdb.DuckDBPyConnection, night: date) -> Any:
     ).to_arrow_table()
 
 
+def _evidence_lines(con: duckdb.DuckDBPyConnection, night: date, limit: int) -> Any:
+    """The lines of the night's invoices with findings (both sides, at most 50 per invoice and source)."""
+    return con.execute(
+        "SELECT l.invoice_key, l.source_system, l.line, l.item_name, l.quantity, l.unit_price, l.amount, "
+        "l.tax_rate, l.tax_amount FROM staged_lines l "
+        "WHERE l.night = $n AND l.invoice_key IN (SELECT invoice_key FROM findings WHERE night = $n) "
+        "QUALIFY row_number() OVER (PARTITION BY l.invoice_key, l.source_system ORDER BY l.file, l.line) <= 50 "
+        "ORDER BY l.invoice_key, l.source_kind = 'issuer', l.source_system, l.file, l.line LIMIT $lim",
+        {"n": night, "lim": limit},
+    ).to_arrow_table()
+
+
 def stage_publish(
     con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, started: datetime | None = None
 ) -> RunOutcome:
@@ -288,7 +300,8 @@ def stage_publish(
         )
         document = summary.to_dict()
         write_json(w.path("summary.json"), masked_summary(document) if mask_csv else document)
-        html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows)
+        html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows,
+                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows))
         write_text(w.path("report.html"), html)
         w.write_manifest({"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"})
         pause_point("commit")

@@ -201,6 +201,27 @@ def _table_payload(
     }
 
 
+#: The columns of an invoice's lines shown under a finding: (key, Chinese label, English label).
+LINE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("source_system", "来源", "Source"), ("line", "行号", "Line"), ("item_name", "项目名称", "Item"),
+    ("quantity", "数量", "Qty"), ("unit_price", "单价", "Unit price"), ("amount", "金额", "Amount"),
+    ("tax_rate", "税率", "Rate"), ("tax_amount", "税额", "Tax"),
+)
+
+
+def _lines_payload(lines: pa.Table | None, shown: pa.Table) -> dict[str, Any]:
+    """The lines of the invoices the page shows (the evidence under a finding), by invoice key."""
+    by_key: dict[str, list[list[Any]]] = {}
+    keys = set(shown.column("invoice_key").to_pylist()) if "invoice_key" in shown.column_names else set()
+    if lines is not None and lines.num_rows and keys:
+        names = [k for k, _zh, _en in LINE_COLUMNS]
+        for record in _records(lines, ["invoice_key", *names]):
+            if record["invoice_key"] in keys:
+                by_key.setdefault(record["invoice_key"], []).append(
+                    [None if record[k] is None else str(record[k]) for k in names])
+    return {"columns": [{"key": k, "zh": zh, "en": en} for k, zh, en in LINE_COLUMNS], "by_key": by_key}
+
+
 def _count_by(table: pa.Table, keys: Sequence[str]) -> list[dict[str, Any]]:
     present = [k for k in keys if k in table.column_names]
     if table.num_rows == 0 or len(present) != len(keys):
@@ -530,6 +551,7 @@ def render_report_html(
     *,
     mask: bool = True,
     max_rows: int = 20000,
+    lines: pa.Table | None = None,
 ) -> str:
     """The night's report page as one HTML string (UTF-8 when written; no external resources).
 
@@ -554,6 +576,7 @@ def render_report_html(
         {"code": r["code"], "css": r["css"], "zh": r["zh"], "en": r["en"]} for r in category_rows
     ]
     findings_payload["fields"] = FIELD_LABELS
+    findings_payload["lines"] = _lines_payload(lines, shown)
     findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in FINDING_STATUSES.items()}
     resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask)
     resolved_payload["categories"] = findings_payload["categories"]

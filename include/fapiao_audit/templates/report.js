@@ -187,8 +187,38 @@
       dl.appendChild(make("dd", null, row[i] === null ? "—" : String(row[i])));
     }
     td.appendChild(dl);
+    var lines = this.linesOf(row);
+    if (lines) { td.appendChild(lines); }
     tr.appendChild(td);
     return tr;
+  };
+
+  // The invoice's lines (both sides), as the evidence under a finding.
+  Table.prototype.linesOf = function (row) {
+    var spec = this.data.lines;
+    if (!spec || !spec.by_key || this.index.invoice_number === undefined) { return null; }
+    var code = row[this.index.invoice_code];
+    var number = row[this.index.invoice_number];
+    var key = code ? code + "-" + number : number;
+    var rows = Object.prototype.hasOwnProperty.call(spec.by_key, key) ? spec.by_key[key] : null;
+    if (!rows || !rows.length) { return null; }
+    var table = make("table", "lines");
+    table.appendChild(make("caption", null, "明细行 · Lines (" + rows.length + ")"));
+    var head = make("tr");
+    for (var c = 0; c < spec.columns.length; c++) {
+      head.appendChild(make("th", null, spec.columns[c].zh + " " + spec.columns[c].en));
+    }
+    var thead = make("thead");
+    thead.appendChild(head);
+    table.appendChild(thead);
+    var body = make("tbody");
+    for (var r = 0; r < rows.length; r++) {
+      var tr = make("tr");
+      for (var k = 0; k < rows[r].length; k++) { tr.appendChild(make("td", null, rows[r][k] === null ? "—" : rows[r][k])); }
+      body.appendChild(tr);
+    }
+    table.appendChild(body);
+    return table;
   };
 
   Table.prototype.render = function () {
