@@ -501,18 +501,30 @@ class _Reader:
         first such row."""
         headers: list[str] | None = None
         candidates: list[tuple[int, list[str | None]]] = []
-        batches: list[pa.RecordBatch] = []
         buf: list[list[str | None]] = []
         lines: list[int] = []
         width = 0
+        created = False
 
         def flush() -> None:
-            if buf:
-                arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
-                arrays.append(pa.array(lines, pa.int64()))
-                batches.append(pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"]))
-                buf.clear()
-                lines.clear()
+            """The buffered rows into the sheet's temp table (Python holds at most one batch)."""
+            nonlocal created
+            if created and not buf:
+                return
+            arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
+            arrays.append(pa.array(lines, pa.int64()))
+            batch = pa.Table.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"])
+            self.con.register("ing_xlsx_arrow", batch)
+            try:
+                if created:
+                    self.con.execute(f"INSERT INTO {relation} SELECT * FROM ing_xlsx_arrow")
+                else:
+                    self.con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM ing_xlsx_arrow")
+                    created = True
+            finally:
+                self.con.unregister("ing_xlsx_arrow")
+            buf.clear()
+            lines.clear()
 
         def take_header(at: int) -> None:
             nonlocal headers, width
@@ -540,14 +552,9 @@ class _Reader:
                 flush()
         if headers is None and candidates:
             take_header(0)
-        flush()
         if headers is None:
             raise InputError(f"{path}: the sheet '{name}' is empty")
-        schema = pa.schema([(f"c{i}", pa.string()) for i in range(width)] + [("__line", pa.int64())])
-        table = pa.Table.from_batches(batches, schema=schema)
-        self.con.register("ing_xlsx_arrow", table)
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM ing_xlsx_arrow")
-        self.con.unregister("ing_xlsx_arrow")
+        flush()
         return headers
 
 
