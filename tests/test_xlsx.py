@@ -9,7 +9,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from fapiao_audit.xlsx import Workbook, XlsxError, excel_datetime, is_date_format, number_text
+from fapiao_audit.xlsx import NotPlain, Workbook, XlsxError, excel_datetime, is_date_format, number_text
 
 CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
@@ -50,9 +50,16 @@ def package(path: Path, sheets: dict[str, str], *, extra: dict[str, str] | None 
     return path
 
 
-def rows(path: Path, sheet: str) -> list[tuple[int, list[str | None]]]:
+def rows(path: Path, sheet: str, *, may_decline: bool = False) -> list[tuple[int, list[str | None]]]:
+    """The rows as both readers give them: they agree (or, for unusual sheets, the plain one declines)."""
+    with Workbook(path, fast=False) as wb:
+        by_expat = list(wb.rows(sheet))
     with Workbook(path) as wb:
-        return list(wb.rows(sheet))
+        try:
+            assert list(wb.rows(sheet)) == by_expat
+        except NotPlain:
+            assert may_decline, "the plain reader declined a plain sheet"
+    return by_expat
 
 
 def test_agrees_with_openpyxl_on_what_openpyxl_writes(tmp_path):
@@ -85,7 +92,7 @@ def test_inline_strings_rich_text_and_phonetics(tmp_path):
             '<c r="F1" t="d"><v>2026-11-18T10:00:00</v></c><c r="G1" t="inlineStr"><is><t>a&amp;b&lt;c&#x4E2D;</t></is></c>'
             "</row></sheetData>")
     path = package(tmp_path / "b.xlsx", {"s": data})
-    assert rows(path, "s") == [(1, ["北京", None, "甲 乙 ", "北京", "#N/A", "2026-11-18 10:00:00", "a&b<c中"])]
+    assert rows(path, "s", may_decline=True) == [(1, ["北京", None, "甲 乙 ", "北京", "#N/A", "2026-11-18 10:00:00", "a&b<c中"])]
 
 
 def test_shared_strings_dates_by_style_and_1904(tmp_path):
@@ -112,7 +119,7 @@ def test_every_row_whatever_the_dimension_says_and_cells_without_references(tmp_
             + "".join(f'<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>{r}</t></is></c></row>' for r in range(1, 600))
             + '<row><c t="inlineStr"><is><t>x</t></is></c><c><v>2</v></c></row><row r="700"/></sheetData>')
     path = package(tmp_path / "e.xlsx", {"s": data})
-    got = rows(path, "s")
+    got = rows(path, "s", may_decline=True)  # cells without references: the plain reader declines
     assert len(got) == 600 and got[598] == (599, ["599"]) and got[599] == (600, ["x", "2"])
 
 
@@ -143,10 +150,11 @@ def test_damage_is_an_error_not_a_guess(tmp_path, damage):
         package(path, {"s": good * 2000})
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(XlsxError):
-        with Workbook(path) as wb:
-            for name in wb.sheet_names:
-                list(wb.rows(name))
+    for fast in (True, False):
+        with pytest.raises(XlsxError):
+            with Workbook(path, fast=fast) as wb:
+                for name in wb.sheet_names:
+                    list(wb.rows(name))
 
 
 def test_helpers():
@@ -155,3 +163,37 @@ def test_helpers():
     assert excel_datetime(46344.000011574) == "2026-11-18 00:00:01"
     assert is_date_format("yyyy-mm-dd hh:mm") and is_date_format('[$-804]yyyy"年"m"月"d"日"')
     assert not is_date_format("#,##0.00") and not is_date_format('0.00"元"') and not is_date_format("[Red]0.0")
+
+
+@pytest.mark.parametrize("xml", [
+    '<sheetData/>',
+    '<sheetData>\n  <row r="1" spans="1:2" x14ac:dyDescent="0.25">\n    <c r="A1" t="inlineStr"><is><t>a</t></is></c>\n'
+    '    <c r="B1" s="0"><v>2</v></c>\n  </row>\n  <row r="3"/>\n</sheetData>',
+    "<sheetData><row r='1'><c r='A1' t='inlineStr'><is><t xml:space='preserve'> a&#x20;b </t></is></c></row></sheetData>",
+    '<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t><![CDATA[x</c>y]]></t></is></c></row></sheetData>',
+    '<sheetData><!-- a comment --><row r="1"><c r="A1"><v>1</v></c></row></sheetData>',
+    '<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t/></is></c><c r="B1"/><c r="C1"><v/></c></row></sheetData>',
+    '<sheetData><row r="2"><c r="A2" t="inlineStr"><is><t>1</t></is></c><c r="B2" t="inlineStr" />'
+    '<c r="C2" s="3" t="inlineStr" /><c r="D2" t="n"><v>5</v></c></row></sheetData>',
+])
+def test_both_readers_agree_on_unusual_but_valid_sheets(tmp_path, xml):
+    path = package(tmp_path / "h.xlsx", {"s": xml})
+    rows(path, "s", may_decline=True)  # the plain reader agrees with expat, or leaves the sheet to it
+
+
+def test_unknown_entities_and_bare_ampersands_are_refused(tmp_path):
+    for bad in ("&nbsp;", "a & b"):
+        path = package(tmp_path / "i.xlsx", {"s": f'<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>{bad}</t>'
+                                               "</is></c></row></sheetData>"})
+        for fast in (True, False):
+            with pytest.raises(XlsxError), Workbook(path, fast=fast) as wb:
+                list(wb.rows("s"))
+
+
+def test_the_platform_export_is_read_by_the_plain_reader():
+    (path,) = (Path(__file__).parent / "data" / "registry-export" / "landing-erp" / "2025-03-10" / "registry").glob(
+        "*.xlsx")
+    with Workbook(path) as wb:
+        assert wb.sheet_names == ["信息汇总表", "发票基础信息"]
+        for name in wb.sheet_names:
+            assert len(rows(path, name)) > 10  # rows() fails if the plain reader declines

@@ -38,7 +38,7 @@ from .model import (
     source_totals,
     word_lists,
 )
-from .xlsx import Workbook, XlsxError
+from .xlsx import NotPlain, Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -488,7 +488,10 @@ class _Reader:
                 parts = []
                 for k, (name, role) in enumerate(plan):
                     relation = f"ing_sheet_{k}"
-                    headers = self._sheet(path, wb.rows(name), name, relation, role)
+                    try:
+                        headers = self._sheet(path, wb.rows(name), name, relation, role)
+                    except NotPlain:  # valid XML the fast reader does not read: the sheet again, with expat
+                        headers = self._sheet(path, wb.rows(name, fast=False), name, relation, role)
                     parts.append(_Part(name, headers, relation, role))
                 return parts
         except XlsxError as e:

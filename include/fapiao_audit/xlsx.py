@@ -15,6 +15,7 @@ as ``true`` / ``false``, errors as their code (``#N/A``). Only the parts a works
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.parsers.expat
 import zipfile
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-__all__ = ["Workbook", "XlsxError"]
+__all__ = ["NotPlain", "Workbook", "XlsxError"]
 
 #: Built-in number formats that show dates or times (ECMA-376 18.8.30, with the CJK ids 27-36, 50-58).
 _BUILTIN_DATE_FORMATS = frozenset([*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)])
@@ -90,7 +91,8 @@ def number_text(v: str) -> str:
 class Workbook:
     """An open workbook: its sheet names, and its sheets' rows streamed one at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fast: bool = True) -> None:
+        self.fast = fast
         try:
             self._zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
@@ -264,12 +266,92 @@ class Workbook:
 
     # ---------------------------------------------------------------- rows
 
-    def rows(self, sheet: str) -> Iterator[tuple[int, list[str | None]]]:
-        """(row number, cell texts by column, None for an empty cell) for every row that has a cell."""
+    def rows(self, sheet: str, fast: bool | None = None) -> Iterator[tuple[int, list[str | None]]]:
+        """(row number, cell texts by column, None for an empty cell) for every row that has a cell.
+
+        A sheet written the plain way (UTF-8, no CDATA, comments, DTD or prefixed elements: what
+        spreadsheet programs and the platform write) is read by regular expressions over its text,
+        about three times faster; any other sheet by expat. Both give the same rows. Where the plain
+        reader meets a construct it does not read, it raises :class:`NotPlain` before guessing: read the
+        sheet again with ``fast=False``.
+        """
         try:
             part = self._sheets[sheet]
         except KeyError:
             raise XlsxError(f"no sheet named '{sheet}'") from None
+        if (self.fast if fast is None else fast) and self._plain(part):
+            return self._rows_plain(sheet, part)
+        return self._rows_expat(sheet, part)
+
+    def _plain(self, part: str) -> bool:
+        """Whether a sheet part holds only what the plain reader understands (one pass over its bytes)."""
+        tail = b""
+        head = True
+        try:
+            with self._open(part) as f:
+                while chunk := f.read(1 << 22):
+                    if head:
+                        head = False
+                        prolog = chunk[:200].lower()
+                        if chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+                                b"encoding=" in prolog.split(b"?>")[0] and b"utf-8" not in prolog.split(b"?>")[0]):
+                            return False
+                    window = tail + chunk
+                    if b"<![CDATA[" in window or b"<!--" in window or b"<!DOCTYPE" in window or b"<!ENTITY" in window:
+                        return False
+                    if _PREFIXED.search(window):
+                        return False
+                    tail = chunk[-16:]
+        except _DAMAGED as e:
+            raise XlsxError(f"the part {part} is damaged ({type(e).__name__}: {e})") from None
+        return True
+
+    def _rows_plain(self, sheet: str, part: str) -> Iterator[tuple[int, list[str | None]]]:
+        shared = self._shared_strings()
+        dates = self._date_style_ids()
+        date1904 = self._date1904
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        carry = ""
+        row_number = 0
+        in_data = False
+        done = False
+        with self._open(part) as f:
+            try:
+                while not done:
+                    chunk = f.read(1 << 22)
+                    text = carry + decoder.decode(chunk, final=not chunk)
+                    if not in_data:
+                        opening = _SHEET_DATA.search(text)
+                        if opening is None:
+                            carry = text[-64:] if chunk else ""
+                            if not chunk:
+                                return
+                            continue
+                        if opening.group(1):  # <sheetData/>: an empty sheet
+                            return
+                        in_data = True
+                        text = text[opening.end():]
+                    end = text.find("</sheetData>")
+                    if end >= 0:
+                        text, done = text[:end], True
+                        cut = len(text)
+                    else:
+                        cut = text.rfind("</row>") + len("</row>") if "</row>" in text else 0
+                        if not chunk:
+                            raise XlsxError(f"sheet '{sheet}': the sheet data is not closed")
+                    block, carry = text[:cut], text[cut:]
+                    for attrs_text, content in _plain_rows(block):
+                        r = _attrs(attrs_text).get("r")
+                        row_number = int(r) if r and r.isdigit() else row_number + 1
+                        cells = _plain_cells(content, shared, dates, date1904, row_number)
+                        if cells:
+                            yield row_number, cells
+            except UnicodeDecodeError as e:
+                raise XlsxError(f"sheet '{sheet}': not UTF-8 ({e})") from None
+            except _DAMAGED as e:
+                raise XlsxError(f"sheet '{sheet}': damaged package ({type(e).__name__}: {e})") from None
+
+    def _rows_expat(self, sheet: str, part: str) -> Iterator[tuple[int, list[str | None]]]:
         shared = self._shared_strings()
         dates = self._date_style_ids()
         date1904 = self._date1904
@@ -348,6 +430,146 @@ class Workbook:
             except _DAMAGED as e:
                 raise XlsxError(f"sheet '{sheet}': damaged package ({type(e).__name__}: {e})") from None
         yield from ready
+
+
+#: A row or cell element under a prefix (x:row, x:c, ...): the plain reader would not see it.
+_PREFIXED = re.compile(rb"</?[A-Za-z_][\w.-]*:(?:row|c|v|is|t|f|r|rPh)[\s/>]")
+_SHEET_DATA = re.compile(r"<sheetData\b[^>]*?(/?)>")
+_ROW = re.compile(r"<row\b([^>]*?)(?:/>|>(.*?)</row>)", re.S)
+_EMPTY_ROWS = re.compile(r"(?:\s*<row\b[^>]*/>)*\s*")
+_CELL = re.compile(r"<c\b([^>]*?)(?:/>|>(.*?)</c>)", re.S)
+_ATTR = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+#: A value cell's content: an optional formula, an optional value (its text cannot hold '<').
+_VALUE = re.compile(r"\s*(?:<f\b[^>]*?(?:/>|>[^<]*</f>)\s*)?(?:<v\b[^>]*?(?:/>|>([^<]*)</v>)\s*)?")
+#: An inline string's content: text runs, rich-text runs and their properties, phonetic runs.
+_INLINE = re.compile(r"\s*<is>(.*?)</is>\s*", re.S)
+_RUN_NOISE = re.compile(r"<rPh\b.*?</rPh>|<rPr>.*?</rPr>|<rPr/>|<phoneticPr\b[^>]*/>|</?r>", re.S)
+_RUN_TEXT = re.compile(r"\s*<t\b[^>]*?(?:/>|>([^<]*)</t>)")
+_ENTITY = re.compile(r"&(#[0-9]+|#x[0-9A-Fa-f]+|[A-Za-z]+);|&")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+class NotPlain(XlsxError):
+    """The plain reader met something it does not read (valid XML perhaps): read the sheet with expat."""
+
+
+def _attrs(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) if m.group(2) is not None else m.group(3) for m in _ATTR.finditer(text)}
+
+
+def _unescape(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref is None:
+            raise XlsxError("a bare '&' in the sheet's text")
+        if ref[0] == "#":
+            code = int(ref[2:], 16) if ref[1] in "xX" else int(ref[1:])
+            try:
+                return chr(code)
+            except (ValueError, OverflowError):
+                raise XlsxError(f"character reference &{ref}; is out of range") from None
+        if ref not in _NAMED:
+            raise XlsxError(f"unknown entity &{ref};")
+        return _NAMED[ref]
+
+    return _ENTITY.sub(one, text)
+
+
+def _gaps(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``pattern`` in ``text``, which must hold nothing else but white space."""
+    at = 0
+    for m in pattern.finditer(text):
+        if text[at:m.start()].strip():
+            raise NotPlain(f"unexpected content {text[at:m.start()].strip()[:40]!r}")
+        at = m.end()
+        yield m
+    if text[at:].strip():
+        raise NotPlain(f"unexpected content {text[at:].strip()[:40]!r}")
+
+
+def _plain_rows(block: str) -> Iterator[tuple[str, str]]:
+    """(attributes, content) of each row of a block of whole rows; a row written ``<row .../>`` has none."""
+    pieces = block.split("</row>")
+    if pieces[-1].strip():
+        # what follows the last </row> can only be empty rows (<row r="9"/>)
+        pieces[-1] += "</row>"
+    elif len(pieces) > 1:
+        pieces.pop()
+    for piece in pieces:
+        start = piece.find("<row")
+        if start < 0 or piece[:start].strip() and not _EMPTY_ROWS.fullmatch(piece[:start]):
+            raise NotPlain(f"unexpected content {piece[:40]!r}")
+        if piece.count("<row") > 1 or piece[:start].strip():
+            # empty rows before this one (<row r="3"/>): read the piece the slow way
+            for m in _gaps(_ROW, piece if piece.endswith("</row>") else piece + "</row>"):
+                yield m.group(1), m.group(2) or ""
+            continue
+        end = piece.find(">", start)
+        if end < 0:
+            raise NotPlain("an unclosed row")
+        if piece[end - 1] == "/":
+            if piece[end + 1:].replace("</row>", "").strip():
+                raise NotPlain("content after an empty row")
+            yield piece[start + 4:end - 1], ""
+            continue
+        yield piece[start + 4:end], piece[end + 1:]
+
+
+def _inline_text(inner: str) -> str | None:
+    m = _INLINE.fullmatch(inner)
+    if m is None:
+        raise NotPlain("an inline string the plain reader does not read")
+    runs = _RUN_NOISE.sub("", m.group(1))
+    texts = [t.group(1) or "" for t in _gaps(_RUN_TEXT, runs)]
+    return "".join(texts) if texts else None
+
+
+#: The cells of the plain shape, whole: <c r="A1" s="1" t="inlineStr"><is><t>text</t></is></c>,
+#: <c r="B1" s="2"><v>800</v></c>, <c r="C1" t="s"><f>..</f><v>3</v></c>, <c r="D1"/>. Groups: column
+#: letters, row, style, type, style (either order), <v> and its text, <t> and its text.
+_PLAIN_CELL = re.compile(
+    r'<c r="([A-Z]{1,3})([0-9]+)"(?: s="([0-9]+)")?(?: t="([A-Za-z]+)")?(?: s="([0-9]+)")?'
+    r'(?: ?/>| ?>(?:(?:<f>[^<]*</f>|<f ?/>)?(<v>([^<]*)</v>)|<is>(<t(?: xml:space="preserve")?>([^<]*)</t>)</is>)?</c>)'
+)
+_COLUMNS: dict[str, int] = {}
+
+
+def _plain_cells(content: str, shared: list[str], dates: frozenset[int], date1904: bool,
+                 row: int) -> list[str | None]:
+    """The cells of one row's XML (the plain reader): one regular expression a cell. A row holding
+    any other cell shape is declined (:class:`NotPlain`), never guessed."""
+    found = _PLAIN_CELL.findall(content)
+    if len(found) != content.count("<c ") + content.count("<c>") + content.count("<c/>"):
+        raise NotPlain(f"row {row}: a cell the plain reader does not read")
+    cells: list[str | None] = []
+    for letters, _row, s1, kind, s2, v_element, v, t_element, t in found:
+        if v_element:
+            raw = v
+        elif t_element:
+            raw = t
+        else:
+            continue  # a cell without a value
+        col = _COLUMNS.get(letters)
+        if col is None:
+            col = _COLUMNS[letters] = _column(letters)
+        if "&" in raw:
+            raw = _unescape(raw)
+        style = s1 or s2
+        if kind == "inlineStr":  # the commonest cells, read here without a call
+            value: str | None = raw
+        elif not kind and not style and raw:
+            try:
+                value = number_text(raw)
+            except ValueError:
+                raise XlsxError(f"row {row}, column {col + 1}: cannot read the number {raw[:40]!r}") from None
+        else:
+            value = _value(raw, kind or None, int(style) if style else 0, shared, dates, date1904, row, col)
+        if col < len(cells):
+            cells[col] = value
+        else:
+            cells.extend([None] * (col - len(cells)))
+            cells.append(value)
+    return cells
 
 
 def _attr(attrs: dict[str, str], local: str) -> str | None:
