@@ -200,7 +200,8 @@ p AS (
         -- A totals row: its first non-empty cell is 合计 / 合计行 / 总计 / 小计 (the registry's export ends so).
         coalesce(fa_id(invoice_number), '') = '' AND contains(first_cell, '计')
             AND list_contains(['合计', '合计行', '总计', '小计', '合 计'], fa_text(first_cell))
-                                                          AS totals_row
+                                                          AS totals_row,
+        first_cell IS NULL                                AS empty_row
     FROM ing_mapped h
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
@@ -244,12 +245,13 @@ SELECT
         ELSE NULLIF(original_invoice_number, '')
     END AS original_invoice_key,
     remark, item_name, tax_code, spec, unit, quantity, unit_price,
-    totals_row AS skipped,
+    coalesce(totals_row, false) OR empty_row AS skipped,
     -- Line sums: a line file's invoices and invoices read beside their lines get them (see line_groups).
     NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax,
     NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem,
     CASE
         WHEN totals_row THEN '合计 totals row: not an invoice (skipped)'
+        WHEN empty_row THEN 'empty row (skipped)'
         WHEN invoice_number IS NULL OR invoice_number = '' THEN
             CASE WHEN $role = 'invoices' THEN 'missing invoice number' ELSE 'line without an invoice number' END
         WHEN $role <> 'lines' AND issue_time IS NULL THEN
