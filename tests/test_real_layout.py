@@ -259,3 +259,38 @@ def test_registry_lines_that_do_not_add_up(tmp_path, mem_con):
                            "WHERE source_system = 'registry'").fetchone() == (3, 150, 19.5)
     reconcile_night(mem_con, NIGHT, Config())
     assert findings(mem_con) == [("INVALID_RECORD", a, "lines", "registry")]
+
+
+def test_lines_running_on_to_a_second_line_sheet(tmp_path, mem_con):
+    import openpyxl
+
+    a, b = "26110000000000000001", "26110000000000000002"
+    wb = openpyxl.Workbook()
+    first = wb.active
+    first.title = "信息汇总表"
+    header = ["数电发票号码", "货物或应税劳务名称", "金额", "税率", "税额"]
+    first.append(header)
+    first.append([a, "x", 100, "13%", 13])
+    second = wb.create_sheet("信息汇总表1")  # a large export continues its lines here
+    second.append(header)
+    second.append([a, "y", 50, "13%", 6.5])
+    second.append([b, "z", 10, "13%", 1.3])
+    inv = wb.create_sheet("发票基础信息")
+    inv.append(["数电发票号码", "开票日期", "销方识别号", "金额", "税额", "价税合计"])
+    inv.append([a, DAY, SELLER_A, 150, 19.5, 169.5])
+    inv.append([b, DAY, SELLER_A, 10, 1.3, 11.3])
+    wb.create_sheet("机动车销售统一发票").append(["数电发票号码", "车辆类型"])  # other business sheets: not read
+    path = tmp_path / "landing" / NIGHT.isoformat() / "registry" / "export.xlsx"
+    path.parent.mkdir(parents=True)
+    wb.save(path)
+    write_csv(tmp_path / "landing" / NIGHT.isoformat() / "issuers" / "erp" / "erp.csv",
+              [invoice(a, amount="150.00", tax="19.50"), invoice(b, amount="10.00", tax="1.30")])
+    res = ingest_night(mem_con, tmp_path / "landing", NIGHT, Config(), tmp_path / "tmp")
+    reg = next(f for f in res.files if f.source_system == "registry")
+    assert (reg.rows_read, reg.rows_loaded) == (5, 5)
+    assert mem_con.execute("SELECT invoice_key, lines, lines_amount FROM staged_invoices "
+                           "WHERE source_system = 'registry' ORDER BY 1").fetchall() == [(a, 2, 150), (b, 1, 10)]
+    assert mem_con.execute("SELECT sheet, count(*) FROM staged_lines GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("信息汇总表", 1), ("信息汇总表1", 2)]
+    reconcile_night(mem_con, NIGHT, Config())
+    assert findings(mem_con) == []

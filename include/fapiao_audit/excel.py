@@ -35,6 +35,7 @@ from fapiao_audit.model import (
     EXCEL_COLUMNS,
     FIELD_LABELS,
     FINDING_STATUSES,
+    GONE_STATUSES,
     NightSummary,
     category_order,
     columns,
@@ -53,7 +54,7 @@ _EXCEL_KIND = {"source": "text", "field": "text", "value": "text", "long": "text
 HEADERS: tuple[tuple[str, str, str, float], ...] = tuple(
     (c.zh, c.name, _EXCEL_KIND.get(c.kind, c.kind), c.excel_width) for c in columns(EXCEL_COLUMNS)
 )
-_STATUS = {code: zh for code, (zh, _en) in FINDING_STATUSES.items()}
+_STATUS = {code: zh for code, (zh, _en) in {**FINDING_STATUSES, **GONE_STATUSES}.items()}
 _OUTCOME = {"passed": "通过 passed", "failed": "未通过 failed"}
 _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
 _BATCH = 65_536

@@ -18,7 +18,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -106,6 +106,11 @@ INVOICE_SHEET = "发票基础信息"
 LINE_SHEET = "信息汇总表"
 #: Rows searched for the header row (templates start with instructions, 填表说明).
 _HEADER_SEARCH_ROWS = 20
+#: The model's words, bound into the normalisation (ingest.sql, normalize).
+_VOCABULARY: dict[str, list[str]] = dict(zip(
+    ("status_words", "status_values", "risk_words", "risk_values"),
+    (*word_lists(STATUS_WORDS), *word_lists(RISK_WORDS)), strict=True,
+)) | {"not_positive": list(NOT_POSITIVE_WORDS)}
 
 
 def header_key(header: str) -> str:
@@ -118,8 +123,9 @@ def header_key(header: str) -> str:
 _ALIAS_INDEX: dict[str, str] = {header_key(a): c for c, names in ALIASES.items() for a in names}
 
 
-def _find_sheet(names: list[str], prefix: str) -> str | None:
-    return next((n for n in names if unicodedata.normalize("NFKC", n).strip().startswith(prefix)), None)
+def _sheets_named(names: list[str], prefix: str) -> list[str]:
+    """The sheets whose name starts with ``prefix`` (a large export continues a sheet as 信息汇总表1, ...)."""
+    return [n for n in names if unicodedata.normalize("NFKC", n).strip().startswith(prefix)]
 
 
 def has_required_columns(headers: list[str], overrides: dict[str, str], role: str | None) -> bool:
@@ -472,19 +478,16 @@ class _Reader:
         return keys, enc, reader_rejects
 
     def _xlsx(self, path: Path) -> list[_Part]:
-        """The workbook's invoice sheet (发票基础信息) and its line sheet (信息汇总表), else its first sheet."""
+        """The workbook's invoice sheets (发票基础信息...) and its line sheets (信息汇总表...), else its first sheet."""
         try:
             with Workbook(path) as wb:
                 names = wb.sheet_names
                 if not names:
                     raise InputError(f"{path}: the workbook has no sheet")
-                invoices = _find_sheet(names, INVOICE_SHEET)
+                invoices = _sheets_named(names, INVOICE_SHEET)
                 plan: list[tuple[str, str | None]] = [(names[0], None)]
-                if invoices is not None:
-                    plan = [(invoices, "invoices")]
-                    lines = _find_sheet(names, LINE_SHEET)
-                    if lines is not None:
-                        plan.append((lines, "lines"))
+                if invoices:
+                    plan = [(n, "invoices") for n in invoices] + [(n, "lines") for n in _sheets_named(names, LINE_SHEET)]
                 parts = []
                 for k, (name, role) in enumerate(plan):
                     relation = f"ing_sheet_{k}"
@@ -815,6 +818,29 @@ class _Staged:
     groups: str | None = None
 
 
+def _sum_lines(
+    con: duckdb.DuckDBPyConnection, path: Path, index: int, staged: list[_Staged], line_parts: list[tuple[str, str]]
+) -> list[_Staged]:
+    """Sum the file's lines per invoice (all its line sheets together: an invoice's lines may run on from
+    信息汇总表 to 信息汇总表1). A line file's invoices are those sums; a workbook's invoices take them."""
+    groups = f"ing_{index}_groups"
+    con.execute("CREATE OR REPLACE TEMP VIEW ing_norm_lines AS "
+                + " UNION ALL ".join(f"SELECT * FROM {t} WHERE reason IS NULL" for t, _role in line_parts))
+    con.execute(f"DROP TABLE IF EXISTS {groups}")
+    try:
+        execute_sql(con, named_sql("ingest.sql", "line_groups"), {})
+        if any(role == "line_file" for _t, role in line_parts):  # the invoices are the lines grouped
+            execute_sql(con, named_sql("ingest.sql", "grouped_invoices"), {})
+            con.execute(f"ALTER TABLE ing_norm RENAME TO {groups}")
+            return [*staged, _Staged("invoices", groups, staged[-1].sheet)]
+        con.execute(f"ALTER TABLE ing_line_groups RENAME TO {groups}")
+    except duckdb.OutOfMemoryException as e:
+        raise _out_of_memory(path, e) from None
+    except duckdb.Error as e:
+        raise InputError(f"{path}: cannot sum the lines per invoice: {first_line(e)}") from None
+    return [replace(t, groups=groups) if t.kind == "invoices" else t for t in staged]
+
+
 def _ingest_file(
     con: duckdb.DuckDBPyConnection,
     reader: _Reader,
@@ -840,9 +866,8 @@ def _ingest_file(
     overrides = cfg.column_mappings.get(d.source_system, {})
     totals = [0, 0, 0, 0]  # read, loaded, rejected, skipped
     staged: list[_Staged] = []
-    groups: str | None = None
-    # The line sheet of a workbook is read before its invoice sheet, whose invoices take its sums.
-    for k, part in sorted(enumerate(parts), key=lambda kp: kp[1].role != "lines"):
+    line_parts: list[tuple[str, str]] = []  # (table, role) of the parts that are lines
+    for k, part in enumerate(parts):
         where = f"{path} (sheet '{part.sheet}')" if part.sheet is not None else str(path)
         mapping = map_headers(part.headers, overrides)
         role = part.role or ("line_file" if any(c in mapping for c in LINE_COLUMNS) else "invoices")
@@ -856,12 +881,8 @@ def _ingest_file(
         if part.relation != "ing_raw":
             con.execute(f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM {part.relation}")
         con.execute(_mapped_view_sql(mapping, len(part.headers)))
-        status_words, status_values = word_lists(STATUS_WORDS)
-        risk_words, risk_values = word_lists(RISK_WORDS)
         params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
-                  "sheet": part.sheet, "role": role, "status_words": status_words,
-                  "status_values": status_values, "risk_words": risk_words, "risk_values": risk_values,
-                  "not_positive": list(NOT_POSITIVE_WORDS)}
+                  "sheet": part.sheet, "role": role, **_VOCABULARY}
         try:
             execute_sql(con, named_sql("ingest.sql", "normalize"), params)
             con.execute(_raw_line_sql(len(part.headers), "__text" if fmt == "jsonl" else None))
@@ -888,29 +909,20 @@ def _ingest_file(
                 )
             name = f"ing_{index}_{k}"
             con.execute(f"DROP TABLE IF EXISTS {name}")
+            con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
             if role == "invoices":
-                con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
-                staged.append(_Staged("invoices", name, part.sheet, groups))
+                staged.append(_Staged("invoices", name, part.sheet))
             else:
-                # Lines: staged as they are, and summed per invoice.
-                con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
-                con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_lines AS SELECT * FROM {name} WHERE reason IS NULL")
-                execute_sql(con, named_sql("ingest.sql", "line_groups"), params)
                 staged.append(_Staged("lines", name, part.sheet))
-                groups = f"ing_{index}_{k}_groups"
-                con.execute(f"DROP TABLE IF EXISTS {groups}")
-                if role == "line_file":  # the invoices are the lines grouped
-                    execute_sql(con, named_sql("ingest.sql", "grouped_invoices"), params)
-                    con.execute(f"ALTER TABLE ing_norm RENAME TO {groups}")
-                    staged.append(_Staged("invoices", groups, part.sheet))
-                else:
-                    con.execute(f"ALTER TABLE ing_line_groups RENAME TO {groups}")
+                line_parts.append((name, role))
         except duckdb.OutOfMemoryException as e:
             raise _out_of_memory(path, e) from None
         except duckdb.Error as e:
             raise InputError(f"{where}: cannot read as {fmt}: {first_line(e)}") from None
         for i, n in enumerate((read, loaded, rejected, skipped)):
             totals[i] += n
+    if line_parts:
+        staged = _sum_lines(con, path, index, staged, line_parts)
     read, loaded, rejected, skipped = totals
     return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, rejected,
                       skipped), staged

@@ -155,23 +155,16 @@ STATUS_WORDS: dict[str, tuple[str, ...]] = {
     "out_of_control": ("失控", "失控发票", "outofcontrol"),
     "abnormal": ("异常", "异常发票", "abnormal"),
 }
-#: The registry's risk level (发票风险等级). Empty or 正常 is no risk; any other text is kept as it is
-#: and counts as a risk.
-RISK_LEVELS: dict[str, str] = {
-    "none": "正常",
-    "suspicious": "疑点发票",
-    "abnormal_voucher": "异常凭证",
-    "out_of_control": "失控",
-}
+#: The registry's risk level (发票风险等级): the words for none, suspicious, abnormal_voucher and
+#: out_of_control. Empty or 正常 is no risk; any other text is kept as it is and counts as a risk.
 RISK_WORDS: dict[str, tuple[str, ...]] = {
     "none": ("正常", "none", "无", "无风险"),
     "suspicious": ("疑点发票", "疑点", "suspicious"),
     "abnormal_voucher": ("异常凭证", "abnormalvoucher"),
     "out_of_control": ("失控", "失控发票", "outofcontrol"),
 }
-#: 是否正数发票: the words that say "no" (a red invoice) and "yes".
+#: 是否正数发票: the words that say "no", a red invoice.
 NOT_POSITIVE_WORDS: tuple[str, ...] = ("否", "n", "no", "false", "0")
-POSITIVE_WORDS: tuple[str, ...] = ("是", "y", "yes", "true", "1")
 
 
 def word_lists(words: Mapping[str, tuple[str, ...]]) -> tuple[list[str], list[str]]:
