@@ -719,19 +719,20 @@ def ingest_source(
                 params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
                           "sheet": t.sheet}
                 if t.kind == "lines":
-                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_lines_file AS "
-                                f"SELECT * FROM {t.table} WHERE reason IS NULL")
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_lines_file AS {_lines_view(t.table)}")
                     statement = "insert_lines"
                 elif t.groups:
                     con.execute(
-                        "CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT n.* REPLACE (g.lines AS lines, "
-                        "g.lines_amount AS lines_amount, g.lines_tax AS lines_tax, g.line_rate_gap AS line_rate_gap, "
-                        f"g.line_rate_line AS line_rate_line) FROM {t.table} n LEFT JOIN {t.groups} g "
-                        "ON g.invoice_key = n.invoice_key"
+                        "CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT n.*, g.lines, g.lines_amount, "
+                        "g.lines_tax, g.line_rate_gap, g.line_rate_line, NULL::VARCHAR AS line_problem "
+                        f"FROM {t.table} n LEFT JOIN {t.groups} g ON g.invoice_key = n.invoice_key"
                     )
                     statement = "insert_staged"
-                else:
+                elif t.summed:
                     con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM {t.table}")
+                    statement = "insert_staged"
+                else:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT *, {_NO_LINES} FROM {t.table}")
                     statement = "insert_staged"
                 try:
                     execute_sql(con, named_sql("ingest.sql", statement), params)
@@ -809,13 +810,25 @@ def load_ingest_result(con: duckdb.DuckDBPyConnection, night: date) -> IngestRes
 class _Staged:
     """A normalised table of one file waiting for the commit: invoice rows or line rows.
 
-    ``groups`` (invoices only) names the line sums of the same file's line sheet, joined on at the commit.
+    ``groups`` (invoices only) names the line sums of the same file's line sheets, joined on at the
+    commit; ``summed`` invoices are a line file's, made of those sums.
     """
 
     kind: str
     table: str
     sheet: str | None
     groups: str | None = None
+    summed: bool = False
+
+
+def _lines_view(table: str) -> str:
+    """The loaded lines of a normalised line table, with what only a line has (``<table>_details``)."""
+    return (f"SELECT n.*, d.* EXCLUDE (__line) FROM {table} n JOIN {table}_details d USING (__line) "
+            "WHERE n.reason IS NULL")
+
+
+_NO_LINES = ("NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax, "
+             "NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem")
 
 
 def _sum_lines(
@@ -825,14 +838,14 @@ def _sum_lines(
     信息汇总表 to 信息汇总表1). A line file's invoices are those sums; a workbook's invoices take them."""
     groups = f"ing_{index}_groups"
     con.execute("CREATE OR REPLACE TEMP VIEW ing_norm_lines AS "
-                + " UNION ALL ".join(f"SELECT * FROM {t} WHERE reason IS NULL" for t, _role in line_parts))
+                + " UNION ALL ".join(_lines_view(t) for t, _role in line_parts))
     con.execute(f"DROP TABLE IF EXISTS {groups}")
     try:
         execute_sql(con, named_sql("ingest.sql", "line_groups"), {})
         if any(role == "line_file" for _t, role in line_parts):  # the invoices are the lines grouped
             execute_sql(con, named_sql("ingest.sql", "grouped_invoices"), {})
             con.execute(f"ALTER TABLE ing_norm RENAME TO {groups}")
-            return [*staged, _Staged("invoices", groups, staged[-1].sheet)]
+            return [*staged, _Staged("invoices", groups, staged[-1].sheet, summed=True)]
         con.execute(f"ALTER TABLE ing_line_groups RENAME TO {groups}")
     except duckdb.OutOfMemoryException as e:
         raise _out_of_memory(path, e) from None
@@ -913,6 +926,9 @@ def _ingest_file(
             if role == "invoices":
                 staged.append(_Staged("invoices", name, part.sheet))
             else:
+                execute_sql(con, named_sql("ingest.sql", "line_details"), params)
+                con.execute(f"DROP TABLE IF EXISTS {name}_details")
+                con.execute(f"ALTER TABLE ing_line_details RENAME TO {name}_details")
                 staged.append(_Staged("lines", name, part.sheet))
                 line_parts.append((name, role))
         except duckdb.OutOfMemoryException as e:

@@ -191,12 +191,6 @@ p AS (
         coalesce(pm.v, false)                             AS not_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
-        fa_text(item_name)                                AS item_name,
-        fa_id(tax_code)                                   AS tax_code,
-        fa_text(spec)                                     AS spec,
-        fa_text(unit)                                     AS unit,
-        fa_text(quantity)                                 AS quantity,
-        fa_text(unit_price)                               AS unit_price,
         -- A totals row: its first non-empty cell is 合计 / 合计行 / 总计 / 小计 (the registry's export ends so).
         coalesce(fa_id(invoice_number), '') = '' AND contains(first_cell, '计')
             AND list_contains(['合计', '合计行', '总计', '小计', '合 计'], fa_text(first_cell))
@@ -244,11 +238,8 @@ SELECT
             THEN invoice_code || '-' || original_invoice_number
         ELSE NULLIF(original_invoice_number, '')
     END AS original_invoice_key,
-    remark, item_name, tax_code, spec, unit, quantity, unit_price,
+    remark,
     coalesce(totals_row, false) OR empty_row AS skipped,
-    -- Line sums: a line file's invoices and invoices read beside their lines get them (see line_groups).
-    NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax,
-    NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem,
     CASE
         WHEN totals_row THEN '合计 totals row: not an invoice (skipped)'
         WHEN empty_row THEN 'empty row (skipped)'
@@ -267,18 +258,22 @@ SELECT
     END AS reason
 FROM p;
 
+-- name: line_details
+-- What only a line has (its item, quantity, price), read for the tables that are lines.
+CREATE OR REPLACE TEMP TABLE ing_line_details AS
+SELECT __line, fa_text(item_name) AS item_name, fa_id(tax_code) AS tax_code, fa_text(spec) AS spec,
+       fa_text(unit) AS unit, fa_text(quantity) AS quantity, fa_text(unit_price) AS unit_price,
+       coalesce(regexp_matches(fa_text(item_name), '详见.{0,6}清单'), false) AS is_summary
+FROM ing_mapped;
+
 -- name: line_groups
 -- The lines of each invoice of a file (ing_norm_lines: its loaded line rows), summed. A (详见销货清单)
 -- summary line stands for the detail lines of the same invoice: where those are there too, it is not
 -- counted twice. For a line file the first line gives the invoice's other fields, and the fields the
 -- lines of one invoice disagree on are named (line_problem).
 CREATE OR REPLACE TEMP TABLE ing_line_groups AS
-WITH l AS (
-    SELECT *, coalesce(regexp_matches(item_name, '详见.{0,6}清单'), false) AS is_summary
-    FROM ing_norm_lines
-),
-d AS (
-    SELECT *, bool_or(NOT is_summary) OVER (PARTITION BY invoice_key) AS has_detail FROM l
+WITH d AS (
+    SELECT *, bool_or(NOT is_summary) OVER (PARTITION BY invoice_key) AS has_detail FROM ing_norm_lines
 )
 SELECT
     invoice_key,
@@ -337,7 +332,7 @@ FROM ing_line_groups;
 
 -- name: insert_staged
 -- At the commit, once per file: ing_norm_file is a view of that file's invoice rows, with the line
--- sums of its invoices where it has lines (ing_lines_file, grouped).
+-- sums of its invoices where it has lines (NULL where it has none).
 INSERT INTO staged_invoices BY NAME
 SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, n.__line AS line,
        n.invoice_key, coalesce(n.invoice_code, '') AS invoice_code, n.invoice_number, n.invoice_type,
@@ -352,8 +347,7 @@ WHERE n.reason IS NULL;
 INSERT INTO staged_lines BY NAME
 SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, $sheet AS sheet,
        __line AS line, invoice_key, item_name, tax_code, spec, unit, quantity, unit_price, amount, tax_rate,
-       tax_amount, total_amount,
-       coalesce(regexp_matches(item_name, '详见.{0,6}清单'), false) AS is_summary
+       tax_amount, total_amount, is_summary
 FROM ing_lines_file;
 
 -- name: insert_rejected
