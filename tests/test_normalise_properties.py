@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fapiao_audit.config import Config
 from fapiao_audit.db import connect, execute_sql, named_sql
-from fapiao_audit.ingest import ALIASES, _install_macros
+from fapiao_audit.ingest import _VOCABULARY, ALIASES, _install_macros
 
 COLUMNS = list(ALIASES)
 
@@ -33,7 +33,7 @@ def norm():
             [[i, *(r.get(c) for c in COLUMNS)] for i, r in enumerate(rows)],
         )
         con.execute("CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT * FROM prop_in")
-        execute_sql(con, named_sql("ingest.sql", "normalize"), {})
+        execute_sql(con, named_sql("ingest.sql", "normalize"), {"role": "invoices", **_VOCABULARY})
         cur = con.execute("SELECT * FROM ing_norm ORDER BY __line")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
