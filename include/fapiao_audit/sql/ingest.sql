@@ -105,8 +105,13 @@ CREATE OR REPLACE TEMP MACRO fa_word_key(s) AS lower(regexp_replace(s, '[\s_\-]'
 -- name: macro_cell
 -- A delivered cell: trimmed, and empty when it holds nothing or only dashes (the export writes '--'
 -- for "no value", e.g. 数电发票号码 of a legacy invoice).
-CREATE OR REPLACE TEMP MACRO fa_cell(s) AS
-    CASE WHEN ltrim(trim(s), '-—–－―') = '' THEN NULL ELSE trim(s) END;
+-- (Asked only of values starting with a dash: trimming a set of multi-byte characters costs 4x a plain trim.)
+CREATE OR REPLACE TEMP MACRO fa_cell_t(t) AS
+    CASE WHEN t = '' THEN NULL
+         WHEN (starts_with(t, '-') OR starts_with(t, '—') OR starts_with(t, '–') OR starts_with(t, '－')
+               OR starts_with(t, '―')) AND ltrim(t, '-—–－―') = '' THEN NULL
+         ELSE t END;
+CREATE OR REPLACE TEMP MACRO fa_cell(s) AS fa_cell_t(trim(s));
 
 -- name: macro_type_t
 -- Free-text invoice kinds to medium (digital / electronic / paper) x kind (special / normal).
