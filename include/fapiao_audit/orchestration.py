@@ -93,6 +93,7 @@ def ingest_one(night: date, source: str) -> dict[str, Any]:
         "rows_read": sum(r.rows_read for r in reports),
         "rows_loaded": sum(r.rows_loaded for r in reports),
         "rows_rejected": sum(r.rows_rejected for r in reports),
+        "rows_skipped": sum(r.rows_skipped for r in reports),
     }
 
 
