@@ -923,12 +923,16 @@ def _ingest_file(
             name = f"ing_{index}_{k}"
             con.execute(f"DROP TABLE IF EXISTS {name}")
             con.execute(f"ALTER TABLE ing_norm RENAME TO {name}")
-            if role == "invoices":
-                staged.append(_Staged("invoices", name, part.sheet))
-            else:
+            if role != "invoices":
                 execute_sql(con, named_sql("ingest.sql", "line_details"), params)
                 con.execute(f"DROP TABLE IF EXISTS {name}_details")
                 con.execute(f"ALTER TABLE ing_line_details RENAME TO {name}_details")
+            if part.relation.startswith("ing_sheet_"):  # a sheet's raw rows are done with: free their memory
+                con.execute("DROP VIEW IF EXISTS ing_raw")
+                con.execute(f"DROP TABLE IF EXISTS {part.relation}")
+            if role == "invoices":
+                staged.append(_Staged("invoices", name, part.sheet))
+            else:
                 staged.append(_Staged("lines", name, part.sheet))
                 line_parts.append((name, role))
         except duckdb.OutOfMemoryException as e:

@@ -274,66 +274,73 @@ FROM ing_mapped;
 -- name: line_groups
 -- The lines of each invoice of a file (ing_norm_lines: its loaded line rows), summed. A (详见销货清单)
 -- summary line stands for the detail lines of the same invoice: where those are there too, it is not
--- counted twice. For a line file the first line gives the invoice's other fields, and the fields the
--- lines of one invoice disagree on are named (line_problem).
+-- counted twice. Numbers only (and the first line's number): a streaming aggregate that spills under a
+-- small memory limit.
 CREATE OR REPLACE TEMP TABLE ing_line_groups AS
-WITH d AS (
-    SELECT *, bool_or(NOT is_summary) OVER (PARTITION BY invoice_key) AS has_detail FROM ing_norm_lines
+WITH g AS (
+    SELECT
+        invoice_key,
+        min(__line) AS __line,
+        count(*)::INTEGER AS lines,
+        bool_or(not_positive) AS not_positive,
+        bool_or(NOT is_summary) AS has_detail,
+        sum(amount) AS amount_all, sum(amount) FILTER (WHERE NOT is_summary) AS amount_detail,
+        sum(tax_amount) AS tax_all, sum(tax_amount) FILTER (WHERE NOT is_summary) AS tax_detail,
+        CASE WHEN count(total_amount) = count(*) THEN sum(total_amount) END AS total_all,
+        CASE WHEN count(total_amount) FILTER (WHERE NOT is_summary) = count(*) FILTER (WHERE NOT is_summary)
+             THEN sum(total_amount) FILTER (WHERE NOT is_summary) END AS total_detail,
+        CASE WHEN count(tax_rate) = count(*) AND min(tax_rate) = max(tax_rate) THEN min(tax_rate) END AS lines_rate,
+        max(abs(amount * tax_rate - tax_amount)) AS gap_all,
+        max(abs(amount * tax_rate - tax_amount)) FILTER (WHERE NOT is_summary) AS gap_detail,
+        arg_max(__line, abs(amount * tax_rate - tax_amount)) FILTER (WHERE tax_rate IS NOT NULL) AS gap_line_all,
+        arg_max(__line, abs(amount * tax_rate - tax_amount)) FILTER (WHERE tax_rate IS NOT NULL AND NOT is_summary)
+            AS gap_line_detail
+    FROM ing_norm_lines
+    GROUP BY invoice_key
 )
-SELECT
-    invoice_key,
-    min(__line) AS __line,
-    arg_min(invoice_code, __line) AS invoice_code,
-    arg_min(invoice_number, __line) AS invoice_number,
-    arg_min(invoice_type, __line) AS invoice_type,
-    arg_min(invoice_type_raw, __line) AS invoice_type_raw,
-    arg_min(issue_time, __line) AS issue_time,
-    arg_min(issue_date, __line) AS issue_date,
-    arg_min(seller_tax_id, __line) AS seller_tax_id,
-    arg_min(seller_name, __line) AS seller_name,
-    arg_min(buyer_tax_id, __line) AS buyer_tax_id,
-    arg_min(buyer_name, __line) AS buyer_name,
-    arg_min(status, __line) AS status,
-    arg_min(risk_level, __line) AS risk_level,
-    bool_or(not_positive) AS not_positive,
-    arg_min(original_invoice_key, __line) FILTER (WHERE original_invoice_key IS NOT NULL) AS original_invoice_key,
-    arg_min(remark, __line) FILTER (WHERE remark IS NOT NULL) AS remark,
-    count(*)::INTEGER AS lines,
-    sum(amount) FILTER (WHERE NOT (is_summary AND has_detail)) AS lines_amount,
-    sum(tax_amount) FILTER (WHERE NOT (is_summary AND has_detail)) AS lines_tax,
-    CASE WHEN count(total_amount) FILTER (WHERE NOT (is_summary AND has_detail))
-              = count(*) FILTER (WHERE NOT (is_summary AND has_detail))
-         THEN sum(total_amount) FILTER (WHERE NOT (is_summary AND has_detail)) END AS lines_total,
-    CASE WHEN count(DISTINCT tax_rate) = 1 AND count(tax_rate) = count(*) THEN any_value(tax_rate) END AS lines_rate,
-    max(abs(amount * tax_rate - tax_amount)) FILTER (WHERE NOT (is_summary AND has_detail)) AS line_rate_gap,
-    arg_max(__line, abs(amount * tax_rate - tax_amount)) FILTER (WHERE NOT (is_summary AND has_detail)
-                                                                 AND tax_rate IS NOT NULL) AS line_rate_line,
-    NULLIF(concat_ws(', ',
-        CASE WHEN count(DISTINCT coalesce(invoice_code, '')) > 1 THEN 'invoice_code' END,
-        CASE WHEN count(DISTINCT coalesce(invoice_type_raw, '')) > 1 THEN 'invoice_type' END,
-        CASE WHEN count(DISTINCT coalesce(issue_time::VARCHAR, '')) > 1 THEN 'issue_time' END,
-        CASE WHEN count(DISTINCT coalesce(seller_tax_id, '')) > 1 THEN 'seller_tax_id' END,
-        CASE WHEN count(DISTINCT coalesce(buyer_tax_id, '')) > 1 THEN 'buyer_tax_id' END,
-        CASE WHEN count(DISTINCT coalesce(buyer_name, '')) > 1 THEN 'buyer_name' END,
-        CASE WHEN count(DISTINCT coalesce(status, '')) > 1 THEN 'status' END,
-        CASE WHEN count(DISTINCT not_positive) > 1 THEN 'is_positive' END
-    ), '') AS line_problem
-FROM d
-GROUP BY invoice_key;
+SELECT invoice_key, __line, lines, not_positive, lines_rate,
+       CASE WHEN has_detail THEN amount_detail ELSE amount_all END AS lines_amount,
+       CASE WHEN has_detail THEN tax_detail ELSE tax_all END AS lines_tax,
+       CASE WHEN has_detail THEN total_detail ELSE total_all END AS lines_total,
+       CASE WHEN has_detail THEN gap_detail ELSE gap_all END AS line_rate_gap,
+       CASE WHEN has_detail THEN gap_line_detail ELSE gap_line_all END AS line_rate_line
+FROM g;
 
 -- name: grouped_invoices
--- A line file's invoices: one record per invoice key from its lines (ing_line_groups).
+-- A line file's invoices: one record per invoice key, its sums (ing_line_groups) and the other fields of
+-- its first line; the fields its lines disagree on are named (line_problem), a remark or blue invoice
+-- named on a later line is kept.
 CREATE OR REPLACE TEMP TABLE ing_norm AS
+WITH disagree AS (
+    SELECT
+        invoice_key,
+        arg_min(original_invoice_key, __line) FILTER (WHERE original_invoice_key IS NOT NULL) AS original_invoice_key,
+        arg_min(remark, __line) FILTER (WHERE remark IS NOT NULL) AS remark,
+        NULLIF(concat_ws(', ',
+            CASE WHEN min(coalesce(invoice_code, '')) <> max(coalesce(invoice_code, '')) THEN 'invoice_code' END,
+            CASE WHEN min(coalesce(invoice_type_raw, '')) <> max(coalesce(invoice_type_raw, '')) THEN 'invoice_type' END,
+            CASE WHEN min(issue_time) <> max(issue_time) OR count(issue_time) NOT IN (0, count(*)) THEN 'issue_time' END,
+            CASE WHEN min(coalesce(seller_tax_id, '')) <> max(coalesce(seller_tax_id, '')) THEN 'seller_tax_id' END,
+            CASE WHEN min(coalesce(buyer_tax_id, '')) <> max(coalesce(buyer_tax_id, '')) THEN 'buyer_tax_id' END,
+            CASE WHEN min(coalesce(buyer_name, '')) <> max(coalesce(buyer_name, '')) THEN 'buyer_name' END,
+            CASE WHEN min(coalesce(status, '')) <> max(coalesce(status, '')) THEN 'status' END,
+            CASE WHEN bool_or(not_positive) <> bool_and(not_positive) THEN 'is_positive' END
+        ), '') AS line_problem
+    FROM ing_norm_lines
+    GROUP BY invoice_key
+)
 SELECT
-    __line, invoice_code, invoice_number, invoice_key, invoice_type, invoice_type_raw, issue_time, issue_date,
-    seller_tax_id, seller_name, buyer_tax_id, buyer_name,
-    lines_amount AS amount, lines_tax AS tax_amount, lines_rate AS tax_rate, lines_total AS total_amount,
-    status, risk_level, not_positive,
-    coalesce(lines_total < 0, lines_amount < 0, false) OR not_positive AS is_red,
-    original_invoice_key, remark,
-    lines, lines_amount, lines_tax, line_rate_gap, line_rate_line, line_problem,
+    g.__line, f.invoice_code, f.invoice_number, g.invoice_key, f.invoice_type, f.invoice_type_raw, f.issue_time,
+    f.issue_date, f.seller_tax_id, f.seller_name, f.buyer_tax_id, f.buyer_name,
+    g.lines_amount AS amount, g.lines_tax AS tax_amount, g.lines_rate AS tax_rate, g.lines_total AS total_amount,
+    f.status, f.risk_level, g.not_positive,
+    coalesce(g.lines_total < 0, g.lines_amount < 0, false) OR g.not_positive AS is_red,
+    x.original_invoice_key, x.remark,
+    g.lines, g.lines_amount, g.lines_tax, g.line_rate_gap, g.line_rate_line, x.line_problem,
     false AS skipped, NULL::VARCHAR AS reason
-FROM ing_line_groups;
+FROM ing_line_groups g
+JOIN ing_norm_lines f ON f.__line = g.__line
+JOIN disagree x ON x.invoice_key = g.invoice_key;
 
 -- name: insert_staged
 -- At the commit, once per file: ing_norm_file is a view of that file's invoice rows, with the line
