@@ -147,7 +147,7 @@ def generate(work: Path, rows: int, seed: int) -> Path:
         shutil.rmtree(landing, ignore_errors=True)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "fapiao_audit.cli", "generate", "--night", NIGHT, "--out", str(landing),
-                        "--rows", str(rows), "--seed", str(seed)], check=True)
+                        "--rows", str(rows), "--seed", str(seed), "--layout", "flat"], check=True)
         print(f"generated {rows:,} invoices per side in {time.perf_counter() - t0:.0f} s -> {landing}", flush=True)
     return landing
 

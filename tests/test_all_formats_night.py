@@ -1,6 +1,6 @@
 """One night delivered every way the contract allows reconciles to exactly the injected findings.
 
-The generator's night (GB18030 registry export with 合计 row, ERP Parquet with UTC timestamps and
+The generator's flat-layout night (GB18030 registry export with 合计 row, ERP Parquet with UTC timestamps and
 float amounts, POS CSV, web-shop JSONL with string amounts) is re-delivered as: the registry export
 as XLSX, the POS file as UTF-8-with-BOM CSV with Chinese headers, full-width ids and 1,234.50
 amounts, and the web shop as a PostgreSQL table. Cosmetic differences must produce no finding.
@@ -87,7 +87,8 @@ def webshop_to_postgres(night_dir: Path, url: str) -> None:
 @pytest.mark.parametrize("variant", ["as_generated", "every_format"])
 def test_night_in_every_format_reconciles_exactly(tmp_path, pg, variant):
     landing = tmp_path / "landing"
-    res = generate_night(landing, __import__("datetime").date.fromisoformat(NIGHT), rows=700, seed=5)
+    night = __import__("datetime").date.fromisoformat(NIGHT)
+    res = generate_night(landing, night, rows=700, seed=5, layout="flat")
     night_dir = res.night_dir
     args = ["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(tmp_path / "reports")]
     if variant == "every_format":

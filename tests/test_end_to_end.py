@@ -1,4 +1,8 @@
-"""generate + run, as a user would: the published findings equal the generator's expected findings."""
+"""generate + run, as a user would: the published findings equal the generator's expected findings.
+
+The night is the generator's default layout: the registry's two-sheet workbook with invoice lines, the
+ERP's line files, a third-party tool's GBK export and web-shop JSON Lines.
+"""
 
 from __future__ import annotations
 
@@ -32,11 +36,36 @@ def published(tmp_path_factory):
 
 def test_findings_equal_expected(published):
     base, code = published
+    meta = json.loads((base / "landing" / NIGHT / "generation.json").read_text(encoding="utf-8"))
+    assert meta["layout"] == "real"
+    assert meta["lines_per_source"]["registry"] > 2 * meta["rows_per_source"]["registry"]
     expected = read_keys(base / "landing" / NIGHT / "expected_findings.csv")
     got = read_keys(base / "reports" / NIGHT / "exceptions.csv")
     assert got == expected
     assert {k[0] for k in expected} >= {"MISSING_IN_REGISTRY", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
                                         "FIELD_MISMATCH"}
+    # the real layout's own defects, found from the lines and the registry's risk level
+    assert {(k[0], k[3]) for k in expected} >= {("INVALID_RECORD", "lines"), ("REGISTRY_RISK", "risk_level"),
+                                                ("REGISTRY_RISK", "status"), ("INVALID_RECORD", "tax_amount")}
+
+
+def test_findings_equal_expected_at_100k_invoices(tmp_path):
+    """The default layout at scale: about 300k invoice lines in the registry's workbook, 150k in the ERP's."""
+    landing, reports = tmp_path / "landing", tmp_path / "reports"
+    args = ["generate", "--night", NIGHT, "--out", str(landing), "--rows", "100000", "--seed", "11"]
+    assert main(args) == 0
+    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports),
+                 "--db", str(tmp_path / "fapiao.duckdb")])
+    assert code in (0, 1)
+    meta = json.loads((landing / NIGHT / "generation.json").read_text(encoding="utf-8"))
+    assert meta["layout"] == "real" and meta["lines_per_source"]["registry"] > 250_000
+    expected = read_keys(landing / NIGHT / "expected_findings.csv")
+    assert read_keys(reports / NIGHT / "exceptions.csv") == expected
+    summary = json.loads((reports / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    for source in summary["sources"]:
+        assert source["rows_rejected"] == 0
+        for f in source["files"]:
+            assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]
 
 
 def test_exit_code_and_five_files(published):
@@ -76,6 +105,11 @@ def test_accounting_in_summary(published):
             assert len(f["sha256"]) == 64
     assert summary["counts"] and sum(summary["counts"].values()) == summary["total_findings"]
     assert summary["config"]["window_days"] == 7
+    # every row of the generated files is loaded; the registry workbook's 合计行 is skipped, not rejected
+    (registry,) = [s for s in summary["sources"] if s["source_system"] == "registry"]
+    workbooks = list((base / "landing" / NIGHT / "registry").glob("*.xlsx"))
+    assert registry["rows_skipped"] == len(workbooks) == 1
+    assert all(s["rows_rejected"] == 0 for s in summary["sources"])
 
 
 def test_rerun_is_byte_identical_on_same_and_fresh_db(published, tmp_path):
@@ -110,12 +144,24 @@ def test_corrupt_file_keeps_previous_night_intact(tmp_path, capsys):
     assert main(["generate", "--night", NIGHT, "--out", str(landing), "--rows", "500"]) == 0
     assert main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports)]) in (0, 1)
     before = {p.name: p.read_bytes() for p in (reports / NIGHT).iterdir()}
-    victim = next((landing / NIGHT / "issuers").glob("*/*.parquet"))
+    (victim,) = (landing / NIGHT / "registry").glob("*.xlsx")  # the registry's workbook, cut in half
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports)])
     err = capsys.readouterr().err
     assert code == 2 and victim.name in err
     assert {p.name: p.read_bytes() for p in (reports / NIGHT).iterdir()} == before
+
+
+def test_generate_flat_layout_from_the_command_line(tmp_path, capsys):
+    """--layout flat: one row per invoice everywhere (the benchmarks' night); an unknown layout is refused."""
+    landing = tmp_path / "landing"
+    args = ["generate", "--night", NIGHT, "--out", str(landing), "--rows", "500"]
+    assert main([*args, "--layout", "flat"]) == 0
+    files = sorted(p.relative_to(landing / NIGHT).as_posix() for p in (landing / NIGHT).rglob("*.*"))
+    assert f"registry/registry_export_{NIGHT}.csv" in files and "issuers/erp/erp_part-0.parquet" in files
+    capsys.readouterr()
+    assert main([*args, "--layout", "wide"]) == 2
+    assert "--layout" in capsys.readouterr().err
 
 
 def test_demo_runs_and_points_at_the_report(tmp_path, capsys):

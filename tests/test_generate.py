@@ -1,7 +1,10 @@
-"""Tests of the synthetic night generator.
+"""Tests of the synthetic night generator, in both layouts.
 
-Besides layout and determinism, these re-derive some expected findings independently from the written
-files (plain pandas, no generator internals), so a generator bug cannot hide behind its own logic.
+The first part pins the flat layout (one row per invoice everywhere: what the benchmarks use); the
+second checks the real layout (the default: the registry's two-sheet workbook with invoice lines, an
+ERP line file, a third-party tool's GBK export). Besides layout and determinism, both re-derive
+expected findings independently from the written files (plain pandas and openpyxl, no generator
+internals), so a generator bug cannot hide behind its own logic.
 """
 
 from __future__ import annotations
@@ -9,21 +12,30 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from stdnum.cn import uscc
 
+from fapiao_audit import generate as generate_module
 from fapiao_audit.generate import (
+    ERP_LINE_COLUMNS,
     EXPECTED_COLUMNS,
     ISSUER_COLUMNS,
     ISSUER_SYSTEMS,
+    LAYOUTS,
+    POS_COLUMNS,
     REGISTRY_COLUMNS,
+    REGISTRY_LINE_COLUMNS,
     GenerateResult,
     generate_night,
 )
@@ -46,12 +58,14 @@ ISSUER_HEADER = [  # the contract's canonical names, in file order
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> GenerateResult:
-    return generate_night(tmp_path_factory.mktemp("land"), NIGHT, rows=ROWS, seed=SEED)
+    return generate_night(tmp_path_factory.mktemp("land"), NIGHT, rows=ROWS, seed=SEED, layout="flat")
 
 
 @pytest.fixture(scope="module")
 def next_night(night: GenerateResult) -> GenerateResult:
-    return generate_night(night.night_dir.parent, NIGHT + timedelta(days=1), rows=ROWS, seed=SEED)
+    return generate_night(
+        night.night_dir.parent, NIGHT + timedelta(days=1), rows=ROWS, seed=SEED, layout="flat"
+    )
 
 
 def _sha256_tree(root: Path) -> dict[str, str]:
@@ -123,15 +137,15 @@ def _rows_of(
 
 
 def test_same_arguments_give_byte_identical_files(night: GenerateResult, tmp_path: Path) -> None:
-    again = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED)
+    again = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED, layout="flat")
     assert _sha256_tree(again.night_dir) == _sha256_tree(night.night_dir)
     assert again.counts == night.counts and again.rows_per_source == night.rows_per_source
 
 
 def test_rerun_replaces_the_night_folder(tmp_path: Path) -> None:
-    first = generate_night(tmp_path, NIGHT, rows=ROWS, seed=3)
+    first = generate_night(tmp_path, NIGHT, rows=ROWS, seed=3, layout="flat")
     (first.night_dir / "stray.txt").write_text("left over", encoding="utf-8")
-    second = generate_night(tmp_path, NIGHT, rows=ROWS, seed=4)
+    second = generate_night(tmp_path, NIGHT, rows=ROWS, seed=4)  # the real layout replaces it just the same
     assert second.night_dir == first.night_dir
     assert not (second.night_dir / "stray.txt").exists()
     assert json.loads((second.night_dir / "generation.json").read_text(encoding="utf-8"))["seed"] == 4
@@ -139,13 +153,20 @@ def test_rerun_replaces_the_night_folder(tmp_path: Path) -> None:
 
 
 def test_other_seed_gives_other_data(night: GenerateResult, tmp_path: Path) -> None:
-    other = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED + 1)
+    other = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED + 1, layout="flat")
     assert _sha256_tree(other.night_dir) != _sha256_tree(night.night_dir)
 
 
 def test_too_few_rows_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="too small"):
-        generate_night(tmp_path, NIGHT, rows=50)
+    for layout in LAYOUTS:
+        with pytest.raises(ValueError, match="too small"):
+            generate_night(tmp_path, NIGHT, rows=50, layout=layout)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_layout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="layout"):
+        generate_night(tmp_path, NIGHT, rows=ROWS, layout="wide")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -562,7 +583,7 @@ def test_shared_days_are_identical_between_consecutive_nights(
 
 def test_pending_invoices_arrive_in_a_later_snapshot(night: GenerateResult, tmp_path: Path) -> None:
     """Night D's PENDING_SYNC invoices either arrive by D+3 (delayed sync) or turn into MISSING_IN_REGISTRY (lost)."""
-    later = generate_night(tmp_path, NIGHT + timedelta(days=3), rows=ROWS, seed=SEED)
+    later = generate_night(tmp_path, NIGHT + timedelta(days=3), rows=ROWS, seed=SEED, layout="flat")
     keys = ["invoice_code", "invoice_number"]
     e = read_expected(night.expected_path)
     pending = set(map(tuple, e.loc[e["category"] == "PENDING_SYNC", keys].values))
@@ -574,3 +595,435 @@ def test_pending_invoices_arrive_in_a_later_snapshot(night: GenerateResult, tmp_
     assert pending - arrived, "lost invoices never arrive"
     assert pending - arrived <= still_missing
     assert not arrived & still_missing
+
+
+# =============================================================================================
+# The real layout (the default)
+# =============================================================================================
+
+STATUSES = {"正常", "已作废", "已红冲-全额", "已红冲-部分", "失控", "异常"}
+RISKS = {"正常", "疑点发票", "异常凭证"}
+RATES = {"13%": 13, "9%": 9, "6%": 6, "3%": 3, "1%": 1, "0%": 0, "免税": 0, "不征税": 0}
+RED_REMARKS = {  # every form the platform writes, and the key of the blue invoice it names
+    "digital": r"被红冲蓝字数电发票号码：(\d{20}) 红字发票信息确认单编号：\d{20}",
+    "digital_old": r"被红冲蓝字数电票号码：(\d{20})",
+    "legacy": r"对应正数发票代码:(\d{10}|\d{12})号码:(\d{8})",
+    "number_first": r"被红冲蓝字发票号码：(\d{8}) 被红冲蓝字发票代码：(\d{10}|\d{12})",
+    "code_first": r"被红冲蓝字发票代码：(\d{10}|\d{12}) 被红冲蓝字发票号码：(\d{8})",
+}
+HEADER_FIELDS = ("发票代码", "发票号码", "发票票种", "开票日期", "销方识别号", "购方识别号", "购方名称", "发票状态")
+
+
+@dataclass(frozen=True)
+class RealNight:
+    """The files of a real-layout night, read back: every value as written (text, or fen for amounts)."""
+
+    result: GenerateResult
+    invoices: pd.DataFrame  # 发票基础信息 of every workbook, without 合计行
+    lines: pd.DataFrame  # 信息汇总表 of every workbook
+    workbooks: list[dict[str, object]]  # per workbook: sheet names, headers, totals row, sizes
+    erp: pd.DataFrame  # the ERP's line files
+    pos: pd.DataFrame
+    webshop: pd.DataFrame
+    expected: pd.DataFrame
+
+
+def _fen(value: object) -> int:
+    """Yuan (a number, or text like '1,234.50') as integer fen."""
+    return int((Decimal(str(value).replace(",", "")) * 100).to_integral_value())
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def read_workbook(path: Path) -> dict[str, object]:
+    """One registry workbook: both sheets' rows as text (amounts in fen), headers, the totals row."""
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        out: dict[str, object] = {"file": path.name, "sheets": wb.sheetnames}
+        for name, key in (("信息汇总表", "lines"), ("发票基础信息", "invoices")):
+            rows = list(wb[name].iter_rows(values_only=True))
+            out[f"{key}_header"] = list(rows[0])
+            out[f"{key}_raw"] = rows[1:]
+    finally:
+        wb.close()
+    inv_rows = out["invoices_raw"]
+    out["totals"] = inv_rows[-1]
+    out["invoices_raw"] = inv_rows[:-1]
+    return out
+
+
+def _frame(rows: list[tuple[object, ...]], header: list[str], money: tuple[str, ...]) -> pd.DataFrame:
+    df = pd.DataFrame([[_cell(v) for v in r] for r in rows], columns=header)
+    for column in money:
+        df[column] = df[column].map(_fen)
+    df["key"] = [
+        (code, number if number else digital) if not digital or digital == "--" else ("", digital)
+        for code, number, digital in zip(df["发票代码"], df["发票号码"], df["数电发票号码"], strict=True)
+    ]
+    return df
+
+
+def read_real(result: GenerateResult) -> RealNight:
+    d = result.night_dir
+    workbooks = [read_workbook(p) for p in sorted((d / "registry").glob("*.xlsx"))]
+    invoices = pd.concat(
+        [_frame(w["invoices_raw"], w["invoices_header"], ("金额", "税额", "价税合计")).assign(workbook=w["file"])
+         for w in workbooks], ignore_index=True)  # fmt: skip
+    lines = pd.concat(
+        [_frame(w["lines_raw"], w["lines_header"], ("金额", "税额", "价税合计")).assign(workbook=w["file"])
+         for w in workbooks], ignore_index=True)  # fmt: skip
+    erp_frames = []
+    for path in sorted((d / "issuers" / "erp").glob("*.csv")):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        erp_frames.append(df.assign(file=path.name))
+    erp = pd.concat(erp_frames, ignore_index=True)
+    for column in ("金额", "税额", "价税合计"):
+        erp[column] = erp[column].map(_fen)
+    erp["key"] = list(zip(erp["发票代码"], erp["发票号码"], strict=True))
+    (pos_path,) = sorted((d / "issuers" / "pos").glob("*.csv"))
+    pos = pd.read_csv(pos_path, dtype=str, keep_default_na=False, encoding="gbk")
+    for column in ("金额", "税额", "价税合计金额"):
+        pos[column] = pos[column].map(_fen)
+    pos["key"] = list(zip(pos["发票代码"], pos["发票号码"], strict=True))
+    (web_path,) = sorted((d / "issuers" / "webshop").glob("*.jsonl"))
+    webshop = pd.DataFrame.from_records(
+        [json.loads(line) for line in web_path.read_text(encoding="utf-8").splitlines() if line]
+    )
+    for column in ("amount", "tax_amount", "total_amount"):
+        webshop[column] = webshop[column].map(_fen)
+    webshop["key"] = list(zip(webshop["invoice_code"], webshop["invoice_number"], strict=True))
+    expected = read_expected(result.expected_path)
+    return RealNight(result, invoices, lines, workbooks, erp, pos, webshop, expected)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> GenerateResult:
+    return generate_night(tmp_path_factory.mktemp("real"), NIGHT, rows=ROWS, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def rn(real: GenerateResult) -> RealNight:
+    return read_real(real)
+
+
+def _expected_keys(
+    e: pd.DataFrame, category: str, field: str | None = None, source: str | None = None
+) -> set[tuple[str, str]]:
+    sub = e[e["category"] == category]
+    if field is not None:
+        sub = sub[sub["field"] == field]
+    if source is not None:
+        sub = sub[sub["source_system"] == source]
+    return set(zip(sub["invoice_code"], sub["invoice_number"], strict=True))
+
+
+def _tax(fen: int, pct: int) -> int:
+    """The tax of a line: amount x rate rounded half away from zero, in fen."""
+    sign = -1 if fen < 0 else 1
+    return sign * ((abs(fen) * pct + 50) // 100)
+
+
+def test_real_is_the_default_and_byte_identical(real: GenerateResult, tmp_path: Path) -> None:
+    assert real.layout == "real"
+    again = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED, layout="real")
+    assert _sha256_tree(again.night_dir) == _sha256_tree(real.night_dir)  # the workbooks included
+    assert again.counts == real.counts and again.lines_per_source == real.lines_per_source
+
+
+def test_real_layout_files(real: GenerateResult) -> None:
+    d = real.night_dir
+    stamp = NIGHT.strftime("%Y%m%d")
+    start = (NIGHT - timedelta(days=6)).strftime("%Y%m%d")
+    rel = sorted(p.relative_to(d).as_posix() for p in real.files)
+    assert rel == sorted([
+        f"issuers/erp/erp_fapiao_lines_{stamp}_1.csv",
+        f"issuers/erp/erp_fapiao_lines_{stamp}_2.csv",
+        f"issuers/pos/开票记录导出_{stamp}.csv",
+        "issuers/webshop/webshop_invoices.jsonl",
+        f"registry/全量发票查询导出结果（{start}-{stamp}）.xlsx",
+    ])  # fmt: skip
+    assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) == sorted(
+        [*rel, "expected_findings.csv", "generation.json"]
+    )
+    meta = json.loads((d / "generation.json").read_text(encoding="utf-8"))
+    assert meta["layout"] == "real" and meta["lines_per_source"] == real.lines_per_source
+    assert meta["counts"] == real.counts and set(real.counts) == set(CATEGORY_CODES)
+    assert {"risk_level", "reg_lines", "lines_header", "stale_blue", "red_pair"} <= set(meta["injected"])
+
+
+def test_registry_workbook_as_the_platform_writes_it(real: GenerateResult, rn: RealNight) -> None:
+    (path,) = sorted((real.night_dir / "registry").glob("*.xlsx"))
+    (w,) = rn.workbooks
+    assert w["sheets"] == ["信息汇总表", "发票基础信息"]  # lines first
+    assert w["lines_header"] == list(REGISTRY_LINE_COLUMNS) and len(REGISTRY_LINE_COLUMNS) == 27
+    assert w["invoices_header"] == list(REGISTRY_COLUMNS) and len(REGISTRY_COLUMNS) == 19
+    # text cells for ids, dates, 税率, 数量 and 单价; numbers for amounts
+    for key, text_columns, number_columns in (
+        ("lines", ("序号", "数电发票号码", "销方识别号", "开票日期", "税率", "数量", "单价"), ("金额", "税额", "价税合计")),
+        ("invoices", ("序号", "数电发票号码", "销方识别号", "开票日期"), ("金额", "税额", "价税合计")),
+    ):  # fmt: skip
+        header = w[f"{key}_header"]
+        rows = w[f"{key}_raw"]
+        for column in text_columns:
+            i = header.index(column)
+            assert all(r[i] is None or isinstance(r[i], str) for r in rows), column
+        for column in number_columns:
+            i = header.index(column)
+            assert all(isinstance(r[i], int | float) for r in rows), column
+    for key in ("lines", "invoices"):
+        assert [r[0] for r in w[f"{key}_raw"]] == [str(i) for i in range(1, len(w[f"{key}_raw"]) + 1)]
+    # the totals row: 序号 合计行, only 金额 and 税额, the sums of the sheet's rows
+    totals = w["totals"]
+    header = w["invoices_header"]
+    assert totals[0] == "合计行"
+    assert {header[i] for i, v in enumerate(totals) if v is not None} == {"序号", "金额", "税额"}
+    assert _fen(totals[header.index("金额")]) == rn.invoices["金额"].sum()
+    assert _fen(totals[header.index("税额")]) == rn.invoices["税额"].sum()
+    assert len(rn.invoices) == real.rows_per_source["registry"]
+    assert len(rn.lines) == real.lines_per_source["registry"]
+    # identifiers: 数电票 with empty 发票代码 / 发票号码; legacy invoices with '--' as 数电发票号码
+    for df in (rn.invoices, rn.lines):
+        digital = df[df["数电发票号码"] != "--"]
+        legacy = df[df["数电发票号码"] == "--"]
+        assert digital["数电发票号码"].str.fullmatch(r"\d{20}").all()
+        assert (digital["发票代码"] == "").all() and (digital["发票号码"] == "").all()
+        assert legacy["发票代码"].str.fullmatch(r"\d{10}|\d{12}").all()
+        assert legacy["发票号码"].str.fullmatch(r"\d{8}").all()
+        assert {10, 12} <= set(legacy["发票代码"].str.len())
+        assert 0.1 < len(legacy) / len(df) < 0.5
+        assert df["开票日期"].str.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").all()
+    # '--' also stands for an individual buyer's missing tax id
+    assert (rn.invoices["购方识别号"] == "--").any()
+    openpyxl.load_workbook(path).close()  # the full reader opens it too
+
+
+def test_registry_vocabulary(rn: RealNight) -> None:
+    inv, lines = rn.invoices, rn.lines
+    assert set(inv["发票状态"]) == STATUSES
+    assert set(inv["发票风险等级"]) == RISKS
+    assert set(inv["是否正数发票"]) == {"是", "否"}
+    assert set(inv["发票来源"]) == {"电子发票服务平台", "增值税发票管理系统"}
+    assert set(inv["发票票种"]) == {
+        "数电发票（增值税专用发票）", "数电发票（普通发票）", "数电票（增值税专用发票）", "数电票（普通发票）",
+        "增值税专用发票", "增值税电子普通发票", "增值税普通发票（卷式）",
+    }  # fmt: skip
+    assert set(lines["税率"]) == set(RATES)
+    for rate in ("免税", "不征税", "0%"):
+        assert (lines.loc[lines["税率"] == rate, "税额"] == 0).all()
+    # red invoices: 是否正数发票 = 否, negative amounts, status 正常, their blue named in 备注
+    reds = inv[inv["是否正数发票"] == "否"]
+    assert (reds["金额"] < 0).all() and (reds["价税合计"] < 0).all() and (reds["发票状态"] == "正常").all()
+    assert (inv.loc[inv["是否正数发票"] == "是", "金额"] >= 0).all()
+    found = {name: 0 for name in RED_REMARKS}
+    for remark in reds["备注"]:
+        matches = [name for name, pattern in RED_REMARKS.items() if re.fullmatch(pattern, remark)]
+        assert len(matches) == 1, remark
+        found[matches[0]] += 1
+    assert all(found.values()), found
+    # the blue a red names exists, and turned 已红冲-全额 or 已红冲-部分 (unless the red is an orphan)
+    blue_status = dict(zip(inv["key"], inv["发票状态"], strict=True))
+    orphans = _expected_keys(rn.expected, "ORPHAN_RED_INVOICE")
+    for key, remark in zip(reds["key"], reds["备注"], strict=True):
+        m = next(re.fullmatch(p, remark) for p in RED_REMARKS.values() if re.fullmatch(p, remark))
+        groups = m.groups()
+        blue = ("", groups[0]) if len(groups) == 1 else (
+            (groups[0], groups[1]) if len(groups[0]) > 8 else (groups[1], groups[0]))
+        if key not in orphans:
+            assert blue_status.get(blue) in ("已红冲-全额", "已红冲-部分"), (key, blue)
+
+
+def test_registry_lines_add_up_except_where_injected(rn: RealNight) -> None:
+    inv, lines, e = rn.invoices, rn.lines, rn.expected
+    per_invoice = lines.groupby("key").agg(n=("金额", "size"), amount=("金额", "sum"), tax=("税额", "sum"))
+    first = inv.drop_duplicates("key").set_index("key")
+    assert set(per_invoice.index) == set(first.index)  # every invoice has lines, a duplicate row none extra
+    differs = per_invoice[(per_invoice["amount"] != first.loc[per_invoice.index, "金额"])
+                          | (per_invoice["tax"] != first.loc[per_invoice.index, "税额"])]  # fmt: skip
+    in_scope = set(inv.loc[inv["销方识别号"].str.startswith("9111"), "key"])
+    assert set(differs.index) == _expected_keys(e, "INVALID_RECORD", "lines", "registry")
+    assert set(differs.index) <= in_scope
+    # per line: tax = amount x rate, rounded to the fen, except the injected rate errors
+    pct = lines["税率"].map(RATES)
+    off = lines[(lines["金额"] * pct - lines["税额"] * 100).abs() > 600]
+    assert set(off["key"]) == _expected_keys(e, "INVALID_RECORD", "tax_amount", "registry")
+    clean = lines[~lines["key"].isin(set(off["key"]))]
+    pairs = zip(clean["金额"], clean["税率"].map(RATES), clean["税额"], strict=True)
+    assert all(_tax(f, p) == t for f, p, t in pairs)
+    assert (lines["价税合计"] == lines["金额"] + lines["税额"]).all()
+    # shapes: about 3 lines an invoice, up to dozens, mixed rates, discount lines in blue invoices
+    assert 2.5 < per_invoice["n"].mean() < 3.5
+    assert per_invoice["n"].max() > 12 and per_invoice["n"].max() <= 36
+    assert (lines.groupby("key")["税率"].nunique() > 1).mean() > 0.05
+    blue = set(inv.loc[inv["是否正数发票"] == "是", "key"])
+    discounts = lines[(lines["金额"] < 0) & lines["key"].isin(blue)]
+    assert len(discounts) > 0 and (discounts["数量"] == "").all()
+    assert (first.loc[list(set(discounts["key"])), "金额"] > 0).all()  # a negative line alone is not red
+
+
+def test_erp_line_file(real: GenerateResult, rn: RealNight) -> None:
+    erp, e = rn.erp, rn.expected
+    for path in sorted((real.night_dir / "issuers" / "erp").glob("*.csv")):
+        raw = path.read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf")
+        assert next(csv.reader([raw[3:].decode("utf-8").split("\n", 1)[0]])) == list(ERP_LINE_COLUMNS)
+    assert len(erp) == real.rows_per_source["erp"] == real.lines_per_source["erp"]
+    assert erp["金额"].astype(str).str.len().max() > 0 and erp["单据编号"].str.fullmatch(r"XS\d{13}(-1)?").all()
+    raw_amounts = pd.concat(
+        [pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")["金额"]
+         for p in sorted((real.night_dir / "issuers" / "erp").glob("*.csv"))])  # fmt: skip
+    assert raw_amounts.str.contains(",").any()  # 1,234.50
+    # one record per invoice key and file: lines that disagree on a header field are the injected ones
+    disagree = erp.groupby(["file", "key"])[list(HEADER_FIELDS)].nunique().max(axis=1) > 1
+    bad = {k for (_f, k), v in disagree.items() if v}
+    assert bad == _expected_keys(e, "INVALID_RECORD", "lines", "erp") and bad
+    which = erp.groupby(["file", "key"])[["购方名称", "开票日期"]].nunique()
+    assert {k for (_f, k), v in which.iterrows() if v.max() > 1} == bad  # a buyer name or an issue time
+    # a duplicate in the ERP's export is the same invoice in both of its files
+    files_per_key = erp.groupby("key")["file"].nunique()
+    twice = set(files_per_key[files_per_key > 1].index)
+    assert twice and twice == _expected_keys(e, "DUPLICATE_IN_SOURCE", None, "erp")
+    # the rate rule applies per line
+    pct = erp["税率"].map(RATES)
+    off = set(erp.loc[(erp["金额"] * pct - erp["税额"] * 100).abs() > 600, "key"])
+    assert off and off == _expected_keys(e, "INVALID_RECORD", "tax_amount", "erp")
+    assert set(erp["发票状态"]) <= {"正常", "作废", "红冲", "部分红冲"}
+
+
+def test_pos_is_a_third_party_gbk_export(real: GenerateResult, rn: RealNight) -> None:
+    (path,) = sorted((real.night_dir / "issuers" / "pos").glob("*.csv"))
+    raw = path.read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    assert next(csv.reader([raw.decode("gbk").split("\n", 1)[0].rstrip("\r")])) == list(POS_COLUMNS)
+    pos, e = rn.pos, rn.expected
+    assert len(pos) == real.rows_per_source["pos"]
+    assert set(pos["发票状态"]) <= {"正常", "已作废", "已红冲", "部分红冲"}
+    assert set(pos["税率"]) - {""} <= set(RATES)
+    # one rate per invoice: empty where the invoice's lines mix rates
+    mixed = rn.lines.groupby("key")["税率"].nunique()
+    mixed = set(mixed[mixed > 1].index)
+    in_registry = pos[pos["key"].isin(set(rn.lines["key"]))]
+    assert set(in_registry.loc[in_registry["税率"] == "", "key"]) == set(in_registry["key"]) & mixed
+    rated = pos[pos["税率"] != ""]
+    bad = rated[(rated["金额"] * rated["税率"].map(RATES) - rated["税额"] * 100).abs() > 600]
+    assert len(bad) and set(bad["key"]) == _expected_keys(e, "INVALID_RECORD", "tax_amount", "pos")
+    web = rn.webshop
+    assert web["tax_rate"].isna().any() and set(web["tax_rate"].dropna()) <= set(RATES)
+
+
+def test_real_finding_conventions(rn: RealNight) -> None:
+    e = rn.expected
+    k = max(3, ROWS // 2000)
+    for category in CATEGORY_CODES:
+        assert (e["category"] == category).sum() >= (k if category != "PENDING_SYNC" else 2), category
+    invalid = e[e["category"] == "INVALID_RECORD"]
+    assert set(invalid["field"]) == {"total_amount", "tax_amount", "buyer_tax_id", "invoice_number", "lines"}
+    assert set(invalid.loc[invalid["field"] == "lines", "source_system"]) == {"erp", "registry"}
+    assert "registry" in set(invalid.loc[invalid["field"] == "tax_amount", "source_system"])
+    risk = e[e["category"] == "REGISTRY_RISK"]
+    assert set(risk["field"]) == {"status", "risk_level"} and set(risk["source_system"]) == {"registry"}
+    legacy = e[e["invoice_code"] != ""]
+    assert legacy["invoice_code"].str.fullmatch(r"\d{10}|\d{12}").all()
+    # the registry's risk levels and statuses are exactly the REGISTRY_RISK findings
+    inv = rn.invoices
+    assert set(inv.loc[inv["发票风险等级"] != "正常", "key"]) == _expected_keys(e, "REGISTRY_RISK", "risk_level")
+    assert set(inv.loc[inv["发票状态"].isin(["失控", "异常"]), "key"]) == _expected_keys(e, "REGISTRY_RISK", "status")
+    # a partial red issued, the issuer's blue still 正常: STATUS_MISMATCH
+    partial = set(inv.loc[inv["发票状态"] == "已红冲-部分", "key"])
+    issuer_normal = (
+        set(rn.pos.loc[rn.pos["发票状态"] == "正常", "key"])
+        | set(rn.webshop.loc[rn.webshop["status"] == "normal", "key"])
+        | set(rn.erp.loc[rn.erp["发票状态"] == "正常", "key"])
+    )
+    stale = partial & issuer_normal
+    assert stale and stale <= _expected_keys(e, "STATUS_MISMATCH", "status")
+
+
+def _issuer_records(rn: RealNight) -> pd.DataFrame:
+    """One record per invoice and file (the ERP's lines grouped, as the contract reads a line file)."""
+    erp = rn.erp.groupby(["file", "key"], sort=False).agg(
+        issue_time=("开票日期", "first"), seller=("销方识别号", "first"), amount=("金额", "sum"),
+        tax=("税额", "sum"), total=("价税合计", "sum")).reset_index().assign(system="erp")  # fmt: skip
+    pos = rn.pos.rename(columns={"开票时间": "issue_time", "销方税号": "seller", "金额": "amount", "税额": "tax",
+                                 "价税合计金额": "total"}).assign(system="pos", file="pos")  # fmt: skip
+    web = rn.webshop.assign(
+        issue_time=rn.webshop["issue_time"].map(
+            lambda s: datetime.fromisoformat(s).astimezone(_SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")),
+        system="webshop", file="webshop").rename(columns={  # fmt: skip
+            "seller_tax_id": "seller", "tax_amount": "tax", "total_amount": "total"})
+    cols = ["system", "file", "key", "issue_time", "seller", "amount", "tax", "total"]
+    return pd.concat([erp[cols], pos[cols], web[cols]], ignore_index=True)
+
+
+def test_real_missing_duplicates_and_sums_match_an_independent_check(rn: RealNight) -> None:
+    e = rn.expected
+    issuers = _issuer_records(rn)
+    reg = rn.invoices
+    reg_keys = set(reg["key"])
+    as_of = datetime.combine(NIGHT + timedelta(days=1), datetime.min.time())
+    cutoff = (as_of - timedelta(hours=48)).strftime("%Y-%m-%d %H:%M:%S")
+    absent = issuers[~issuers["key"].isin(reg_keys)]
+    missing = {(k, s) for k, s, t in zip(absent["key"], absent["system"], absent["issue_time"], strict=True)
+               if t < cutoff}  # fmt: skip
+    pending = {(k, s) for k, s, t in zip(absent["key"], absent["system"], absent["issue_time"], strict=True)
+               if t >= cutoff}  # fmt: skip
+
+    def keyed(category: str) -> set[tuple[tuple[str, str], str]]:
+        sub = e[e["category"] == category]
+        rows = zip(sub["invoice_code"], sub["invoice_number"], sub["source_system"], strict=True)
+        return {((c, n), s) for c, n, s in rows}
+
+    assert missing == keyed("MISSING_IN_REGISTRY") and pending == keyed("PENDING_SYNC")
+    monitored = set(issuers["seller"])
+    scope = reg[reg["销方识别号"].isin(monitored)]
+    assert {(k, "registry") for k in set(scope["key"]) - set(issuers["key"])} == keyed("MISSING_IN_ISSUER")
+    dups = issuers.groupby(["system", "key"]).size()
+    reg_dups = scope.groupby("key").size()
+    mine = {(k, s) for (s, k), n in dups.items() if n > 1}
+    mine |= {(k, "registry") for k, n in reg_dups.items() if n > 1}
+    assert mine == keyed("DUPLICATE_IN_SOURCE")
+    # a duplicated registry invoice repeats its 发票基础信息 row; its lines are there once
+    for key in reg_dups[reg_dups > 1].index:
+        lines = rn.lines[rn.lines["key"] == key]
+        assert len(lines) == len(lines.drop_duplicates(["序号"])) and lines["序号"].is_unique
+    # total = amount + tax on every record but the injected ones
+    bad_total = issuers[issuers["total"] != issuers["amount"] + issuers["tax"]]
+    reg_bad = scope[scope["价税合计"] != scope["金额"] + scope["税额"]]
+    assert {(k, s) for k, s in zip(bad_total["key"], bad_total["system"], strict=True)} | {
+        (k, "registry") for k in reg_bad["key"]} == {  # fmt: skip
+        (k, s) for k, s in keyed("INVALID_RECORD")
+        if k in set(e.loc[(e["category"] == "INVALID_RECORD") & (e["field"] == "total_amount"),
+                          ["invoice_code", "invoice_number"]].itertuples(index=False, name=None))
+    }
+
+
+def test_split_export_keeps_each_invoice_with_its_lines(
+    real: GenerateResult, rn: RealNight, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past a sheet's row limit the export is several workbooks, each with both sheets and its 合计行."""
+    limit = 1500
+    monkeypatch.setattr(generate_module, "_SHEET_MAX_ROWS", limit)
+    split = generate_night(tmp_path, NIGHT, rows=ROWS, seed=SEED)
+    parts = read_real(split)
+    start = (NIGHT - timedelta(days=6)).strftime("%Y%m%d")
+    stem = f"全量发票查询导出结果（{start}-{NIGHT.strftime('%Y%m%d')}）"
+    names = [w["file"] for w in parts.workbooks]
+    assert names == [f"{stem}.xlsx"] + [f"{stem}_{i}.xlsx" for i in range(2, len(names) + 1)]
+    assert len(names) >= 4
+    for w in parts.workbooks:
+        assert w["sheets"] == ["信息汇总表", "发票基础信息"]
+        assert 0 < len(w["lines_raw"]) <= limit and w["totals"][0] == "合计行"
+        mine = parts.invoices[parts.invoices["workbook"] == w["file"]]
+        assert _fen(w["totals"][REGISTRY_COLUMNS.index("金额")]) == mine["金额"].sum()
+        assert set(parts.lines.loc[parts.lines["workbook"] == w["file"], "key"]) == set(mine["key"])
+    assert parts.invoices.groupby("key")["workbook"].nunique().max() == 1
+    # the same night, only cut differently: the same rows, the same issuer files, the same findings
+    columns = [c for c in rn.invoices.columns if c not in ("序号", "workbook")]
+    assert sorted(map(tuple, parts.invoices[columns].astype(str).values)) == sorted(
+        map(tuple, rn.invoices[columns].astype(str).values))
+    assert split.expected_path.read_bytes() == real.expected_path.read_bytes()
+    for p in real.files:
+        if "issuers" in p.parts:
+            assert (split.night_dir / p.relative_to(real.night_dir)).read_bytes() == p.read_bytes()

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, type=Path)
     gen.add_argument("--rows", type=int, default=5000, help="invoices per side (default 5000)")
     gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--layout", choices=("real", "flat"), default="real",
+                     help="real: the registry's two-sheet workbook with invoice lines and the issuers' own "
+                          "exports (default); flat: one row per invoice everywhere (the benchmarks' layout)")
 
     demo = sub.add_parser("demo", help="generate a few nights, run them, print where the report is")
     demo.add_argument("--dir", type=Path, default=Path("data/demo"), help="working folder (default data/demo)")
@@ -81,7 +84,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     night = parse_night(args.night)
     try:
-        res = generate_night(args.out, night, rows=args.rows, seed=args.seed)
+        res = generate_night(args.out, night, rows=args.rows, seed=args.seed, layout=args.layout)
     except ValueError as e:
         raise ConfigError(f"--rows: {e}") from None
     total = sum(res.counts.values())

@@ -5,6 +5,23 @@
 the findings a correct reconciler must report for exactly these files. It serves the demo, the
 end-to-end tests and the benchmarks, so it has to be realistic, exact and fast.
 
+Two layouts:
+
+* ``real`` (the default), as the sources really deliver: the registry's 全量发票查询 download, one or
+  more workbooks ``全量发票查询导出结果（<start>-<night>）[_k].xlsx`` with sheet 信息汇总表 (one row per
+  invoice line, 27 columns) before sheet 发票基础信息 (one row per invoice, 19 columns, 合计行 last),
+  split where the lines exceed a sheet's 1,048,575 rows; the ERP's export as two UTF-8-BOM line files
+  (one row per invoice line, the invoice's fields repeated, 单据编号, amounts like ``1,234.50``); the
+  point of sale's third-party invoicing tool as a GBK CSV (发票代码, 票据类型, 开票时间, 销方税号, ...,
+  价税合计金额); the web shop as JSON Lines. Invoices have lines (mixed rates, discount lines, 免税 and
+  不征税), and the kinds of defect that only lines and the registry's risk level can carry.
+* ``flat``: one row per invoice everywhere (a GB18030 registry CSV with a 合计 row, ERP Parquet, POS
+  CSV, web-shop JSON Lines), byte for byte what the benchmarks have always used, up to 50M rows.
+
+The workbooks are written without a spreadsheet library: DuckDB writes each sheet's rows as XML
+(inline strings, numbers as values) straight to a file, and a small zip writer packages them, its
+deflate pieces compressed in parallel; the same arguments give the same bytes.
+
 How it stays exact and fast at 10M rows per side:
 
 * Every invoice is a pure function of ``(seed, issue day, per-day sequence number)``. The bulk rows
@@ -25,6 +42,7 @@ How it stays exact and fast at 10M rows per side:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -32,10 +50,15 @@ import json
 import math
 import os
 import shutil
+import struct
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import zipfile
+import zlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -46,13 +69,21 @@ from stdnum.cn import uscc
 from .model import zero_counts
 
 __all__ = [
+    "ERP_LINE_COLUMNS",
     "EXPECTED_COLUMNS",
     "ISSUER_SYSTEMS",
+    "LAYOUTS",
+    "POS_COLUMNS",
     "REGISTRY_COLUMNS",
+    "REGISTRY_LINE_COLUMNS",
     "ISSUER_COLUMNS",
     "GenerateResult",
     "generate_night",
 ]
+
+#: Layouts of a generated night: ``real`` (the default: the registry's workbook as the platform writes
+#: it, invoice lines, the issuers' own formats) and ``flat`` (one row per invoice everywhere).
+LAYOUTS: tuple[str, ...] = ("real", "flat")
 
 #: Issuing systems (folder names): erp ~50 %, pos ~30 %, webshop ~20 % of issuer rows.
 ISSUER_SYSTEMS: tuple[str, ...] = ("erp", "pos", "webshop")
@@ -145,7 +176,9 @@ class GenerateResult:
 
     ``files`` are the landing input files (registry and issuers) in sorted order; ``counts`` holds the
     expected findings per category (every category present, possibly 0); ``rows_per_source`` the data
-    rows written per issuing system and for ``registry`` (the totals row not counted).
+    rows written per issuing system and for ``registry`` (its invoice rows; the totals row not counted;
+    in the real layout the ERP's rows are its invoice lines); ``lines_per_source`` (real layout) the
+    invoice lines written by the ERP and in the registry's 信息汇总表.
     """
 
     night_dir: Path
@@ -153,6 +186,8 @@ class GenerateResult:
     expected_path: Path
     counts: dict[str, int]
     rows_per_source: dict[str, int]
+    layout: str = "real"
+    lines_per_source: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -319,13 +354,15 @@ def _coprime_multiplier(modulus: int, start: int) -> int:
     return m
 
 
-def _plan(rows: int, window_days: int) -> _Plan:
+def _plan(rows: int, window_days: int, layout: str = "flat") -> _Plan:
     """How many invoices and defect slots each day gets.
 
     K = max(3, rows // 2000) cases per kind and night are spread over the window's days, rounded up to
     whole cases per day (so a night holds window_days * ceil(K / window_days) >= K of each kind).
     Pending invoices only surface as PENDING_SYNC on the last two days of a night, so each day gets
-    ceil(K / 2) of them.
+    ceil(K / 2) of them. The real layout adds its own kinds (lines, risk levels, a stale blue) after
+    the flat layout's slots, so the flat layout's ranks never move; a day then needs 1.5 invoices per
+    slot instead of 2.
     """
     per_day = math.ceil(rows / window_days)
     k_night = max(3, rows // 2000)
@@ -344,13 +381,19 @@ def _plan(rows: int, window_days: int) -> _Plan:
         slots += [("pair", kind), ("pair", kind)]
     for _ in range(k_day):
         slots += [("pair", "exceeds"), ("pair", "exceeds")]
+    if layout == "real":
+        for kind in _REAL_KINDS:
+            slots += [(kind, None)] * k_day
+        for _ in range(k_day):  # partial red issued, the issuer's blue still says normal
+            slots += [("pair", "stale"), ("pair", "stale")]
     if per_day > 9_000_000:  # keeps s * multiplier inside BIGINT and s inside the 2^24 key space
         raise ValueError(f"rows={rows} exceeds {9_000_000 * window_days} for a {window_days}-day window")
-    if per_day < 2 * len(slots):
-        minimum = 2 * len(slots) * window_days
+    need = 2 * len(slots) if layout == "flat" else math.ceil(1.5 * len(slots))
+    if per_day < need:
+        minimum = need * window_days
         raise ValueError(
             f"rows={rows} is too small for a {window_days}-day window: every day needs at least "
-            f"{2 * len(slots)} invoices to hold its injected defects (use rows >= {minimum})"
+            f"{need} invoices to hold its injected defects (use rows >= {minimum})"
         )
     return _Plan(
         per_day=per_day,
@@ -734,17 +777,13 @@ status_findings AS (
            CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'registry' ELSE src END
     FROM both_sides WHERE i_status <> r_status
 ),
-sides AS (
-    SELECT src, iss_key_id AS key_id, fen, tax, total, rate_pct, bad_buyer_id,
-           iss_key_id < 0 AND length(typo_number) <> 8 AS bad_number
-    FROM iss
-    UNION ALL
-    SELECT 'registry', key_id, fen, tax, total, NULL, bad_buyer_id, false FROM scope
-),
+sides AS ({sides}),
 invalid AS (
     SELECT 'INVALID_RECORD', key_id, 'total_amount', src FROM sides WHERE total <> fen + tax
     UNION ALL
-    SELECT 'INVALID_RECORD', key_id, 'tax_amount', src FROM sides WHERE abs(fen * rate_pct - tax * 100) > 600
+    SELECT 'INVALID_RECORD', key_id, 'tax_amount', src FROM sides WHERE rate_bad
+    UNION ALL
+    SELECT 'INVALID_RECORD', key_id, 'lines', src FROM sides WHERE lines_bad
     UNION ALL
     SELECT 'INVALID_RECORD', key_id, 'invoice_number', src FROM sides WHERE bad_number
     UNION ALL
@@ -777,14 +816,24 @@ SELECT DISTINCT * FROM (
     UNION ALL SELECT * FROM field_mismatch
     UNION ALL SELECT * FROM status_findings
     UNION ALL SELECT * FROM invalid
-    UNION ALL SELECT * FROM orphans
+    UNION ALL SELECT * FROM orphans{extra}
 )
+"""
+
+# The flat layout: the issuer files carry a rate per invoice, the registry export none; no lines.
+_FLAT_SIDES = r"""
+    SELECT src, iss_key_id AS key_id, fen, tax, total, bad_buyer_id,
+           iss_key_id < 0 AND length(typo_number) <> 8 AS bad_number,
+           abs(fen * rate_pct - tax * 100) > 600 AS rate_bad, false AS lines_bad
+    FROM iss
+    UNION ALL
+    SELECT 'registry', key_id, fen, tax, total, bad_buyer_id, false, NULL, false FROM scope
 """
 
 _EXPECTED_SQL = r"""
 CREATE TABLE expected AS
 SELECT e.category,
-       inv_code(i.is_digital, i.is_special, d.yy, d.doy) AS invoice_code,
+       {code} AS invoice_code,
        CASE WHEN e.key_id < 0 THEN i.typo_number
             ELSE inv_number(i.is_digital, i.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) END AS invoice_number,
        e.field, e.source_system
@@ -933,6 +982,565 @@ FROM reg_txt WHERE reg_dn = {dn}
 
 
 # --------------------------------------------------------------------------------------------------
+# The real layout: invoice lines, the registry's two-sheet workbook, an ERP line file, a GBK tool export
+# --------------------------------------------------------------------------------------------------
+# Every invoice gets lines (a pure function of its day and sequence number, like everything else):
+# 1 to 36, about 3 on average, a main rate per invoice, sometimes a second rate on the last line,
+# sometimes a discount line (line 2, negative, the item of line 1). An invoice's amount and tax are
+# the sums of its lines. A red invoice mirrors its blue: a full reversal negates every line, a partial
+# one is a single negative line on the blue's first item. Lines beyond the 12th are whole yuan, so
+# that the per-line rounding of an invoice adds up to at most 0.06 (the rate rule of a file that only
+# carries a rate per invoice stays quiet on a clean invoice).
+
+#: Excel's last row is 1,048,576: one header row and this many data rows per sheet.
+_SHEET_MAX_ROWS = 1_048_575
+#: An invoice has at most this many lines; a split workbook stops this far below the limit.
+_MAX_LINES = 36
+
+#: The registry's 信息汇总表 (one row per invoice line), in file order.
+REGISTRY_LINE_COLUMNS: tuple[str, ...] = (
+    "序号", "发票代码", "发票号码", "数电发票号码", "销方识别号", "销方名称", "购方识别号", "购买方名称",
+    "开票日期", "税收分类编码", "特定业务类型", "货物或应税劳务名称", "规格型号", "单位", "数量", "单价", "金额",
+    "税率", "税额", "价税合计", "发票来源", "发票票种", "发票状态", "是否正数发票", "发票风险等级", "开票人", "备注",
+)  # fmt: skip
+#: The ERP's line file (one row per invoice line, the invoice's fields repeated on each line).
+ERP_LINE_COLUMNS: tuple[str, ...] = (
+    "单据编号", "发票代码", "发票号码", "发票票种", "开票日期", "销方识别号", "销方名称", "购方识别号",
+    "购方名称", "行号", "项目名称", "规格型号", "单位", "数量", "单价", "金额", "税率", "税额", "价税合计",
+    "发票状态", "备注",
+)  # fmt: skip
+#: The third-party invoicing tool's export (one row per invoice, GBK).
+POS_COLUMNS: tuple[str, ...] = (
+    "发票代码", "发票号码", "票据类型", "开票时间", "销方税号", "销方名称", "购方税号", "购方名称", "金额", "税率",
+    "税额", "价税合计金额", "发票状态", "备注",
+)  # fmt: skip
+
+# Kinds only the real layout has (one slot each, after the flat layout's slots).
+_REAL_KINDS: tuple[str, ...] = ("risk_level", "reg_lines", "lines_header")
+
+#: Items by rate code (13, 9, 6, 免税 = -2, 不征税 = -1; 3 %, 1 % and 0 % sell the 13 % goods):
+#: (name, 税收分类编码, unit, 规格型号). A unit of 项, 次 or 月 is a service: quantity 1.
+_ITEMS: dict[int, tuple[tuple[str, str, str, str], ...]] = {
+    13: (
+        ("*计算机外部设备*鼠标", "1090511020000000000", "个", "M-120"),
+        ("*计算机外部设备*键盘", "1090511030000000000", "个", "K-200"),
+        ("*计算机外部设备*打印机", "1090511990000000000", "台", "LaserJet 1020"),
+        ("*计算机配套产品*路由器", "1090512990000000000", "台", "AX3000"),
+        ("*计算机配套产品*交换机", "1090512990000000000", "台", "24口千兆"),
+        ("*纸制品*复印纸", "1060201020000000000", "箱", "A4 70g"),
+        ("*文具*中性笔", "1060602010000000000", "盒", "0.5mm"),
+        ("*日用杂品*保温杯", "1060599000000000000", "个", "500ml"),
+        ("*电线电缆*网线", "1090409010000000000", "箱", "CAT6"),
+        ("*办公设备*碎纸机", "1090513990000000000", "台", ""),
+        ("*家具*办公椅", "1050201010000000000", "把", ""),
+        ("*饮料*矿泉水", "1030307020000000000", "箱", "550ml*24"),
+    ),
+    9: (
+        ("*谷物*大米", "1010101020000000000", "袋", "10kg"),
+        ("*食用植物油*花生油", "1030205010000000000", "桶", "5L"),
+        ("*运输服务*国内货物运输服务", "3010101010000000000", "次", ""),
+        ("*建筑服务*工程服务", "3050100000000000000", "项", ""),
+        ("*图书*技术图书", "1060101010000000000", "本", ""),
+        ("*水冰雪*自来水", "1100301010000000000", "吨", ""),
+    ),
+    6: (
+        ("*信息技术服务*软件开发服务", "3040201010000000000", "项", ""),
+        ("*信息技术服务*运维服务", "3040201030000000000", "月", ""),
+        ("*信息技术服务*系统集成服务", "3040203000000000000", "项", ""),
+        ("*现代服务*技术培训费", "3049900000000000000", "次", ""),
+        ("*鉴证咨询服务*咨询服务", "3040603000000000000", "次", ""),
+        ("*餐饮服务*餐费", "3070401000000000000", "次", ""),
+        ("*住宿服务*住宿费", "3070402000000000000", "次", ""),
+        ("*广告服务*广告发布费", "3040502020000000000", "项", ""),
+    ),
+    -2: (
+        ("*蔬菜*有机蔬菜礼盒", "1010112990000000000", "盒", ""),
+        ("*水果*苹果", "1010115010000000000", "箱", "5kg"),
+        ("*谷物*玉米", "1010101030000000000", "袋", "25kg"),
+        ("*鲜蛋*鸡蛋", "1010305000000000000", "箱", "360枚"),
+    ),
+    -1: (
+        ("*预付卡销售*预付卡", "6010000000000000000", "张", ""),
+        ("*预付卡销售*储值卡充值", "6010000000000000000", "次", ""),
+    ),
+}
+_SERVICE_UNITS = ("项", "次", "月")
+
+
+def _items_tables() -> tuple[pa.Table, pa.Table]:
+    """The item catalogue, and which catalogue (and how many items) each rate code draws from."""
+    rows = [
+        {"cat": cat, "idx": i, "name": name, "tax_code": code, "unit": unit, "spec": spec,
+         "service": unit in _SERVICE_UNITS}
+        for cat, items in _ITEMS.items()
+        for i, (name, code, unit, spec) in enumerate(items)
+    ]  # fmt: skip
+    for row in rows:  # cells are written into XML unescaped
+        if any(ch in str(value) for value in row.values() for ch in "<>&\"'"):
+            raise AssertionError(f"item text needs escaping: {row}")
+    cats = {13: 13, 9: 9, 6: 6, 3: 13, 1: 13, 0: 13, -1: -1, -2: -2}
+    return (
+        pa.Table.from_pylist(rows),
+        pa.table({
+            "code": list(cats), "cat": list(cats.values()), "cnt": [len(_ITEMS[c]) for c in cats.values()],
+        }),
+    )  # fmt: skip
+
+
+_REAL_MACROS = r"""
+CREATE MACRO fen0(ds, a) AS CASE WHEN hr(ds, a, 8, 100) < 30 THEN 1000 + hr(ds, a, 9, 9000)
+     WHEN hr(ds, a, 8, 100) < 65 THEN 10000 + hr(ds, a, 9, 90000)
+     WHEN hr(ds, a, 8, 100) < 90 THEN 100000 + hr(ds, a, 9, 900000)
+     ELSE 1000000 + hr(ds, a, 9, 19000000) END;
+CREATE MACRO code_r(is_digital, is_special, is_roll, yy, doy) AS CASE WHEN is_digital THEN ''
+    WHEN is_special THEN '11' || yy || doy || '130'
+    ELSE '01100' || yy || doy || CASE WHEN is_roll THEN '06' ELSE '11' END END;
+CREATE MACRO type_r(is_digital, is_special, is_roll, long) AS CASE
+    WHEN is_digital AND long AND is_special THEN '数电发票（增值税专用发票）'
+    WHEN is_digital AND long THEN '数电发票（普通发票）'
+    WHEN is_digital AND is_special THEN '数电票（增值税专用发票）'
+    WHEN is_digital THEN '数电票（普通发票）'
+    WHEN is_special THEN '增值税专用发票'
+    WHEN is_roll THEN '增值税普通发票（卷式）'
+    ELSE '增值税电子普通发票' END;
+CREATE MACRO rate_txt(c) AS CASE c WHEN -2 THEN '免税' WHEN -1 THEN '不征税' ELSE CAST(c AS VARCHAR) || '%' END;
+CREATE MACRO price_txt(p) AS
+    CASE WHEN p % 100 = 0 THEN CAST(p // 100 AS VARCHAR) ELSE rtrim(fen_txt(p), '0') END;
+CREATE MACRO lqty(ds, a, j, service) AS CASE WHEN service THEN 1 ELSE 1 + hr(ds, a * 64 + j, 39, 20) END;
+CREATE MACRO lprice0(ds, a, j, n, budget, q) AS
+    greatest(1, greatest(100, budget * (50 + hr(ds, a * 64 + j, 40, 101)) // (100 * n)) // q);
+CREATE MACRO lprice(ds, a, j, n, budget, q) AS CASE WHEN j > 12
+    THEN greatest(100, lprice0(ds, a, j, n, budget, q) // 100 * 100) ELSE lprice0(ds, a, j, n, budget, q) END;
+CREATE MACRO xt(col, rn, v) AS CASE WHEN v IS NULL OR v = '' THEN ''
+    ELSE concat('<c r="', col, rn, '" t="inlineStr"><is><t>', v, '</t></is></c>') END;
+CREATE MACRO xts(col, rn, v) AS CASE WHEN v IS NULL OR v = '' THEN ''
+    WHEN v <> trim(v)
+        THEN concat('<c r="', col, rn, '" t="inlineStr"><is><t xml:space="preserve">', v, '</t></is></c>')
+    ELSE concat('<c r="', col, rn, '" t="inlineStr"><is><t>', v, '</t></is></c>') END;
+CREATE MACRO xn(col, rn, v) AS concat('<c r="', col, rn, '"><v>', v, '</v></c>');
+"""
+
+# The plan of each invoice's lines (ours and the purchase invoices of the snapshot). A red invoice
+# plans with its blue's sequence number (a), so it sees its blue's lines.
+_LINE_PLAN_SQL = r"""
+CREATE TABLE lp AS
+WITH base AS (
+    SELECT i.key_id, i.dk, d.ds, CAST(i.s AS BIGINT) AS s, CAST(coalesce(i.orig_s, i.s) AS BIGINT) AS a,
+           ro.role, ro.pair_kind, i.rate_pct, fen0(d.ds, CAST(coalesce(i.orig_s, i.s) AS BIGINT)) AS budget
+    FROM inv AS i
+    JOIN days AS d ON d.dn = i.dn
+    LEFT JOIN roles AS ro ON ro.dn = i.dn AND ro.s = i.s
+    UNION ALL
+    SELECT p.key_id, '', d.ds, CAST(p.s AS BIGINT), CAST(p.s AS BIGINT) + 1073741824, NULL, NULL,
+           CASE WHEN hr(d.ds, p.s, 107, 100) < 50 THEN 13 WHEN hr(d.ds, p.s, 107, 100) < 80 THEN 6 ELSE 9 END,
+           p.fen
+    FROM pur_snap AS p
+    JOIN days AS d ON d.dn = p.dn
+), sized AS (
+    SELECT *,
+        CASE WHEN dk IN ('lines_header', 'reg_lines') THEN greatest(n0, 2) ELSE n0 END AS n
+    FROM (
+        SELECT *,
+            CASE WHEN h < 45 THEN 1 WHEN h < 65 THEN 2 WHEN h < 77 THEN 3
+                 WHEN h < 92 THEN 4 + hr(ds, a, 38, 3) WHEN h < 98 THEN 7 + hr(ds, a, 38, 6)
+                 ELSE 13 + hr(ds, a, 38, 24) END AS n0,
+            CASE WHEN rate_pct = 1 AND hr(ds, a, 33, 100) < 30 THEN -2
+                 WHEN rate_pct = 3 AND hr(ds, a, 33, 100) < 15 THEN 0 ELSE rate_pct END AS mc
+        FROM (SELECT *, hr(ds, a, 30, 100) AS h FROM base)
+    )
+)
+SELECT key_id, dk, ds, s, a, role, pair_kind, budget, CAST(mc AS INTEGER) AS mc, CAST(n AS INTEGER) AS n,
+       n >= 2 AND mc IN (13, 9, 6) AND dk <> 'inv_rate' AND hr(ds, a, 31, 100) < 30 AS mixed,
+       CAST(CASE mc WHEN 13 THEN CASE WHEN hr(ds, a, 35, 2) = 0 THEN 6 ELSE 9 END
+                    WHEN 9 THEN -2
+                    WHEN 6 THEN CASE WHEN hr(ds, a, 35, 2) = 0 THEN -1 ELSE 13 END END AS INTEGER) AS sc,
+       n >= 3 AND hr(ds, a, 32, 100) < 15 AS discount
+FROM sized
+"""
+
+# Each invoice's blue lines (for a red row: its blue's lines).
+_BLUE_LINES_SQL = r"""
+CREATE TABLE bl AS
+WITH x AS (
+    SELECT key_id, ds, a, n, mc, mixed, sc, discount, budget, unnest(range(1, n + 1)) AS j FROM lp
+), c AS (
+    SELECT *, CASE WHEN mixed AND j = n THEN sc ELSE mc END AS code, discount AND j = 2 AS is_discount FROM x
+), pick AS (
+    SELECT c.*, ic.cat,
+           hr(c.ds, c.a * 64 + CASE WHEN c.is_discount THEN 1 ELSE c.j END, 37, ic.cnt) AS item_idx
+    FROM c JOIN item_cat AS ic ON ic.code = c.code
+), svc AS (
+    SELECT p.*, it.service FROM pick AS p JOIN items AS it ON it.cat = p.cat AND it.idx = p.item_idx
+)
+SELECT key_id, CAST(j AS INTEGER) AS j, CAST(code AS INTEGER) AS code, CAST(cat AS INTEGER) AS cat,
+       CAST(item_idx AS INTEGER) AS item_idx,
+       CASE WHEN NOT is_discount THEN lqty(ds, a, j, service) END AS qty,
+       CASE WHEN NOT is_discount THEN lprice(ds, a, j, n, budget, lqty(ds, a, j, service)) END AS price,
+       CASE WHEN is_discount
+            THEN -(lqty(ds, a, 1, service) * lprice(ds, a, 1, n, budget, lqty(ds, a, 1, service))
+                   * (3 + hr(ds, a, 36, 8)) // 100)
+            ELSE lqty(ds, a, j, service) * lprice(ds, a, j, n, budget, lqty(ds, a, j, service)) END AS amount
+FROM svc
+"""
+
+# The lines as issued (amount, tax, the issuer's line total) and as the registry holds them.
+_LINES_SQL = r"""
+CREATE TABLE ln AS
+WITH mirrored AS (
+    SELECT b.key_id, b.j, b.code, b.cat, b.item_idx,
+           CASE WHEN m.neg THEN -b.qty ELSE b.qty END AS qty, b.price,
+           CASE WHEN m.neg THEN -b.amount ELSE b.amount END AS amount
+    FROM bl AS b
+    JOIN (SELECT key_id, coalesce(role = 'red', false) OR dk = 'orphan_missing' AS neg FROM lp
+          WHERE role IS DISTINCT FROM 'red' OR pair_kind = 'full') AS m USING (key_id)
+    UNION ALL
+    SELECT b.key_id, b.j, b.code, b.cat, b.item_idx, NULL, NULL,
+           CASE WHEN l.pair_kind = 'exceeds' THEN -(t.blue_amount * 3 // 2)
+                ELSE -(b.amount * (10 + hr(l.ds, l.s, 19, 71)) // 100) END
+    FROM bl AS b
+    JOIN lp AS l USING (key_id)
+    JOIN (SELECT key_id, sum(amount) AS blue_amount FROM bl GROUP BY key_id) AS t USING (key_id)
+    WHERE l.role = 'red' AND l.pair_kind <> 'full' AND b.j = 1
+), taxed AS (
+    SELECT x.*, l.dk, l.n,
+           CASE WHEN l.dk = 'inv_rate' AND x.j = l.n THEN 20 + hr(l.ds, l.s, 20, 980) ELSE 0 END
+               AS tax_extra,
+           CASE WHEN l.dk = 'inv_total' AND x.j = l.n THEN 1 + hr(l.ds, l.s, 20, 500) ELSE 0 END
+               AS total_extra,
+           x.amount + CASE WHEN l.dk = 'fm_amount' AND x.j = l.n THEN greatest(100, l.budget // 10)
+                           WHEN l.dk = 'reg_lines' AND x.j = l.n THEN 100 * (1 + hr(l.ds, l.s, 42, 99))
+                           ELSE 0 END AS reg_amount
+    FROM mirrored AS x
+    JOIN lp AS l USING (key_id)
+)
+SELECT key_id, CAST(j AS SMALLINT) AS j, CAST(code AS TINYINT) AS code, CAST(cat AS TINYINT) AS cat,
+       CAST(item_idx AS SMALLINT) AS item_idx, qty, price, amount,
+       tax_of(amount, greatest(code, 0)) + tax_extra AS tax,
+       amount + tax_of(amount, greatest(code, 0)) + tax_extra + total_extra AS total,
+       reg_amount,
+       tax_of(reg_amount, greatest(code, 0)) + tax_extra AS reg_tax
+FROM taxed
+"""
+
+# Per invoice: the sums of its lines, the per-line rate rule on each side, its single rate (if any).
+_LINE_SUMS_SQL = r"""
+CREATE TABLE la AS
+SELECT key_id, CAST(count(*) AS INTEGER) AS n_lines, sum(amount) AS fen, sum(tax) AS tax, sum(total) AS total,
+       sum(reg_amount) AS reg_fen, sum(reg_tax) AS reg_tax,
+       max(abs(amount * greatest(code, 0) - tax * 100)) > 600 AS i_line_bad,
+       max(abs(reg_amount * greatest(code, 0) - reg_tax * 100)) > 600 AS r_line_bad,
+       CAST(CASE WHEN min(code) = max(code) THEN min(code) END AS TINYINT) AS single_code
+FROM ln
+GROUP BY key_id
+"""
+
+# The invoices' money becomes their lines' sums; the real layout's kinds set their columns.
+_REAL_INV_SQL = r"""
+CREATE OR REPLACE TABLE inv AS
+SELECT i.* REPLACE (
+           CASE WHEN i.dk = 'lines_header' THEN 'erp' ELSE i.system END AS system,
+           la.fen AS fen, la.tax AS tax, la.total AS total,
+           CASE WHEN i.dk = 'fm_amount' THEN la.reg_fen ELSE la.fen END AS reg_fen,
+           CASE WHEN i.dk = 'fm_amount' THEN la.reg_tax ELSE la.tax END AS reg_tax,
+           CASE WHEN i.dk = 'fm_amount' THEN la.reg_fen + la.reg_tax ELSE la.total END AS reg_total,
+           CASE WHEN l.role = 'blue' AND l.pair_kind = 'stale' THEN 'normal' ELSE i.status END AS status,
+           CASE WHEN l.role = 'blue' AND l.pair_kind = 'stale' THEN 'partly_red_reversed'
+                ELSE i.reg_status END AS reg_status),
+       l.ds, l.a, l.role, l.pair_kind, l.n, la.n_lines, la.single_code, la.i_line_bad, la.r_line_bad,
+       la.reg_fen AS reg_lines_fen, la.reg_tax AS reg_lines_tax,
+       NOT i.is_digital AND NOT i.is_special AND hr(l.ds, l.a, 34, 100) < 30 AS is_roll,
+       CASE WHEN i.dk <> 'risk_level' THEN '正常' WHEN hr(l.ds, l.s, 43, 2) = 0 THEN '疑点发票'
+            ELSE '异常凭证' END AS reg_risk,
+       CASE WHEN i.dk <> 'lines_header' THEN '' WHEN hr(l.ds, l.s, 45, 2) = 0 THEN 'buyer_name'
+            ELSE 'issue_time' END AS line_defect
+FROM inv AS i
+JOIN lp AS l USING (key_id)
+JOIN la USING (key_id);
+CREATE OR REPLACE TABLE pur_snap AS
+SELECT p.* REPLACE (la.fen AS fen, la.tax AS tax, la.total AS total), la.n_lines
+FROM pur_snap AS p JOIN la USING (key_id)
+"""
+
+# Issuer rows as exported. A duplicate in the ERP's line file goes into its other file: the lines of
+# one invoice in one file make one record, so a second copy there would merely double its lines.
+_ISS_VIEW_REAL = r"""
+CREATE VIEW iss AS
+SELECT system AS src, CAST(part AS INTEGER) AS file_part, 0 AS copy_no,
+       * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk <> 'missing_in_issuer'
+UNION ALL
+SELECT system AS src, CAST(CASE WHEN system = 'erp' THEN 1 - part ELSE dup_part END AS INTEGER) AS file_part,
+       1 AS copy_no, * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk = 'dup_issuer'
+UNION ALL
+SELECT system2 AS src, CAST(part AS INTEGER) AS file_part, 0 AS copy_no,
+       * EXCLUDE (system, system2, part, dup_part)
+FROM inv WHERE dk = 'dup_across'
+"""
+
+_REG_SQL_REAL = r"""
+CREATE TABLE reg AS
+WITH snap AS (
+    SELECT key_id, dn, CAST(dn - CASE WHEN dk = 'fm_date' THEN 1 ELSE 0 END AS INTEGER) AS reg_dn, s, dk,
+           is_digital, is_special AS code_special, reg_is_special AS is_special, is_roll,
+           reg_issue_time AS issue_time, reg_seller_idx AS seller_idx, reg_buyer_id_idx AS buyer_id_idx,
+           reg_buyer_name_idx AS buyer_name_idx, bad_buyer_id, reg_fen AS fen, reg_tax AS tax,
+           reg_total AS total, reg_status AS status, orig_key_id, orig_s, typo_number, noise, clerk_idx,
+           contract_no, reg_risk, reg_lines_fen, reg_lines_tax, r_line_bad, n_lines, ds
+    FROM inv
+    WHERE arrival <= $as_of AND CAST(reg_issue_time AS DATE) BETWEEN $start AND $night
+)
+SELECT 0 AS copy_no, * FROM snap
+UNION ALL
+SELECT 1 AS copy_no, * FROM snap WHERE dk = 'dup_registry'
+"""
+
+# Where an invoice has lines the rate rule is per line; a file with a rate per invoice is checked on
+# the invoice, and says nothing where an invoice mixes rates (its 税率 is empty). The registry's lines
+# must add up to its invoice, and the lines of one invoice in the ERP's line file must agree.
+_REAL_SIDES = r"""
+    SELECT src, iss_key_id AS key_id, fen, tax, total, bad_buyer_id,
+           iss_key_id < 0 AND length(typo_number) <> 8 AS bad_number,
+           CASE WHEN src = 'erp' THEN i_line_bad
+                ELSE single_code IS NOT NULL AND abs(fen * greatest(single_code, 0) - tax * 100) > 600
+           END AS rate_bad,
+           src = 'erp' AND line_defect <> '' AS lines_bad
+    FROM iss
+    UNION ALL
+    SELECT 'registry', key_id, fen, tax, total, bad_buyer_id, false, r_line_bad,
+           reg_lines_fen <> fen OR reg_lines_tax <> tax
+    FROM scope
+"""
+_REAL_EXTRA = r"""
+    UNION ALL
+    SELECT 'REGISTRY_RISK', key_id, 'risk_level', 'registry' FROM reg
+    WHERE reg_risk <> '正常'
+      AND (seller_idx IN (SELECT seller_idx FROM monitored) OR key_id IN (SELECT iss_key_id FROM iss))"""
+
+# Text of each of our invoices, shared by both sides (the registry's fields may differ, see below).
+# Red invoices name their blue in 备注 in every form the platform has written.
+_ITX_SQL = r"""
+CREATE TABLE itx AS
+WITH t AS (
+    SELECT i.key_id, i.is_digital,
+           code_r(i.is_digital, i.is_special, i.is_roll, d.yy, d.doy) AS code,
+           inv_number(i.is_digital, i.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) AS number,
+           CASE WHEN i.orig_s IS NOT NULL
+                THEN inv_number(i.is_digital, i.orig_s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8)
+                WHEN i.dk = 'orphan_missing' THEN num20(d.yy, '11', d.doy, '9', i.s, d.m12, d.off12)
+                ELSE '' END AS orig_number,
+           '110' || d.yy || d.doy || lpad(CAST(hr(i.ds, i.s, 46, 1000000000000) AS VARCHAR), 12, '0')
+               AS confirmation,
+           hr(i.ds, i.s, 41, 100) AS form,
+           CASE WHEN i.contract_no IS NOT NULL
+                THEN '合同编号：HT' || d.yy || lpad(CAST(i.contract_no AS VARCHAR), 6, '0') ELSE '' END
+               AS contract,
+           'XS' || strftime(d.day, '%y%m%d') || lpad(CAST(i.s AS VARCHAR), 7, '0') AS doc
+    FROM inv AS i
+    JOIN days AS d ON d.dn = i.dn
+)
+SELECT key_id, code, number, orig_number, doc,
+       CASE WHEN orig_number = '' THEN contract
+            WHEN is_digital AND form < 70
+                THEN '被红冲蓝字数电发票号码：' || orig_number || ' 红字发票信息确认单编号：' || confirmation
+            WHEN is_digital THEN '被红冲蓝字数电票号码：' || orig_number
+            WHEN form < 40 THEN '对应正数发票代码:' || code || '号码:' || orig_number
+            WHEN form < 70 THEN '被红冲蓝字发票号码：' || orig_number || ' 被红冲蓝字发票代码：' || code
+            ELSE '被红冲蓝字发票代码：' || code || ' 被红冲蓝字发票号码：' || orig_number END AS remark
+FROM t
+"""
+
+# Issuer rows with their text (all three systems), made once: every file's chunks read it.
+_ISS_TXT_REAL = r"""
+CREATE TABLE iss_txt AS
+SELECT i.src, i.file_part, i.copy_no, i.dn, i.key_id, i.iss_key_id, i.issue_time, i.is_digital, i.status,
+       i.fen, i.tax, i.total, i.single_code, i.noise, i.line_defect, i.n_lines,
+       x.code, CASE WHEN i.iss_key_id < 0 THEN i.typo_number ELSE x.number END AS number,
+       type_r(i.is_digital, i.is_special, i.is_roll, false) AS invoice_type,
+       se.tax_id AS seller_tax_id, se.name AS seller_name,
+       CASE WHEN i.bad_buyer_id THEN break_check(bu.tax_id) ELSE bu.tax_id END AS buyer_tax_id,
+       bu.name AS buyer_name, other.name AS other_buyer_name,
+       CASE WHEN i.is_digital THEN NULLIF(x.orig_number, '') END AS orig_number, x.remark,
+       x.doc || CASE WHEN i.copy_no = 1 THEN '-1' ELSE '' END AS doc
+FROM iss AS i
+JOIN itx AS x ON x.key_id = i.key_id
+JOIN sellers AS se ON se.idx = i.seller_idx
+JOIN buyers AS bu ON bu.idx = i.buyer_idx
+JOIN buyers AS other ON other.idx = (i.buyer_idx + 20) % {n_buyers}
+"""
+
+_ISSUER_ORDER_REAL = "ORDER BY issue_time, iss_key_id, copy_no"
+
+# The ERP's line file: one row per line, header fields repeated; buyer names typed with half-width
+# brackets for some invoices (cosmetic). An injected line disagrees with its invoice's first line.
+_ERP_LINES_SELECT = r"""
+SELECT i.doc AS "单据编号", NULLIF(i.code, '') AS "发票代码", i.number AS "发票号码", i.invoice_type AS "发票票种",
+       strftime(CASE WHEN i.line_defect = 'issue_time' AND l.j = i.n_lines THEN i.issue_time + INTERVAL 1 HOUR
+                     ELSE i.issue_time END, '%Y-%m-%d %H:%M:%S') AS "开票日期",
+       i.seller_tax_id AS "销方识别号", i.seller_name AS "销方名称", NULLIF(i.buyer_tax_id, '') AS "购方识别号",
+       CASE WHEN i.line_defect = 'buyer_name' AND l.j = i.n_lines THEN i.other_buyer_name
+            WHEN i.noise BETWEEN 5 AND 19 THEN replace(replace(i.buyer_name, '（', '('), '）', ')')
+            ELSE i.buyer_name END AS "购方名称",
+       l.j AS "行号", it.name AS "项目名称", NULLIF(it.spec, '') AS "规格型号", it.unit AS "单位",
+       CAST(l.qty AS VARCHAR) AS "数量", price_txt(l.price) AS "单价", fen_fmt(l.amount) AS "金额",
+       rate_txt(l.code) AS "税率", fen_fmt(l.tax) AS "税额", fen_fmt(l.total) AS "价税合计",
+       CASE i.status WHEN 'normal' THEN '正常' WHEN 'voided' THEN '作废' WHEN 'red_reversed' THEN '红冲'
+            ELSE '部分红冲' END AS "发票状态",
+       NULLIF(i.remark, '') AS "备注"
+FROM iss_txt AS i
+JOIN ln AS l ON l.key_id = i.key_id
+JOIN items AS it ON it.cat = l.cat AND it.idx = l.item_idx
+WHERE i.src = 'erp' AND i.file_part = {part} AND i.dn = {dn}
+ORDER BY i.issue_time, i.iss_key_id, i.copy_no, l.j
+"""
+
+# The third-party tool: one row per invoice; 税率 empty where the invoice mixes rates.
+_POS_SELECT_REAL = r"""
+SELECT NULLIF(code, '') AS "发票代码", number AS "发票号码", invoice_type AS "票据类型",
+       strftime(issue_time, '%Y-%m-%d %H:%M:%S') AS "开票时间",
+       seller_tax_id AS "销方税号", seller_name AS "销方名称", NULLIF(buyer_tax_id, '') AS "购方税号",
+       buyer_name AS "购方名称",
+       fen_fmt(fen) AS "金额", CASE WHEN single_code IS NOT NULL THEN rate_txt(single_code) END AS "税率",
+       fen_fmt(tax) AS "税额", fen_fmt(total) AS "价税合计金额",
+       CASE status WHEN 'normal' THEN '正常' WHEN 'voided' THEN '已作废' WHEN 'red_reversed' THEN '已红冲'
+            ELSE '部分红冲' END AS "发票状态",
+       NULLIF(remark, '') AS "备注"
+FROM iss_txt WHERE src = 'pos' AND dn = {dn}
+ORDER BY issue_time, iss_key_id, copy_no
+"""
+
+_WEBSHOP_SELECT_REAL = r"""
+SELECT code AS invoice_code, number AS invoice_number, invoice_type,
+       strftime(issue_time, '%Y-%m-%dT%H:%M:%S') || '+08:00' AS issue_time,
+       seller_tax_id, replace(replace(seller_name, '（', '('), '）', ')') AS seller_name,
+       NULLIF(buyer_tax_id, '') AS buyer_tax_id,
+       replace(replace(buyer_name, '（', '('), '）', ')') AS buyer_name,
+       fen_txt(fen) AS amount, fen_txt(tax) AS tax_amount,
+       CASE WHEN single_code IS NOT NULL THEN rate_txt(single_code) END AS tax_rate,
+       fen_txt(total) AS total_amount, status, orig_number AS original_invoice_number,
+       NULLIF(remark, '') AS remark
+FROM iss_txt WHERE src = 'webshop' AND dn = {dn}
+ORDER BY issue_time, iss_key_id, copy_no
+"""
+
+# The registry's invoices (ours and purchase invoices) with their text as the export shows it, cosmetic
+# noise included: full-width buyer ids, stray spaces around names, '--' for an individual's tax id.
+_RR_SQL = r"""
+CREATE TABLE rr AS
+WITH ours AS (
+    SELECT r.copy_no, r.key_id, r.issue_time, r.is_digital, r.fen, r.tax, r.total, r.noise, r.n_lines,
+           x.code, x.number,
+           type_r(r.is_digital, r.is_special, r.is_roll AND NOT r.is_special, hr(r.ds, r.s, 44, 100) < 70)
+               AS invoice_type,
+           se.tax_id AS seller_tax_id, se.name AS seller_name,
+           CASE WHEN r.bad_buyer_id THEN break_check(bi.tax_id) ELSE bi.tax_id END AS buyer_tax_id,
+           bn.name AS buyer_name, cl.name AS clerk, x.remark, r.status, r.reg_risk AS risk
+    FROM reg AS r
+    JOIN itx AS x ON x.key_id = r.key_id
+    JOIN sellers AS se ON se.idx = r.seller_idx
+    JOIN buyers AS bi ON bi.idx = r.buyer_id_idx
+    JOIN buyers AS bn ON bn.idx = r.buyer_name_idx
+    JOIN clerks AS cl ON cl.idx = r.clerk_idx
+), purchases AS (
+    SELECT 0 AS copy_no, p.key_id, p.issue_time, p.is_digital, p.fen, p.tax, p.total, p.noise, p.n_lines,
+           CASE WHEN p.is_digital THEN ''
+                ELSE '0' || o.prov || '00' || d.yy || d.doy || CASE WHEN p.is_special THEN '13' ELSE '11' END
+                END AS code,
+           CASE WHEN p.is_digital THEN num20(d.yy, o.prov, d.doy, '5', p.s, d.m12, d.off12)
+                ELSE num8(p.s, d.m8, d.off8) END AS number,
+           type_r(p.is_digital, p.is_special, false, p.noise < 70) AS invoice_type,
+           o.tax_id AS seller_tax_id, o.name AS seller_name, se.tax_id AS buyer_tax_id, se.name AS buyer_name,
+           cl.name AS clerk, '' AS remark, 'normal' AS status, '正常' AS risk
+    FROM pur_snap AS p
+    JOIN days AS d ON d.dn = p.dn
+    JOIN outside AS o ON o.idx = p.out_idx
+    JOIN sellers AS se ON se.idx = p.buyer_idx
+    JOIN clerks AS cl ON cl.idx = p.clerk_idx
+)
+SELECT copy_no, key_id, issue_time, fen, tax, total, n_lines,
+       CASE WHEN is_digital THEN NULL ELSE code END AS code,
+       CASE WHEN is_digital THEN NULL ELSE number END AS number,
+       CASE WHEN is_digital THEN number ELSE '--' END AS digital_number,
+       seller_tax_id,
+       CASE WHEN noise = 4 THEN ' ' || seller_name ELSE seller_name END AS seller_name,
+       CASE WHEN buyer_tax_id = '' AND noise % 2 = 0 THEN '--'
+            WHEN noise < 2 THEN fat_id(buyer_tax_id) ELSE buyer_tax_id END AS buyer_tax_id,
+       CASE WHEN noise IN (2, 3) THEN buyer_name || ' ' ELSE buyer_name END AS buyer_name,
+       strftime(issue_time, '%Y-%m-%d %H:%M:%S') AS issued,
+       CASE WHEN is_digital THEN '电子发票服务平台' ELSE '增值税发票管理系统' END AS origin,
+       invoice_type,
+       CASE status WHEN 'normal' THEN '正常' WHEN 'voided' THEN '已作废' WHEN 'red_reversed' THEN '已红冲-全额'
+            WHEN 'partly_red_reversed' THEN '已红冲-部分' WHEN 'out_of_control' THEN '失控' ELSE '异常' END AS status,
+       CASE WHEN fen < 0 THEN '否' ELSE '是' END AS positive,
+       risk, clerk, NULLIF(remark, '') AS remark
+FROM (SELECT * FROM ours UNION ALL SELECT * FROM purchases)
+"""
+
+# Which workbook each registry invoice goes into (its lines go with it), and its rows' numbers there.
+_REG_UNITS_SQL = r"""
+CREATE TABLE reg_units AS
+WITH u AS (
+    SELECT key_id, n_lines, sum(n_lines) OVER (ORDER BY issue_time, key_id ROWS UNBOUNDED PRECEDING) AS cum
+    FROM rr WHERE copy_no = 0
+), w AS (
+    SELECT *, CAST(CASE WHEN $total <= $max_rows THEN 0 ELSE (cum - 1) // $cap END AS INTEGER) AS wb FROM u
+)
+SELECT key_id, wb, cum - n_lines - min(cum - n_lines) OVER (PARTITION BY wb) AS line_start
+FROM w
+"""
+
+_X2_SQL = r"""
+CREATE TABLE x2 AS
+SELECT u.wb,
+       CAST(row_number() OVER (PARTITION BY u.wb ORDER BY r.issue_time, r.key_id, r.copy_no) AS BIGINT)
+           AS seq,
+       r.*
+FROM rr AS r JOIN reg_units AS u USING (key_id)
+ORDER BY u.wb, seq
+"""
+
+_X1_SQL = r"""
+CREATE TABLE x1 AS
+SELECT u.wb, u.line_start + l.j AS seq,
+       r.code, r.number, r.digital_number, r.seller_tax_id, r.seller_name, r.buyer_tax_id, r.buyer_name,
+       r.issued, it.tax_code, it.name AS item, NULLIF(it.spec, '') AS spec, it.unit,
+       CAST(l.qty AS VARCHAR) AS qty,
+       price_txt(l.price) AS price, fen_txt(l.reg_amount) AS amount, rate_txt(l.code) AS rate,
+       fen_txt(l.reg_tax) AS tax, fen_txt(l.reg_amount + l.reg_tax) AS total,
+       r.origin, r.invoice_type, r.status, r.positive, r.risk, r.clerk, r.remark
+FROM rr AS r
+JOIN reg_units AS u USING (key_id)
+JOIN ln AS l ON l.key_id = r.key_id
+JOIN items AS it ON it.cat = l.cat AND it.idx = l.item_idx
+WHERE r.copy_no = 0
+ORDER BY u.wb, seq
+"""
+
+# Sheet rows as XML (inline strings; numbers as <v>); the tables are already in row order.
+_X1_XML = r"""
+SELECT concat('<row r="', rn, '">', xt('A', rn, CAST(seq AS VARCHAR)), xt('B', rn, code), xt('C', rn, number),
+              xt('D', rn, digital_number), xt('E', rn, seller_tax_id), xts('F', rn, seller_name),
+              xt('G', rn, buyer_tax_id), xts('H', rn, buyer_name), xt('I', rn, issued), xt('J', rn, tax_code),
+              xt('L', rn, item), xt('M', rn, spec), xt('N', rn, unit), xt('O', rn, qty), xt('P', rn, price),
+              xn('Q', rn, amount), xt('R', rn, rate), xn('S', rn, tax), xn('T', rn, total),
+              xt('U', rn, origin),
+              xt('V', rn, invoice_type), xt('W', rn, status), xt('X', rn, positive), xt('Y', rn, risk),
+              xt('Z', rn, clerk), xt('AA', rn, remark), '</row>')
+FROM (SELECT *, CAST(seq + 1 AS VARCHAR) AS rn FROM x1 WHERE wb = {wb})
+"""
+
+_X2_XML = r"""
+SELECT concat('<row r="', rn, '">', xt('A', rn, CAST(seq AS VARCHAR)), xt('B', rn, code), xt('C', rn, number),
+              xt('D', rn, digital_number), xt('E', rn, seller_tax_id), xts('F', rn, seller_name),
+              xt('G', rn, buyer_tax_id), xts('H', rn, buyer_name), xt('I', rn, issued),
+              xn('J', rn, fen_txt(fen)), xn('K', rn, fen_txt(tax)), xn('L', rn, fen_txt(total)),
+              xt('M', rn, origin), xt('N', rn, invoice_type), xt('O', rn, status), xt('P', rn, positive),
+              xt('Q', rn, risk), xt('R', rn, clerk), xt('S', rn, remark), '</row>')
+FROM (SELECT *, CAST(seq + 1 AS VARCHAR) AS rn FROM x2 WHERE wb = {wb})
+"""
+
+
+# --------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------
 
@@ -946,13 +1554,22 @@ def _copy(con: duckdb.DuckDBPyConnection, select: str, order: str, target: Path,
     con.execute(f"COPY ({select} {order}) TO {_sql_path(target)} ({options})")
 
 
-def _concat(parts: Sequence[Path], target: Path, *, encoding: str | None = None, trailer: str = "") -> None:
+def _concat(
+    parts: Sequence[Path],
+    target: Path,
+    *,
+    encoding: str | None = None,
+    trailer: str = "",
+    prefix: bytes = b"",
+) -> None:
     """Join per-day chunk files into ``target`` in streaming fashion, optionally re-encoding them.
 
     Chunks keep DuckDB's sorts small (a day at a time); re-encoding reads fixed-size pieces of
-    text, so a 10M-row registry export is never held in memory.
+    text, so a 10M-row registry export is never held in memory. ``prefix`` (a byte order mark) is
+    written first.
     """
     with target.open("wb") as out:
+        out.write(prefix)
         for part in parts:
             if encoding is None:
                 with part.open("rb") as fin:
@@ -987,6 +1604,7 @@ def _write_chunked(
     header: bool,
     encoding: str | None = None,
     trailer: str = "",
+    prefix: bytes = b"",
 ) -> None:
     """COPY each select (one day each, in order) to a chunk file, then join the chunks into ``target``."""
     parts: list[Path] = []
@@ -995,7 +1613,7 @@ def _write_chunked(
         opts = options + (f", HEADER {'true' if header and i == 0 else 'false'}" if header else "")
         _copy(con, select, order, part, opts)
         parts.append(part)
-    _concat(parts, target, encoding=encoding, trailer=trailer)
+    _concat(parts, target, encoding=encoding, trailer=trailer, prefix=prefix)
 
 
 def _write_night(
@@ -1052,6 +1670,319 @@ def _write_night(
     return sorted(files), rows
 
 
+
+# --------------------------------------------------------------------------------------------------
+# Writing the real layout
+# --------------------------------------------------------------------------------------------------
+
+_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+#: zlib level and piece size of the workbooks' deflate streams (fixed: the same arguments give the
+#: same bytes). Level 1: the sheets are highly repetitive XML, and time matters more than 10 % of size.
+_ZIP_LEVEL = 1
+_ZIP_PIECE = 16 << 20
+
+
+def _column_letters(index: int) -> str:
+    """0 -> A, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _workbook_parts(sheet_names: Sequence[str]) -> list[tuple[str, bytes]]:
+    """The package's small parts: content types, relationships, workbook, styles."""
+    overrides = "".join(
+        f'<Override PartName="/xl/worksheets/sheet{i}.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        for i in range(1, len(sheet_names) + 1)
+    )
+    content_types = (
+        f'{_XML_DECL}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        f"{overrides}"
+        '<Override PartName="/xl/styles.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>'
+    )
+    root_rels = (
+        f'{_XML_DECL}<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
+    )
+    sheets = "".join(
+        f'<sheet name="{name}" sheetId="{i}" r:id="rId{i}"/>' for i, name in enumerate(sheet_names, start=1)
+    )
+    workbook = (
+        f'{_XML_DECL}<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}"><bookViews><workbookView/></bookViews>'
+        f"<sheets>{sheets}</sheets></workbook>"
+    )
+    n = len(sheet_names)
+    workbook_rels = (
+        f'{_XML_DECL}<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        + "".join(
+            f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+            for i in range(1, n + 1)
+        )
+        + f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/></Relationships>'
+    )
+    styles = (
+        f'{_XML_DECL}<styleSheet xmlns="{_MAIN_NS}"><fonts count="1"><font><sz val="11"/><name val="宋体"/>'
+        '</font></fonts><fills count="2"><fill><patternFill patternType="none"/></fill><fill>'
+        '<patternFill patternType="gray125"/></fill></fills><borders count="1"><border><left/><right/><top/>'
+        '<bottom/><diagonal/></border></borders><cellStyleXfs count="1"><xf numFmtId="0" fontId="0" '
+        'fillId="0" borderId="0"/></cellStyleXfs><cellXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" '
+        'borderId="0" xfId="0"/></cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" '
+        'builtinId="0"/></cellStyles></styleSheet>'
+    )
+    return [
+        ("[Content_Types].xml", content_types.encode()),
+        ("_rels/.rels", root_rels.encode()),
+        ("xl/workbook.xml", workbook.encode()),
+        ("xl/_rels/workbook.xml.rels", workbook_rels.encode()),
+        ("xl/styles.xml", styles.encode()),
+    ]
+
+
+@dataclass(frozen=True)
+class _Sheet:
+    """A worksheet to package: its name, XML before and after its rows, and the file of its rows."""
+
+    name: str
+    head: bytes
+    rows: Path
+    tail: bytes
+
+
+def _deflate(data: bytes, final: bool) -> bytes:
+    """One piece of a raw deflate stream, compressed on its own and ended on a byte boundary.
+
+    Pieces compressed this way and concatenated in order are one valid stream (as pigz writes it):
+    only the last one carries the final block. zlib releases the GIL, so pieces compress in parallel.
+    """
+    c = zlib.compressobj(_ZIP_LEVEL, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+def _pieces(head: bytes, rows: Path | None, tail: bytes) -> Iterator[bytes]:
+    """An entry's bytes in fixed-size pieces (the same pieces for the same bytes: deterministic)."""
+    buf = bytearray(head)
+    if rows is not None:
+        with rows.open("rb") as f:
+            while data := f.read(_ZIP_PIECE - len(buf)):
+                buf += data
+                if len(buf) >= _ZIP_PIECE:
+                    yield bytes(buf)
+                    buf = bytearray()
+    buf += tail
+    yield bytes(buf)
+
+
+class _ZipWriter:
+    """A minimal zip writer: deflated entries, fixed timestamps, pieces compressed on a thread pool.
+
+    Entries stay below 4 GiB (a sheet holds at most 1,048,576 rows), so no zip64 record is needed;
+    a larger entry is refused rather than written wrong.
+    """
+
+    _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
+    _DOS_TIME = 0
+
+    def __init__(self, path: Path, pool: ThreadPoolExecutor, workers: int) -> None:
+        self._f = path.open("wb")
+        self._pool = pool
+        self._inflight = 2 * workers
+        self._central: list[bytes] = []
+
+    def add(self, name: str, pieces: Iterable[bytes]) -> None:
+        raw_name = name.encode("ascii")
+        offset = self._f.tell()
+        self._f.write(b"\0" * (30 + len(raw_name)))  # the local header, written once the sizes are known
+        crc = size = compressed = 0
+        pending: deque[Future[bytes]] = deque()
+        it = iter(pieces)
+        nxt = next(it, None)
+        while nxt is not None:
+            piece, nxt = nxt, next(it, None)
+            crc = zlib.crc32(piece, crc)
+            size += len(piece)
+            pending.append(self._pool.submit(_deflate, piece, nxt is None))
+            while pending and (len(pending) > self._inflight or nxt is None):
+                data = pending.popleft().result()
+                compressed += len(data)
+                self._f.write(data)
+        if max(size, compressed, offset) >= 0xFFFFFFFF:  # pragma: no cover - a sheet cannot be that large
+            raise ValueError(f"{name}: {size:,} bytes need zip64, which this writer does not write")
+        end = self._f.tell()
+        fields = struct.pack(
+            "<HHHHHIII", 20, 0, zipfile.ZIP_DEFLATED, self._DOS_TIME, self._DOS_DATE, crc, compressed, size
+        )
+        self._f.seek(offset)
+        self._f.write(
+            struct.pack("<I", 0x04034B50) + fields + struct.pack("<HH", len(raw_name), 0) + raw_name
+        )
+        self._f.seek(end)
+        self._central.append(
+            struct.pack("<IH", 0x02014B50, (3 << 8) | 20)
+            + fields
+            + struct.pack("<HHHHHII", len(raw_name), 0, 0, 0, 0, 0o100644 << 16, offset)
+            + raw_name
+        )
+
+    def close(self) -> None:
+        start = self._f.tell()
+        for entry in self._central:
+            self._f.write(entry)
+        size = self._f.tell() - start
+        n = len(self._central)
+        self._f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, size, start, 0))
+        self._f.close()
+
+
+def _write_xlsx(target: Path, sheets: Sequence[_Sheet], pool: ThreadPoolExecutor, workers: int) -> None:
+    """Zip a minimal workbook package: its small parts, then each sheet streamed from its rows file."""
+    writer = _ZipWriter(target, pool, workers)
+    try:
+        for name, data in _workbook_parts([s.name for s in sheets]):
+            writer.add(name, [data])
+        for i, sheet in enumerate(sheets, start=1):
+            writer.add(f"xl/worksheets/sheet{i}.xml", _pieces(sheet.head, sheet.rows, sheet.tail))
+    finally:
+        writer.close()
+
+
+def _sheet_xml(columns: Sequence[str], rows: int, totals: str = "") -> tuple[bytes, bytes]:
+    """A worksheet's XML around its data rows: the header row first, an optional totals row last."""
+    last = _column_letters(len(columns) - 1)
+    header = "".join(
+        f'<c r="{_column_letters(i)}1" t="inlineStr"><is><t>{name}</t></is></c>'
+        for i, name in enumerate(columns)
+    )
+    head = (
+        f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}"><dimension ref="A1:{last}{rows + 1}"/><sheetViews>'
+        '<sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><sheetData>'
+        f'<row r="1">{header}</row>\n'
+    )
+    return head.encode(), f"{totals}</sheetData></worksheet>".encode()
+
+
+def _fen_txt(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def _copy_rows(con: duckdb.DuckDBPyConnection, select: str, target: Path) -> None:
+    """One XML row per line, written as they come (the tables are in row order; no quoting)."""
+    con.execute(
+        f"COPY ({select}) TO {_sql_path(target)} "
+        f"(FORMAT csv, HEADER false, DELIM '{chr(1)}', QUOTE '{chr(2)}', ESCAPE '{chr(2)}')"
+    )
+
+
+def _registry_names(start: date, night: date, count: int) -> list[str]:
+    """全量发票查询导出结果（YYYYMMDD-YYYYMMDD）.xlsx, then …_2.xlsx, … for a split export."""
+    base = f"全量发票查询导出结果（{start:%Y%m%d}-{night:%Y%m%d}）"
+    return [f"{base}.xlsx" if k == 0 else f"{base}_{k + 1}.xlsx" for k in range(count)]
+
+
+def _write_registry_real(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    scratch: Path,
+    start: date,
+    night: date,
+) -> tuple[list[Path], int, int]:
+    """The registry export: one or more two-sheet workbooks (lines first, then invoices with 合计行).
+
+    DuckDB writes each sheet's rows as XML (no XML library, no per-cell Python); Python zips them.
+    """
+    total_lines = int(con.execute("SELECT coalesce(sum(n_lines), 0) FROM rr WHERE copy_no = 0").fetchone()[0])
+    con.execute(
+        _REG_UNITS_SQL,
+        {"total": total_lines, "max_rows": _SHEET_MAX_ROWS, "cap": _SHEET_MAX_ROWS - _MAX_LINES},
+    )
+    con.execute(_X2_SQL)
+    con.execute(_X1_SQL)
+    per_wb = {
+        int(wb): (int(n_inv), int(fen), int(tax))
+        for wb, n_inv, fen, tax in con.execute(
+            "SELECT wb, count(*), sum(fen), sum(tax) FROM x2 GROUP BY wb ORDER BY wb"
+        ).fetchall()
+    }
+    lines_wb = dict(con.execute("SELECT wb, count(*) FROM x1 GROUP BY wb").fetchall())
+    files: list[Path] = []
+    workers = max(1, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for wb, name in enumerate(_registry_names(start, night, len(per_wb))):
+            n_inv, fen, tax = per_wb[wb]
+            n_lines = int(lines_wb.get(wb, 0))
+            if n_lines > _SHEET_MAX_ROWS or n_inv + 1 > _SHEET_MAX_ROWS:  # pragma: no cover - the split
+                raise AssertionError(f"workbook {wb} exceeds a sheet's rows")
+            rows1, rows2 = scratch / f"wb{wb}-lines.xml", scratch / f"wb{wb}-invoices.xml"
+            _copy_rows(con, _X1_XML.format(wb=wb), rows1)
+            _copy_rows(con, _X2_XML.format(wb=wb), rows2)
+            r = n_inv + 2
+            totals = (
+                f'<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>合计行</t></is></c>'
+                f'<c r="J{r}"><v>{_fen_txt(fen)}</v></c><c r="K{r}"><v>{_fen_txt(tax)}</v></c></row>'
+            )
+            head1, tail1 = _sheet_xml(REGISTRY_LINE_COLUMNS, n_lines)
+            head2, tail2 = _sheet_xml(REGISTRY_COLUMNS, n_inv + 1, totals)
+            target = folder / name
+            sheets = [_Sheet("信息汇总表", head1, rows1, tail1), _Sheet("发票基础信息", head2, rows2, tail2)]
+            try:
+                _write_xlsx(target, sheets, pool, workers)
+            finally:
+                rows1.unlink(missing_ok=True)
+                rows2.unlink(missing_ok=True)
+            files.append(target)
+    invoices = sum(v[0] for v in per_wb.values())
+    lines = int(sum(lines_wb.values()))
+    return files, invoices, lines
+
+
+def _write_night_real(
+    con: duckdb.DuckDBPyConnection, root: Path, scratch: Path, night: date, days: Sequence[date]
+) -> tuple[list[Path], dict[str, int], dict[str, int]]:
+    """Write the real layout's landing files; returns files, data rows per source, lines per source."""
+    for system in ISSUER_SYSTEMS:
+        (root / "issuers" / system).mkdir(parents=True)
+    (root / "registry").mkdir(parents=True)
+    dns = [(d - date(1970, 1, 1)).days for d in days]
+    stamp = f"{night:%Y%m%d}"
+    files: list[Path] = []
+    for part in (0, 1):
+        target = root / "issuers" / "erp" / f"erp_fapiao_lines_{stamp}_{part + 1}.csv"
+        erp = [_ERP_LINES_SELECT.format(part=int(part), dn=int(dn)) for dn in dns]
+        _write_chunked(con, erp, "", target, "FORMAT csv", header=True, prefix=codecs.BOM_UTF8)
+        files.append(target)
+    target = root / "issuers" / "pos" / f"开票记录导出_{stamp}.csv"
+    pos = [_POS_SELECT_REAL.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, pos, "", target, "FORMAT csv", header=True, encoding="gbk")
+    files.append(target)
+    target = root / "issuers" / "webshop" / "webshop_invoices.jsonl"
+    webshop = [_WEBSHOP_SELECT_REAL.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, webshop, "", target, "FORMAT json", header=False)
+    files.append(target)
+
+    registry, invoices, lines = _write_registry_real(con, root / "registry", scratch, days[0], night)
+    files.extend(registry)
+
+    rows: dict[str, int] = dict.fromkeys(ISSUER_SYSTEMS, 0)
+    for src, count, n_lines in con.execute(
+        "SELECT src, count(*), sum(n_lines) FROM iss GROUP BY src"
+    ).fetchall():
+        rows[str(src)] = int(n_lines if src == "erp" else count)
+    erp_lines = rows["erp"]
+    rows["registry"] = invoices
+    return sorted(files), rows, {"erp": erp_lines, "registry": lines}
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Swap ``tmp`` into place as ``final``, replacing an earlier generation of the same night."""
     old: Path | None = None
@@ -1088,19 +2019,26 @@ def generate_night(
     *,
     window_days: int = 7,
     grace_hours: int = 48,
+    layout: str = "real",
 ) -> GenerateResult:
     """Write a synthetic landing night ``out_dir/<night>/`` and its expected findings.
 
     ``rows`` is the number of invoices per side for the whole window (issuers together about
-    ``rows``, registry about ``rows`` plus 3 % purchase invoices). Same arguments give byte-identical
-    files. An existing night folder is replaced (built beside it, then renamed into place).
+    ``rows``, registry about ``rows`` plus 3 % purchase invoices). ``layout`` is ``real`` (the
+    registry's two-sheet workbook with invoice lines, an ERP line file, a third-party tool's GBK
+    export, web-shop JSON Lines) or ``flat`` (one row per invoice everywhere: a GB18030 registry CSV,
+    ERP Parquet, POS CSV, web-shop JSON Lines). Same arguments give byte-identical files. An existing
+    night folder is replaced (built beside it, then renamed into place).
     """
     if isinstance(night, datetime) or not isinstance(night, date):
         raise TypeError("night must be a datetime.date")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     rows, seed, window_days, grace_hours = int(rows), int(seed), int(window_days), int(grace_hours)
     if rows <= 0 or window_days <= 0 or grace_hours < 0:
         raise ValueError("rows and window_days must be positive, grace_hours not negative")
-    plan = _plan(rows, window_days)
+    real = layout == "real"
+    plan = _plan(rows, window_days, layout)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = night - timedelta(days=window_days - 1)
@@ -1112,15 +2050,16 @@ def generate_night(
     tmp = out_dir / f".{night.isoformat()}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # not mkdtemp: the published folder keeps the umask's permissions
     spill = Path(tempfile.mkdtemp(prefix="fapiao-generate-"))
+    lines_per_source: dict[str, int] = {}
     try:
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET preserve_insertion_order = true")
             con.execute("SET enable_progress_bar = false")  # library code: no terminal output
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET temp_directory = {_sql_path(spill)}")
+            con.execute(f"SET temp_directory = {_sql_path(spill / 'duckdb')}")
             con.execute(f"SET memory_limit = '{_memory_limit()}'")
-            for statement in _MACROS.split(";"):
+            for statement in (_MACROS + (_REAL_MACROS if real else "")).split(";"):
                 if statement.strip():
                     con.execute(statement)
             for name, table in _pools(seed).items():
@@ -1156,20 +2095,53 @@ def generate_night(
                 },
             )
             con.execute(_PUR_SNAP_SQL, {"as_of": as_of})
-            con.execute(_ISS_VIEW)
-            con.execute(_REG_SQL, {"as_of": as_of, "start": start, "night": night})
-            con.execute(_EXPECTED_KEYS_SQL, {"grace_cutoff": grace_cutoff})
-            for statement in (_EXPECTED_SQL, _ISS_TXT_VIEW, _REG_TXT_VIEW):
-                con.execute(statement)
+            reg_params = {"as_of": as_of, "start": start, "night": night}
+            if real:
+                items, item_cat = _items_tables()
+                _load(con, "items", items)
+                _load(con, "item_cat", item_cat)
+                for statement in (
+                    _LINE_PLAN_SQL, _BLUE_LINES_SQL, _LINES_SQL, _LINE_SUMS_SQL, *_REAL_INV_SQL.split(";")
+                ):
+                    con.execute(statement)
+                con.execute(_ISS_VIEW_REAL)
+                con.execute(_REG_SQL_REAL, reg_params)
+                sides, extra = _REAL_SIDES, _REAL_EXTRA
+                code = "code_r(i.is_digital, i.is_special, i.is_roll, d.yy, d.doy)"
+            else:
+                con.execute(_ISS_VIEW)
+                con.execute(_REG_SQL, reg_params)
+                sides, extra = _FLAT_SIDES, ""
+                code = "inv_code(i.is_digital, i.is_special, d.yy, d.doy)"
+            con.execute(
+                _EXPECTED_KEYS_SQL.replace("{sides}", sides).replace("{extra}", extra),
+                {"grace_cutoff": grace_cutoff},
+            )
+            con.execute(_EXPECTED_SQL.replace("{code}", code))
+            if real:
+                for statement in (_ITX_SQL, _ISS_TXT_REAL.replace("{n_buyers}", str(_N_BUYERS)), _RR_SQL):
+                    con.execute(statement)
+            else:
+                for statement in (_ISS_TXT_VIEW, _REG_TXT_VIEW):
+                    con.execute(statement)
+            kind = (
+                "CASE WHEN dk = 'pair' AND pair_kind = 'stale' THEN 'stale_blue' "
+                "WHEN dk = 'pair' THEN 'red_pair' ELSE dk END"
+                if real
+                else "CASE WHEN dk = 'pair' THEN 'red_pair' ELSE dk END"
+            )
             injected = {
                 str(kind): int(count)
                 for kind, count in con.execute(
-                    "SELECT CASE WHEN dk = 'pair' THEN 'red_pair' ELSE dk END, count(*) FROM inv "
+                    f"SELECT {kind}, count(*) FROM inv "
                     "WHERE dk NOT IN ('', 'anchor', 'clean') AND orig_s IS NULL GROUP BY ALL ORDER BY 1"
                 ).fetchall()
             }
 
-            files, rows_per_source = _write_night(con, tmp, night, days)
+            if real:
+                files, rows_per_source, lines_per_source = _write_night_real(con, tmp, spill, night, days)
+            else:
+                files, rows_per_source = _write_night(con, tmp, night, days)
             _copy(
                 con,
                 "SELECT category, NULLIF(invoice_code, '') AS invoice_code, invoice_number, "
@@ -1207,6 +2179,9 @@ def generate_night(
             "counts": counts,
             "files": [p.relative_to(tmp).as_posix() for p in files],
         }
+        if real:  # (the flat layout's file stays as it always was)
+            meta["layout"] = layout
+            meta["lines_per_source"] = lines_per_source
         (tmp / "generation.json").write_text(
             json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -1223,4 +2198,6 @@ def generate_night(
         expected_path=final / "expected_findings.csv",
         counts=counts,
         rows_per_source=rows_per_source,
+        layout=layout,
+        lines_per_source=lines_per_source,
     )
