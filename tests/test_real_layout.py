@@ -4,6 +4,7 @@ red-invoice remarks, totals rows, header variants, line files and the line rules
 from __future__ import annotations
 
 import csv
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,21 @@ def test_lines_running_on_to_a_second_line_sheet(tmp_path, mem_con):
         ("信息汇总表", 1), ("信息汇总表1", 2)]
     reconcile_night(mem_con, NIGHT, Config())
     assert findings(mem_con) == []
+
+
+def test_dashes_in_amount_and_time_columns_are_missing_values(tmp_path, mem_con):
+    header = ["发票号码", "开票日期", "销方识别号", "金额", "税额", "价税合计", "税率"]
+    rows = [["26110000000000000001", DAY, SELLER_A, "100.00", "--", "—", "-"],   # no tax, no total: loaded
+            ["26110000000000000002", "--", SELLER_A, "100.00", "13.00", "113.00", "13%"],  # no time: rejected
+            ["26110000000000000003", DAY, SELLER_A, "－－", "13.00", "113.00", "13%"],      # no amount: rejected
+            ["26110000000000000004", DAY, SELLER_A, "-100.00", "-13.00", "-113.00", "13%"]]  # negative: kept
+    landing = tmp_path / "landing"
+    write_rows(landing / NIGHT.isoformat() / "registry" / "r.csv", header, rows)
+    write_csv(landing / NIGHT.isoformat() / "issuers" / "erp" / "erp.csv", [invoice("26110000000000000001")])
+    ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
+    assert mem_con.execute("SELECT invoice_key, amount, tax_amount, total_amount, tax_rate FROM staged_invoices "
+                           "WHERE source_system = 'registry' ORDER BY 1").fetchall() == [
+        ("26110000000000000001", 100, None, None, None),
+        ("26110000000000000004", -100, -13, -113, Decimal("0.13"))]
+    assert mem_con.execute("SELECT line, reason FROM rejected_rows ORDER BY line").fetchall() == [
+        (3, "missing issue time"), (4, "missing amount")]

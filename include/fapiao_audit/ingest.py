@@ -619,9 +619,11 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
         if not pos:
             cols.append(f"NULL::VARCHAR AS {name}")
         else:
-            # Present column: an empty cell is '' (NULL means the file has no such column); a cell of
-            # dashes only ('--') is empty.
-            cols.append("coalesce(" + ", ".join(f"fa_cell(c{int(p)})" for p in pos) + f", '') AS {name}")
+            # Present column: an empty cell is '' (NULL means the file has no such column). A cell of
+            # dashes only ('--') is empty: here where several headers feed one column (the first
+            # non-empty wins), in the normalising macros otherwise (they ask only values starting with a dash).
+            cell = "fa_cell(c{})" if len(pos) > 1 else "NULLIF(trim(c{}), '')"
+            cols.append("coalesce(" + ", ".join(cell.format(int(p)) for p in pos) + f", '') AS {name}")
     # The first non-empty cell (a totals row says 合计 there), looked at only where a row has no number.
     first = "coalesce(" + ", ".join(f"NULLIF(trim(c{i}), '')" for i in range(min(ncols, 64))) + ")" if ncols else "NULL"
     cols.append(f"{first}::VARCHAR AS first_cell")

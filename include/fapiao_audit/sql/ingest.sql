@@ -20,6 +20,12 @@ CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
     THEN fa_hw_all(replace(replace(replace(replace(s, '：', ':'), '（', '('), '）', ')'), '，', ','))
     ELSE s END;
 
+-- name: macro_dashes
+-- The export's placeholder for "no value": a cell of dashes only (--, -, —, ——, －－). Asked only on the
+-- rare paths of the macros below: most values never start with a dash.
+CREATE OR REPLACE TEMP MACRO fa_dashes(s) AS ltrim(s, '-—–－―') = '';
+CREATE OR REPLACE TEMP MACRO fa_undash(t) AS CASE WHEN fa_dashes(t) THEN '' ELSE t END;
+
 -- name: macro_ascii_plain
 -- The cheapest question first, for identifiers and amounts: ASCII (as many bytes as characters) with
 -- no white space. Such a value holds nothing fa_id / fa_amount_text rewrite but quotes and '='
@@ -33,20 +39,26 @@ CREATE OR REPLACE TEMP MACRO fa_ascii_plain(s) AS
 -- Each macro asks one question (regexp_matches) and rewrites only values that need it: most
 -- values are already clean, and regexp_replace / translate cost far more per row. The question
 -- includes the full-width characters, so half-width translation needs no pass of its own.
+-- A value of dashes only ('--', '—') is empty: the export's placeholder (the question routes values
+-- starting with a dash to the rewrite, which empties them when nothing but dashes is left).
 CREATE OR REPLACE TEMP MACRO fa_text(s) AS
-    NULLIF(CASE WHEN regexp_matches(s, '\s\s|^\s|\s$|[\t\n\r\f\v\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
-                THEN trim(regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}]+', ' ', 'g')) ELSE s END, '');
+    NULLIF(CASE WHEN regexp_matches(s, '\s\s|^\s|\s$|^-|[\t\n\r\f\v\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2013}-\x{2015}]')
+                THEN fa_undash(trim(regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}]+', ' ', 'g'))) ELSE s END, '');
 
 -- name: macro_id
 -- Identifiers: no white space, upper case, Excel text markers (="0123" or '0123) removed.
 CREATE OR REPLACE TEMP MACRO fa_id(s) AS
-    upper(CASE WHEN fa_ascii_plain(s) AND NOT (contains(s, '''') OR contains(s, '"') OR contains(s, '=')) THEN s
+    upper(CASE WHEN fa_ascii_plain(s) AND NOT (contains(s, '''') OR contains(s, '"') OR contains(s, '=')
+                                               OR starts_with(s, '-')) THEN s
+               WHEN fa_dashes(s) THEN ''
                WHEN regexp_matches(s, '[\s\x{200B}\x{FEFF}''"=\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
                THEN regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}''"=]', '', 'g') ELSE s END);
 
 -- name: macro_amount_text
 CREATE OR REPLACE TEMP MACRO fa_amount_text(s) AS
-    NULLIF(CASE WHEN fa_ascii_plain(s) THEN (CASE WHEN contains(s, ',') THEN replace(s, ',', '') ELSE s END)
+    NULLIF(CASE WHEN fa_ascii_plain(s) AND NOT (starts_with(s, '-') AND fa_dashes(s))
+                     THEN (CASE WHEN contains(s, ',') THEN replace(s, ',', '') ELSE s END)
+                WHEN fa_dashes(s) THEN NULL
                 WHEN regexp_matches(s, '[\s¥\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
                 THEN regexp_replace(fa_hw(s), '[\s,¥\x{200B}\x{FEFF}]', '', 'g') ELSE replace(s, ',', '') END, '');
 
@@ -103,21 +115,15 @@ CREATE OR REPLACE TEMP MACRO fa_time(s) AS COALESCE(fa_time_fast(s), fa_time_t(
 CREATE OR REPLACE TEMP MACRO fa_word_key(s) AS lower(regexp_replace(s, '[\s_\-]', '', 'g'));
 
 -- name: macro_cell
--- A delivered cell: trimmed, and empty when it holds nothing or only dashes (the export writes '--'
--- for "no value", e.g. 数电发票号码 of a legacy invoice).
--- (Asked only of values starting with a dash: trimming a set of multi-byte characters costs 4x a plain trim.)
-CREATE OR REPLACE TEMP MACRO fa_cell_t(t) AS
-    CASE WHEN t = '' THEN NULL
-         WHEN (starts_with(t, '-') OR starts_with(t, '—') OR starts_with(t, '–') OR starts_with(t, '－')
-               OR starts_with(t, '―')) AND ltrim(t, '-—–－―') = '' THEN NULL
-         ELSE t END;
-CREATE OR REPLACE TEMP MACRO fa_cell(s) AS fa_cell_t(trim(s));
+-- A cell feeding a column that several headers feed (发票号码 and 数电发票号码): trimmed, and empty when it
+-- holds only dashes, so that a legacy invoice's '--' in 数电发票号码 gives way to its 发票号码.
+CREATE OR REPLACE TEMP MACRO fa_cell(s) AS CASE WHEN fa_dashes(trim(s)) THEN NULL ELSE trim(s) END;
 
 -- name: macro_type_t
 -- Free-text invoice kinds to medium (digital / electronic / paper) x kind (special / normal).
 -- 数电纸质发票 is paper issued through the digital platform: paper.
 CREATE OR REPLACE TEMP MACRO fa_type_t(t) AS CASE
-    WHEN t IS NULL OR t = '' THEN NULL
+    WHEN t IS NULL OR fa_dashes(t) THEN NULL
     WHEN t IN ('digital_special', 'digital_normal', 'electronic_special', 'electronic_normal',
                'paper_special', 'paper_normal') THEN t
     WHEN NOT regexp_matches(t, '数电|全电|电子|纸|专用|普通|专票|普票|digital|electronic|paper|special|normal') THEN t
