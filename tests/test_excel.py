@@ -26,7 +26,7 @@ from fapiao_audit.excel import HEADERS, RESOLVED_SHEET, SUMMARY_SHEET, write_exc
 from fapiao_audit.model import CATEGORIES
 
 CHINESE_HEADERS = ["类别", "发票代码", "发票号码", "字段", "来源系统", "开票方值", "税务系统值", "销方识别号",
-                   "开票日期", "说明", "疑似匹配", "状态", "首次发现", "账龄(天)"]
+                   "开票日期", "说明", "原因", "疑似匹配", "状态", "首次发现", "账龄(天)"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_headers_chinese_frozen_and_filtered(wb: openpyxl.Workbook) -> None:
         ws = wb[name]
         assert [c.value for c in ws[1]][: len(CHINESE_HEADERS)] == CHINESE_HEADERS
         assert ws.freeze_panes == "A2"
-        assert ws.auto_filter.ref == f"A1:N{max(ws.max_row, 2)}"
+        assert ws.auto_filter.ref == f"A1:O{max(ws.max_row, 2)}"
         assert ws.column_dimensions["J"].width > ws.column_dimensions["L"].width  # 说明 wider than 状态
 
 
@@ -88,7 +88,7 @@ def test_identifiers_are_text_dates_are_dates_ages_are_numbers(wb: openpyxl.Work
         if code.value:
             assert code.data_type == "s" and code.value.startswith("0")
         assert isinstance(row[8].value, dt.datetime) and row[8].number_format == "yyyy-mm-dd"
-        assert row[13].data_type == "n" and isinstance(row[13].value, int)
+        assert row[14].data_type == "n" and isinstance(row[14].value, int)
     legacy = [r for r in rows if r[1].value]
     assert legacy and all(r[2].value.startswith("000") for r in legacy), "leading zeros kept"
     tax_ids = [r[7].value for r in wb["MISSING_IN_REGISTRY"].iter_rows(min_row=2)]
@@ -100,7 +100,7 @@ def test_identifiers_are_text_dates_are_dates_ages_are_numbers(wb: openpyxl.Work
 def test_category_and_status_in_chinese(wb: openpyxl.Workbook) -> None:
     ws = wb["MISSING_IN_REGISTRY"]
     assert {r[0] for r in ws.iter_rows(min_row=2, values_only=True)} == {"缺失于税务系统"}
-    assert {r[11] for r in ws.iter_rows(min_row=2, values_only=True)} <= {"新增", "持续", None}
+    assert {r[12] for r in ws.iter_rows(min_row=2, values_only=True)} <= {"新增", "持续", None}
 
 
 def test_summary_sheet(wb: openpyxl.Workbook) -> None:

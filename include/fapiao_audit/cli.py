@@ -71,6 +71,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")
     log = (lambda msg: print(f"fapiao-audit: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     outcome = run_night(Paths(args.landing, args.reports, db), night, cfg, log=log)
+    for warning in outcome.warnings:
+        print(f"fapiao-audit: warning: {warning}", file=sys.stderr)
     total = sum(outcome.counts.values())
     print(
         f"{night.isoformat()}: published {outcome.published} ({total} findings; expectations {outcome.outcome})"

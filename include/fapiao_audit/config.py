@@ -46,6 +46,8 @@ CANONICAL_COLUMNS = (
     "remark",
     "is_positive",
     "risk_level",
+    "upload_status",
+    "source_document",
     "item_name",
     "tax_code",
     "spec",
@@ -145,6 +147,11 @@ class Config:
     shards: int = 1
     #: Per-source column mappings: {system: {their header: canonical name}}.
     column_mappings: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Per-source value codes: {system: {canonical column: {their value: our value}}}, applied to the
+    #: trimmed cell before normalisation ("2" = "normal", "-1" = "不征税"); unmapped values stay as they are.
+    value_maps: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    #: Per-source headers to drop before mapping (a column that would map to the wrong meaning).
+    ignore_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Issuing systems extracted from PostgreSQL into the landing layout before ingest.
     database_sources: tuple[DatabaseSource, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -276,7 +283,7 @@ def build_config(data: dict[str, Any]) -> Config:
                 tkw[tkey] = _coerce(f"thresholds.{tkey}", tval, kind)
             kwargs["thresholds"] = Thresholds(**tkw)
         elif key == "sources":
-            kwargs["column_mappings"] = _column_mappings(value)
+            kwargs["column_mappings"], kwargs["value_maps"], kwargs["ignore_columns"] = _sources(value)
         elif key == "database_sources":
             kwargs["database_sources"] = _database_sources(value)
         elif key in _SCALARS:
@@ -286,27 +293,59 @@ def build_config(data: dict[str, Any]) -> Config:
     return _check(Config(**kwargs))
 
 
-def _column_mappings(value: Any) -> dict[str, dict[str, str]]:
+_SOURCE_KEYS = ("columns", "values", "ignore_columns")
+
+
+def _sources(
+    value: Any,
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, dict[str, str]]], dict[str, tuple[str, ...]]]:
+    """[sources.<system>]: header mappings (columns), value codes (values.<column>), ignore_columns."""
     if not isinstance(value, dict):
         raise ConfigError("config key 'sources': expected a table of sources")
-    out: dict[str, dict[str, str]] = {}
+    columns: dict[str, dict[str, str]] = {}
+    values: dict[str, dict[str, dict[str, str]]] = {}
+    ignore: dict[str, tuple[str, ...]] = {}
     for system, spec in value.items():
+        key = f"sources.{system}"
         if not SOURCE_NAME_RE.fullmatch(system):
-            raise ConfigError(f"config key 'sources.{system}': not a valid source name")
-        if not isinstance(spec, dict) or set(spec) - {"columns"}:
-            raise ConfigError(f"config key 'sources.{system}': only 'columns' is supported")
-        cols = spec.get("columns", {})
-        if not isinstance(cols, dict):
-            raise ConfigError(f"config key 'sources.{system}.columns': expected a table")
+            raise ConfigError(f"config key '{key}': not a valid source name")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"config key '{key}': expected a table")
+        unknown = sorted(set(spec) - set(_SOURCE_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (a source takes {', '.join(_SOURCE_KEYS)})")
+        cols = _table(f"{key}.columns", spec.get("columns", {}))
         mapping: dict[str, str] = {}
         for header, canonical in cols.items():
             if canonical not in CANONICAL_COLUMNS:
                 raise ConfigError(
-                    f"config key 'sources.{system}.columns.{header}': {canonical!r} is not a canonical column"
+                    f"config key '{key}.columns.{header}': {canonical!r} is not a canonical column"
                 )
             mapping[str(header)] = canonical
-        out[system] = mapping
-    return out
+        columns[system] = mapping
+        codes: dict[str, dict[str, str]] = {}
+        for canonical, table in _table(f"{key}.values", spec.get("values", {})).items():
+            if canonical not in CANONICAL_COLUMNS:
+                raise ConfigError(f"config key '{key}.values.{canonical}': not a canonical column")
+            codes[canonical] = {}
+            for code, meaning in _table(f"{key}.values.{canonical}", table).items():
+                if not isinstance(meaning, str | int | float) or isinstance(meaning, bool):
+                    raise ConfigError(f"config key '{key}.values.{canonical}.{code}': expected a text value")
+                codes[canonical][str(code).strip()] = str(meaning)
+        if codes:
+            values[system] = codes
+        names = spec.get("ignore_columns", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ConfigError(f"config key '{key}.ignore_columns': expected a list of header names")
+        if names:
+            ignore[system] = tuple(names)
+    return columns, values, ignore
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}': expected a table")
+    return value
 
 
 def _database_sources(value: Any) -> tuple[DatabaseSource, ...]:

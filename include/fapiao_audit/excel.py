@@ -36,6 +36,7 @@ from fapiao_audit.model import (
     FIELD_LABELS,
     FINDING_STATUSES,
     GONE_STATUSES,
+    MISSING_CAUSES,
     NightSummary,
     category_order,
     columns,
@@ -55,6 +56,7 @@ HEADERS: tuple[tuple[str, str, str, float], ...] = tuple(
     (c.zh, c.name, _EXCEL_KIND.get(c.kind, c.kind), c.excel_width) for c in columns(EXCEL_COLUMNS)
 )
 _STATUS = {code: zh for code, (zh, _en) in {**FINDING_STATUSES, **GONE_STATUSES}.items()}
+_CAUSE = {code: zh for code, (zh, _en) in MISSING_CAUSES.items()}
 _OUTCOME = {"passed": "通过 passed", "failed": "未通过 failed"}
 _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
 _BATCH = 65_536
@@ -302,6 +304,8 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
                 value = zh.get(value, value)
             elif kind == "status":
                 value = _STATUS.get(value, value)
+            elif kind == "cause":
+                value = _CAUSE.get(value, value)
             text = value if isinstance(value, str) else str(value)
             if "\ufffe" in text or "\uffff" in text:  # not allowed in XML; Excel would call the file corrupt
                 text = text.replace("\ufffe", "\ufffd").replace("\uffff", "\ufffd")

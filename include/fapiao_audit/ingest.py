@@ -33,6 +33,7 @@ from .model import (
     NOT_POSITIVE_WORDS,
     RISK_WORDS,
     STATUS_WORDS,
+    UPLOAD_WORDS,
     FileReport,
     SourceTotals,
     source_totals,
@@ -44,37 +45,51 @@ FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jso
 REGISTRY = "registry"
 _CHUNK = 1 << 20
 
+#: Headers of the fully digital (数电) 20-digit number: where a row has both it and a legacy 8-digit
+#: number, the 20-digit one is the key.
+_DIGITAL_NUMBER_HEADERS = (
+    "数电发票号码", "数电票号码", "全电发票号码", "zzfphm", "allelectronicinvoicenumber", "qdinvoicenum",
+)
 #: Header aliases per canonical column, compared after `header_key` (NFKC, lower case, no
 #: spaces, underscores, dashes, brackets or a trailing '*'). Order matters where several headers of
 #: one file map to one column: the first non-empty value wins.
 ALIASES: dict[str, tuple[str, ...]] = {
     "invoice_code": ("invoice_code", "invoicecode", "code", "发票代码", "fpdm"),
     "invoice_number": (
-        "invoice_number", "invoicenumber", "invoiceno", "number", "发票号码", "数电发票号码", "数电票号码",
-        "全电发票号码", "fphm",
+        "invoice_number", "invoicenumber", "invoiceno", "invoice_no", "number", "发票号码", "发票号", "金税发票号",
+        "fphm", *_DIGITAL_NUMBER_HEADERS,
     ),
     "invoice_type": (
         "invoice_type", "invoicetype", "type", "发票票种", "票种", "发票类型", "发票种类", "票据类型",
     ),
     "issue_time": (
         "issue_time", "issuetime", "issuedate", "issue_date", "invoicedate", "invoicetime", "issuedat",
-        "开票日期", "开票时间", "开具日期",
+        "开票日期", "开票时间", "开具日期", "kprq",
     ),
     "seller_tax_id": (
         "seller_tax_id", "sellertaxid", "销方识别号", "销售方纳税人识别号", "销方纳税人识别号", "销售方识别号",
-        "销方税号",
+        "销方税号", "销售方税号", "xfsh", "salertaxnum", "payee_register_no", "salestaxno",
     ),
     "seller_name": ("seller_name", "sellername", "销方名称", "销售方名称"),
     "buyer_tax_id": (
         "buyer_tax_id", "buyertaxid", "购方识别号", "购买方纳税人识别号", "购方纳税人识别号", "购买方识别号",
-        "购方税号",
+        "购方税号", "购买方税号", "gfsh", "payertaxno", "payer_register_no", "customertaxno",
     ),
-    "buyer_name": ("buyer_name", "buyername", "购买方名称", "购方名称"),
-    "amount": ("amount", "金额", "合计金额", "不含税金额"),
-    "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额", "票面税额"),
+    "buyer_name": ("buyer_name", "buyername", "购买方名称", "购方名称", "payername"),
+    "amount": ("amount", "金额", "合计金额", "不含税金额", "hjje", "extaxamount", "sum_price"),
+    "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额", "票面税额", "hjse", "sum_tax"),
     "tax_rate": ("tax_rate", "taxrate", "rate", "税率", "税率征收率"),
-    "total_amount": ("total_amount", "totalamount", "total", "价税合计", "价税合计金额"),
-    "status": ("status", "invoice_status", "invoicestatus", "发票状态"),
+    "total_amount": (
+        "total_amount", "totalamount", "total", "价税合计", "价税合计金额", "价税合计(小写)", "jshj", "orderamount",
+        "invoice_amount",
+    ),
+    # The registry's 发票状态, or an issuer's issuance state (开票状态: 开票中, 开票失败, ...).
+    "status": ("status", "invoice_status", "invoicestatus", "发票状态", "开票状态"),
+    # An issuer's upload (报送) state. (An e-commerce platform's 上传 of the PDF to the shop is not this:
+    # such a column goes to ignore_columns.)
+    "upload_status": ("upload_status", "uploadstatus", "报送状态", "上传状态", "报送标志", "bszt", "bsbz"),
+    # An issuing system's own document number: evidence, never the invoice number.
+    "source_document": ("source_document", "sourcedocument", "单据编号", "单据号"),
     "risk_level": ("risk_level", "risklevel", "发票风险等级", "风险等级"),
     "original_invoice_number": (
         "original_invoice_number", "originalinvoicenumber", "originalinvoiceno", "blueinvoicenumber",
@@ -108,8 +123,8 @@ LINE_SHEET = "信息汇总表"
 _HEADER_SEARCH_ROWS = 20
 #: The model's words, bound into the normalisation (ingest.sql, normalize).
 _VOCABULARY: dict[str, list[str]] = dict(zip(
-    ("status_words", "status_values", "risk_words", "risk_values"),
-    (*word_lists(STATUS_WORDS), *word_lists(RISK_WORDS)), strict=True,
+    ("status_words", "status_values", "risk_words", "risk_values", "upload_words", "upload_values"),
+    (*word_lists(STATUS_WORDS), *word_lists(RISK_WORDS), *word_lists(UPLOAD_WORDS)), strict=True,
 )) | {"not_positive": list(NOT_POSITIVE_WORDS)}
 
 
@@ -121,6 +136,7 @@ def header_key(header: str) -> str:
 
 
 _ALIAS_INDEX: dict[str, str] = {header_key(a): c for c, names in ALIASES.items() for a in names}
+_DIGITAL_KEYS = frozenset(header_key(h) for h in _DIGITAL_NUMBER_HEADERS)
 
 
 def _sheets_named(names: list[str], prefix: str) -> list[str]:
@@ -128,9 +144,11 @@ def _sheets_named(names: list[str], prefix: str) -> list[str]:
     return [n for n in names if unicodedata.normalize("NFKC", n).strip().startswith(prefix)]
 
 
-def has_required_columns(headers: list[str], overrides: dict[str, str], role: str | None) -> bool:
+def has_required_columns(
+    headers: list[str], overrides: dict[str, str], role: str | None, ignore: Iterable[str] = ()
+) -> bool:
     """Whether a row of headers names every column the role needs."""
-    mapping = map_headers(headers, overrides)
+    mapping = map_headers(headers, overrides, ignore)
     return all(c in mapping for c in (REQUIRED_LINES if role == "lines" else REQUIRED))
 
 
@@ -320,11 +338,12 @@ class _Reader:
     """Loads one file into temp relations (c0..cN VARCHAR, __line), one per part, with their headers."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20,
-                 overrides: dict[str, str] | None = None) -> None:
+                 overrides: dict[str, str] | None = None, ignore: Iterable[str] = ()) -> None:
         self.con = con
         self.tmp_dir = tmp_dir
         self.buffer_size = buffer_size
         self.overrides = overrides or {}
+        self.ignore = tuple(ignore)
 
     def read(self, path: Path, fmt: str) -> tuple[list[_Part], str | None]:
         """Returns (the file's parts, encoding)."""
@@ -547,7 +566,7 @@ class _Reader:
                 continue
             if headers is None:
                 candidates.append((excel_row, cells))
-                if has_required_columns([c or "" for c in cells], self.overrides, role):
+                if has_required_columns([c or "" for c in cells], self.overrides, role, self.ignore):
                     take_header(len(candidates) - 1)
                 elif len(candidates) == _HEADER_SEARCH_ROWS:
                     take_header(0)
@@ -591,24 +610,30 @@ def _out_of_memory(path: Path, e: BaseException) -> FapiaoError:
     )
 
 
-def map_headers(headers: list[str], overrides: dict[str, str]) -> dict[str, list[int]]:
-    """Canonical column -> positions of the file's headers that feed it, in file order."""
+def map_headers(
+    headers: list[str], overrides: dict[str, str], ignore: Iterable[str] = ()
+) -> dict[str, list[int]]:
+    """Canonical column -> positions of the file's headers that feed it, in file order (a source's
+    ignored headers feed nothing)."""
     over = {header_key(h): c for h, c in overrides.items()}
+    dropped = {header_key(h) for h in ignore}
     out: dict[str, list[int]] = {}
     for i, h in enumerate(headers):
         k = header_key(h)
-        canonical = over.get(k) or _ALIAS_INDEX.get(k)
+        canonical = None if k in dropped else over.get(k) or _ALIAS_INDEX.get(k)
         if canonical:
             out.setdefault(canonical, []).append(i)
-    # Prefer the fully digital number column when a file has both 发票号码 and 数电发票号码.
+    # Prefer the fully digital number column when a file has both 发票号码 and 数电发票号码 (or zzfphm, ...).
     if "invoice_number" in out and len(out["invoice_number"]) > 1:
-        digital = [i for i in out["invoice_number"] if "数电" in headers[i] or "全电" in headers[i]]
+        digital = [i for i in out["invoice_number"] if header_key(headers[i]) in _DIGITAL_KEYS]
         out["invoice_number"] = digital + [i for i in out["invoice_number"] if i not in digital]
     return out
 
 
-def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
-    """SELECT list over ing_raw; only generated names (c<i>, canonical columns) appear in it."""
+def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int, coded: Iterable[str] = ()) -> str:
+    """SELECT list over ing_raw; only generated names (c<i>, canonical columns) appear in it. The
+    ``coded`` columns go through the source's value codes (the temp table ing_value_map)."""
+    coded = set(coded)
     cols = ["__line"]
     for canonical in ALIASES:
         # Column names come from the fixed canonical list only; positions are integers.
@@ -623,7 +648,10 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int) -> str:
             # dashes only ('--') is empty: here where several headers feed one column (the first
             # non-empty wins), in the normalising macros otherwise (they ask only values starting with a dash).
             cell = "fa_cell(c{})" if len(pos) > 1 else "NULLIF(trim(c{}), '')"
-            cols.append("coalesce(" + ", ".join(cell.format(int(p)) for p in pos) + f", '') AS {name}")
+            expr = "coalesce(" + ", ".join(cell.format(int(p)) for p in pos) + ", '')"
+            if canonical in coded:
+                expr = f"fa_code('{canonical}', {expr})"
+            cols.append(f"{expr} AS {name}")
     # The first non-empty cell (a totals row says 合计 there), looked at only where a row has no number.
     first = "coalesce(" + ", ".join(f"NULLIF(trim(c{i}), '')" for i in range(min(ncols, 64))) + ")" if ncols else "NULL"
     cols.append(f"{first}::VARCHAR AS first_cell")
@@ -643,7 +671,12 @@ def _raw_line_sql(ncols: int, raw_column: str | None = None) -> str:
             f"left({raw}, 2000) AS raw FROM ing_raw r JOIN ing_norm n USING (__line) WHERE n.reason IS NOT NULL")
 
 
-def _install_macros(con: duckdb.DuckDBPyConnection) -> None:
+def _install_macros(con: duckdb.DuckDBPyConnection, value_maps: dict[str, dict[str, str]] | None = None) -> None:
+    """The normalising macros, and a source's value codes ({canonical column: {code: value}})."""
+    con.execute("CREATE OR REPLACE TEMP TABLE ing_value_map (col VARCHAR, k VARCHAR, v VARCHAR)")
+    rows = [[col, k, v] for col, codes in (value_maps or {}).items() for k, v in codes.items()]
+    if rows:
+        con.executemany("INSERT INTO ing_value_map VALUES (?, ?, ?)", rows)
     for name, sql in sql_statements("ingest.sql"):
         if name.startswith("macro"):
             con.execute(sql)
@@ -684,10 +717,11 @@ def ingest_source(
 ) -> tuple[FileReport, ...]:
     """Stage one source of a night, replacing its rows of that night in one transaction."""
     night_dir = landing / night.isoformat()
-    _install_macros(con)
+    _install_macros(con, cfg.value_maps.get(delivery.source_system))
     tmp_dir.mkdir(parents=True, exist_ok=True)
     reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit),
-                     cfg.column_mappings.get(delivery.source_system, {}))
+                     cfg.column_mappings.get(delivery.source_system, {}),
+                     cfg.ignore_columns.get(delivery.source_system, ()))
     reports: list[FileReport] = []
     seen: dict[str, str] = {}
     d = delivery
@@ -884,7 +918,7 @@ def _ingest_file(
     line_parts: list[tuple[str, str]] = []  # (table, role) of the parts that are lines
     for k, part in enumerate(parts):
         where = f"{path} (sheet '{part.sheet}')" if part.sheet is not None else str(path)
-        mapping = map_headers(part.headers, overrides)
+        mapping = map_headers(part.headers, overrides, cfg.ignore_columns.get(d.source_system, ()))
         role = part.role or ("line_file" if any(c in mapping for c in LINE_COLUMNS) else "invoices")
         missing = [c for c in (REQUIRED_LINES if role == "lines" else REQUIRED) if c not in mapping]
         if missing:
@@ -895,7 +929,7 @@ def _ingest_file(
             )
         if part.relation != "ing_raw":
             con.execute(f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM {part.relation}")
-        con.execute(_mapped_view_sql(mapping, len(part.headers)))
+        con.execute(_mapped_view_sql(mapping, len(part.headers), cfg.value_maps.get(d.source_system, {})))
         params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
                   "sheet": part.sheet, "role": role, **_VOCABULARY}
         try:

@@ -58,6 +58,14 @@ CATEGORIES: tuple[Category, ...] = (
         "(informational).",
     ),
     Category(
+        "NOT_ISSUED", "NOT_ISSUED", "not_issued", "开票失败未开具", "Not issued", "#7f7f7f",
+        "开票系统记录开票失败或签章失败：发票从未开具，不应出现在税务系统中（不算缺失于税务系统）；"
+        "若税务系统中存在该发票，则为状态不一致。",
+        "The issuing system records a failed issuance (开票失败, 签章失败): the invoice was never issued and "
+        "is not expected in the registry (not a missing invoice); if the registry holds it, that is a status "
+        "mismatch.",
+    ),
+    Category(
         "MISSING_IN_ISSUER", "MISSING_IN_ISSUER", "missing_in_issuer", "缺失于开票系统", "Missing in issuer",
         "#ff7f0e",
         "税务系统中存在且属于受监控销方，但任何开票系统中都没有。",
@@ -144,16 +152,49 @@ INVOICE_STATUSES: dict[str, str] = {
     "partly_red_reversed": "已红冲-部分",
     "out_of_control": "失控",
     "abnormal": "异常",
+    # An issuing system's issuance state (开票状态): still being issued or signed, or never issued.
+    "issuing": "开票中",
+    "failed": "开票失败",
 }
 #: Words that mean each status, compared after lower-casing and dropping white space, '_' and '-'
 #: (so 已红冲-全额 and 已红冲全额 are one word). An empty status is normal; other text is kept as it is.
 STATUS_WORDS: dict[str, tuple[str, ...]] = {
-    "normal": ("正常", "normal", "有效", "正常发票"),
-    "voided": ("作废", "已作废", "voided", "void", "作废发票"),
+    "normal": ("正常", "normal", "有效", "正常发票", "开票完成", "开票成功", "已开具"),
+    "voided": ("作废", "已作废", "voided", "void", "作废发票", "作废中"),
     "red_reversed": ("红冲", "已红冲", "全额红冲", "全部红冲", "已红冲全额", "已全额红冲", "redreversed"),
     "partly_red_reversed": ("部分红冲", "已红冲部分", "已部分红冲", "partlyredreversed", "partiallyredreversed"),
     "out_of_control": ("失控", "失控发票", "outofcontrol"),
     "abnormal": ("异常", "异常发票", "abnormal"),
+    "issuing": ("开票中", "签章中", "开票成功签章中", "issuing"),
+    "failed": ("开票失败", "签章失败", "开票成功签章失败", "failed"),
+}
+#: The issuer's upload (报送) state: whether it sent the invoice to the tax registry.
+UPLOAD_STATUSES: dict[str, tuple[str, str]] = {
+    "uploaded": ("已报送", "uploaded"),
+    "not_uploaded": ("未报送", "not uploaded"),
+    "uploading": ("报送中", "uploading"),
+    "failed": ("报送失败", "upload failed"),
+    "signature_failed": ("验签失败", "signature check failed"),
+}
+#: Words that mean each upload state (compared like status words). Other text is kept as it is.
+UPLOAD_WORDS: dict[str, tuple[str, ...]] = {
+    "uploaded": ("已报送", "已上传", "uploaded"),
+    "not_uploaded": ("未报送", "未上传", "待上传", "notuploaded"),
+    "uploading": ("报送中", "上传中", "uploading"),
+    "failed": ("报送失败", "上传失败", "failed", "uploadfailed"),
+    "signature_failed": ("验签失败", "signaturefailed"),
+}
+#: Why an issued invoice is missing from the registry (the ``cause`` of MISSING_IN_REGISTRY and
+#: PENDING_SYNC), from the issuer's issuance and upload states; the most serious first.
+MISSING_CAUSES: dict[str, tuple[str, str]] = {
+    "uploaded_but_absent": ("已报送但税务系统中没有", "uploaded, but absent from the registry"),
+    "upload_failed": ("报送失败", "upload failed"),
+    "signature_failed": ("验签失败", "signature check failed"),
+    "stuck_issuing": ("开票中未完成", "stuck issuing"),
+    "issuing": ("开票中", "still issuing"),
+    "uploading": ("报送中", "still uploading"),
+    "not_uploaded": ("未报送", "not uploaded"),
+    "unknown": ("原因不明（开票系统未提供报送状态）", "unknown (the issuer gives no upload state)"),
 }
 #: The registry's risk level (发票风险等级): the words for none, suspicious, abnormal_voucher and
 #: out_of_control. Empty or 正常 is no risk; any other text is kept as it is and counts as a risk.
@@ -173,8 +214,15 @@ def word_lists(words: Mapping[str, tuple[str, ...]]) -> tuple[list[str], list[st
     return [w for w, _ in pairs], [v for _, v in pairs]
 
 
-#: Statuses both sides know; a disagreement between two of them is a STATUS_MISMATCH.
-COMPARABLE_STATUSES: tuple[str, ...] = ("normal", "voided", "red_reversed", "partly_red_reversed")
+#: Statuses both sides know; a disagreement between two of them is a STATUS_MISMATCH. An issuer's
+#: failed issuance is compared too: the registry should not hold it.
+COMPARABLE_STATUSES: tuple[str, ...] = ("normal", "voided", "red_reversed", "partly_red_reversed", "failed")
+#: The recognised invoice kinds (medium x kind); invoice_type is compared only between two of them.
+INVOICE_TYPES: tuple[str, ...] = (
+    "digital_special", "digital_normal", "electronic_special", "electronic_normal", "paper_special", "paper_normal",
+)
+#: Statuses only an issuing system has (its issuance state); the registry holds issued invoices only.
+ISSUER_ONLY_STATUSES: tuple[str, ...] = ("issuing", "failed")
 #: Registry statuses that are a REGISTRY_RISK.
 RISK_STATUSES: tuple[str, ...] = ("out_of_control", "abnormal")
 
@@ -253,13 +301,15 @@ FINDING_COLUMNS: tuple[FindingColumn, ...] = (
     FindingColumn("finding_status", "状态", "Status", "status", 8, shard=False),
     FindingColumn("first_seen", "首次发现", "First seen", "date", 11, shard=False),
     FindingColumn("age_days", "账龄(天)", "Age (days)", "int", 9, shard=False),
+    # MISSING_IN_REGISTRY / PENDING_SYNC: why, from the issuer's issuance and upload states (MISSING_CAUSES).
+    FindingColumn("cause", "原因", "Cause", "cause", 18, shard=False),
 )
 COLUMN_BY_NAME: dict[str, FindingColumn] = {c.name: c for c in FINDING_COLUMNS}
 
 #: exceptions.csv, in this order (DESIGN.md's columns first; the key last, for joins).
 CSV_COLUMNS: tuple[str, ...] = (
     "category", "invoice_code", "invoice_number", "field", "source_system", "issuer_value", "registry_value",
-    "seller_tax_id", "issue_date", "detail", "suggested_match", "finding_status", "first_seen", "age_days",
+    "seller_tax_id", "issue_date", "detail", "cause", "suggested_match", "finding_status", "first_seen", "age_days",
     "invoice_key",
 )
 #: exceptions.xlsx's findings sheets: the CSV's columns without the key (code and number say it).
@@ -267,7 +317,7 @@ EXCEL_COLUMNS: tuple[str, ...] = CSV_COLUMNS[:-1]
 #: report.html's findings table: the status next to the category.
 REPORT_COLUMNS: tuple[str, ...] = (
     "category", "finding_status", "invoice_code", "invoice_number", "field", "source_system", "issuer_value",
-    "registry_value", "seller_tax_id", "issue_date", "detail", "suggested_match", "first_seen", "age_days",
+    "registry_value", "seller_tax_id", "issue_date", "detail", "cause", "suggested_match", "first_seen", "age_days",
 )
 #: report.html's resolved table: what was found, when it was first seen.
 REPORT_RESOLVED_COLUMNS: tuple[str, ...] = tuple(c for c in REPORT_COLUMNS if c not in ("finding_status", "age_days"))
@@ -407,6 +457,16 @@ class NightSummary:
     expectations: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
     history: tuple[NightCounts, ...] = ()
+    #: MISSING_IN_REGISTRY and PENDING_SYNC findings per cause (MISSING_CAUSES), the most serious first.
+    missing_by_cause: Mapping[str, int] = field(default_factory=dict)
+    pending_by_cause: Mapping[str, int] = field(default_factory=dict)
+    #: Where the monitored sellers came from (configured | issuers | none) and how many there are.
+    monitored_from: str = "issuers"
+    monitored_sellers: int = 0
+    #: Categories that could not be checked tonight (their count is not a zero).
+    not_checked: tuple[str, ...] = ()
+    #: What the operator must know about the night (also printed on stderr).
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The published document (summary.json), keys in their documented order."""
@@ -432,6 +492,11 @@ class NightSummary:
             "config": self.config,
             "history": [{"night": h.night, "counts": dict(h.counts), "total": h.total, "outcome": h.outcome}
                         for h in self.history],
+            "missing_by_cause": dict(self.missing_by_cause),
+            "pending_by_cause": dict(self.pending_by_cause),
+            "monitored_sellers": {"from": self.monitored_from, "count": self.monitored_sellers},
+            "not_checked": list(self.not_checked),
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -473,6 +538,12 @@ class NightSummary:
                             str(h.get("outcome") or ""))
                 for h in _list(d.get("history")) if isinstance(h, Mapping)
             ),
+            missing_by_cause=_counts(d.get("missing_by_cause")),
+            pending_by_cause=_counts(d.get("pending_by_cause")),
+            monitored_from=str(_mapping(d.get("monitored_sellers")).get("from") or "issuers"),
+            monitored_sellers=_int(_mapping(d.get("monitored_sellers")).get("count")),
+            not_checked=tuple(str(x) for x in _list(d.get("not_checked"))),
+            warnings=tuple(str(x) for x in _list(d.get("warnings"))),
         )
 
 

@@ -33,7 +33,7 @@ from .ingest import (
     ingest_source,
     load_ingest_result,
 )
-from .model import NightCounts, NightSummary, RunInfo, SellerCount, zero_counts
+from .model import MISSING_CAUSES, NightCounts, NightSummary, RunInfo, SellerCount, zero_counts
 from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
 from .reconcile import ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
 
@@ -71,6 +71,7 @@ class RunOutcome:
     outcome: str  # passed | failed
     counts: dict[str, int]
     exit_code: int
+    warnings: tuple[str, ...] = ()
 
 
 def parse_night(text: str) -> date:
@@ -209,6 +210,35 @@ def _counts_of(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, int]:
     return counts
 
 
+def _by_cause(con: duckdb.DuckDBPyConnection, night: date, category: str) -> dict[str, int]:
+    """A missing category's findings per cause, the most serious cause first (model.MISSING_CAUSES)."""
+    rows = dict(con.execute(
+        "SELECT coalesce(cause, 'unknown'), count(*) FROM findings WHERE night = $n AND category = $c GROUP BY 1",
+        {"n": night, "c": category},
+    ).fetchall())
+    order = {c: i for i, c in enumerate(MISSING_CAUSES)}
+    return {c: rows[c] for c in sorted(rows, key=lambda c: (order.get(c, len(order)), c))}
+
+
+def _night_warnings(rec: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(warnings, categories not checked) from the reconciliation's account of the monitored sellers."""
+    warnings: list[str] = []
+    not_checked: list[str] = []
+    if not rec.get("issuer_sellers", 1):
+        if rec.get("monitored_from") == "configured":
+            warnings.append(
+                "no issuing system delivered a seller tax id tonight: MISSING_IN_ISSUER uses the "
+                f"{rec.get('monitored_sellers', 0)} seller(s) of monitored_sellers in the configuration"
+            )
+        else:
+            not_checked.append("MISSING_IN_ISSUER")
+            warnings.append(
+                "no issuing system delivered a seller tax id tonight and monitored_sellers is not configured: "
+                "MISSING_IN_ISSUER was not checked (map the issuers' seller column, or set monitored_sellers)"
+            )
+    return tuple(warnings), tuple(not_checked)
+
+
 def build_summary(
     con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime
 ) -> NightSummary:
@@ -221,6 +251,7 @@ def build_summary(
     outcome = "passed" if expectations.get("success") else "failed"
     start, end = cfg.window_for(night)
     finished = datetime.now(SHANGHAI)
+    warnings, not_checked = _night_warnings(rec)
     tonight = NightCounts(night.isoformat(), counts, sum(counts.values()), outcome)
     return NightSummary(
         night=night.isoformat(),
@@ -250,6 +281,12 @@ def build_summary(
         expectations=expectations,
         config=cfg.to_dict(),
         history=_history(con, night, tonight),
+        missing_by_cause=_by_cause(con, night, "MISSING_IN_REGISTRY"),
+        pending_by_cause=_by_cause(con, night, "PENDING_SYNC"),
+        monitored_from=str(rec.get("monitored_from", "issuers")),
+        monitored_sellers=int(rec.get("monitored_sellers", 0)),
+        not_checked=not_checked,
+        warnings=warnings,
     )
 
 
@@ -311,7 +348,8 @@ def stage_publish(
         {"n": night, "id": run_id, "start": started, "outcome": summary.outcome,
          "counts": json.dumps(summary.counts)},
     )
-    return RunOutcome(night, final, summary.outcome, dict(summary.counts), 0 if summary.outcome == "passed" else 1)
+    return RunOutcome(night, final, summary.outcome, dict(summary.counts), 0 if summary.outcome == "passed" else 1,
+                      summary.warnings)
 
 
 def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = None) -> list[Any]:

@@ -39,6 +39,7 @@ from .model import (
     CATEGORY_CODES,
     COMPARABLE_STATUSES,
     FINDING_SECTIONS,
+    INVOICE_TYPES,
     RISK_STATUSES,
     zero_counts,
 )
@@ -60,10 +61,10 @@ _PREPARE = (
 _PER_SHARD = _PREPARE + FINDING_SECTIONS
 #: Statements of reconcile.sql that run outside the per-shard sequence.
 _SHARD_RESULT = ("shard_stats", "unmatched")
-_MERGE = ("probable_match", "probable_match_apply")
+_MERGE = ("probable_match", "probable_match_apply", "missing_causes")
 
 #: Bumped when the layout of a shard's result changes: older results are then refused, not merged.
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2
 _TEMP_TABLES = (
     "rc_keys", "rc_krows", "rc_dups", "rc_one", "rc_monitored", "rc_issuer", "rc_across", "rc_pairs", "rc_findings",
     "rc_bad_tax_ids",
@@ -83,6 +84,12 @@ class ReconcileResult:
     open: int
     resolved: int
     out_of_window: int
+    #: Where the monitored sellers came from: configured, issuers (their seller ids), or none (no issuer
+    #: delivered a seller id and none is configured: MISSING_IN_ISSUER could not be checked).
+    monitored_from: str = "issuers"
+    monitored_sellers: int = 0
+    #: Distinct seller ids the issuers delivered tonight.
+    issuer_sellers: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ def params_for(night: date, cfg: Config, shards: int = 1, shard: int = 0) -> dic
         "shard": shard,
         "comparable_statuses": list(COMPARABLE_STATUSES),
         "risk_statuses": list(RISK_STATUSES),
+        "invoice_types": list(INVOICE_TYPES),
     }
 
 
@@ -274,8 +282,9 @@ def merge_shards(
     )
     statements = dict(sql_statements("reconcile.sql"))
     p = params_for(night, cfg)
-    execute_sql(con, statements["probable_match"], p)
-    execute_sql(con, statements["probable_match_apply"], p)
+    con.execute("ALTER TABLE rc_all ADD COLUMN cause VARCHAR")
+    for name in _MERGE:
+        execute_sql(con, statements[name], p)
     prev, new, open_, resolved, gone = store_findings(con, night, cfg)
     counts = zero_counts()
     for cat, n in con.execute("SELECT category, count(*) FROM rc_all GROUP BY 1").fetchall():
@@ -286,9 +295,15 @@ def merge_shards(
     def total(key: str) -> int:
         return sum(int(s[key]) for s in stats)
 
+    issuer_sellers = con.execute(
+        "SELECT count(DISTINCT seller_tax_id) FROM staged_invoices WHERE night = $n AND source_kind = 'issuer'",
+        {"n": night},
+    ).fetchone()[0]
+    monitored_from = "configured" if cfg.monitored_sellers else "issuers" if issuer_sellers else "none"
     return ReconcileResult(
         night, counts, total("issuer_keys"), total("registry_keys"), total("matched_keys"),
-        total("registry_other_sellers"), prev, new, open_, resolved, gone,
+        total("registry_other_sellers"), prev, new, open_, resolved, gone, monitored_from,
+        len(cfg.monitored_sellers) if cfg.monitored_sellers else issuer_sellers, issuer_sellers,
     )
 
 

@@ -42,6 +42,7 @@ from fapiao_audit.model import (
     CATEGORY_BY_CODE,
     FIELD_LABELS,
     FINDING_STATUSES,
+    MISSING_CAUSES,
     REPORT_COLUMNS,
     REPORT_RESOLVED_COLUMNS,
     NightSummary,
@@ -379,6 +380,21 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield name, value
 
 
+def _cause_rows(summary: NightSummary) -> list[dict[str, Any]]:
+    """Missing invoices per cause (MISSING_IN_REGISTRY, and PENDING_SYNC beside), the most serious first."""
+    causes = list(MISSING_CAUSES) + sorted(
+        c for c in {*summary.missing_by_cause, *summary.pending_by_cause} if c not in MISSING_CAUSES
+    )
+    rows = []
+    for code in causes:
+        missing, pending = summary.missing_by_cause.get(code, 0), summary.pending_by_cause.get(code, 0)
+        if missing or pending:
+            zh, en = MISSING_CAUSES.get(code, (code, code))
+            rows.append({"code": code, "zh": zh, "en": en, "missing": missing, "pending": pending,
+                         "serious": code == "uploaded_but_absent" and missing > 0})
+    return rows
+
+
 def _category_rows(summary: NightSummary, findings: pa.Table) -> list[dict[str, Any]]:
     counts = summary.counts
     previous = summary.counts_previous
@@ -406,6 +422,7 @@ def _category_rows(summary: NightSummary, findings: pa.Table) -> list[dict[str, 
             "previous": prev,
             "delta": None if prev is None else n - prev,
             "new": new_by_cat.get(code, 0),
+            "not_checked": code in summary.not_checked,
             "share": round(100 * n / top, 1),
             "spark": _sparkline(
                 [h["counts"].get(code, 0) for h in history], cat.colour if cat else "#6b7280"
@@ -578,9 +595,11 @@ def render_report_html(
     findings_payload["fields"] = FIELD_LABELS
     findings_payload["lines"] = _lines_payload(lines, shown)
     findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in FINDING_STATUSES.items()}
+    findings_payload["causes"] = {k: f"{zh} {en}" for k, (zh, en) in MISSING_CAUSES.items()}
     resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask)
     resolved_payload["categories"] = findings_payload["categories"]
     resolved_payload["fields"] = FIELD_LABELS
+    resolved_payload["causes"] = findings_payload["causes"]
     rejected_payload = _table_payload(rejected_shown, _REJECTED_VIEW, total=rejected.num_rows, mask=mask)
 
     by_source = _source_breakdown(summary, findings)
@@ -618,6 +637,8 @@ def render_report_html(
         "open": summary.open,
         "resolved_count": summary.resolved,
         "categories": category_rows,
+        "causes": _cause_rows(summary),
+        "warnings": list(summary.warnings),
         "category_defs": CATEGORIES,
         "category_css": [
             {"css": f"c{i}", "bg": c.colour, "fg": _text_colour(c.colour)} for i, c in enumerate(CATEGORIES)

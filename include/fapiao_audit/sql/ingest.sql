@@ -20,6 +20,12 @@ CREATE OR REPLACE TEMP MACRO fa_hw(s) AS
     THEN fa_hw_all(replace(replace(replace(replace(s, '：', ':'), '（', '('), '）', ')'), '，', ','))
     ELSE s END;
 
+-- name: macro_code
+-- A source's value codes ([sources.<system>.values.<column>], the temp table ing_value_map): a cell equal
+-- to a code becomes its value; any other cell stays as it is (codes are never guessed).
+CREATE OR REPLACE TEMP MACRO fa_code(column_name, s) AS
+    coalesce((SELECT m.v FROM ing_value_map m WHERE m.col = column_name AND m.k = s), s);
+
 -- name: macro_dashes
 -- The export's placeholder for "no value": a cell of dashes only (--, -, —, ——, －－). Asked only on the
 -- rare paths of the macros below: most values never start with a dash.
@@ -92,6 +98,9 @@ CREATE OR REPLACE TEMP MACRO fa_maybe_offset(s) AS
 -- away (a TIMESTAMP cast would drop an offset).
 CREATE OR REPLACE TEMP MACRO fa_time_t(t) AS CASE
     WHEN t IS NULL OR t = '' THEN NULL
+    -- Epoch seconds or milliseconds (API exports): instants, shown in Beijing time (2001-09-09 .. 2033-05-18).
+    WHEN regexp_full_match(t, '1\d{9}') THEN timezone('Asia/Shanghai', to_timestamp(t::BIGINT))
+    WHEN regexp_full_match(t, '1\d{12}') THEN timezone('Asia/Shanghai', to_timestamp(t::BIGINT / 1000))
     WHEN fa_maybe_offset(t)
          AND regexp_matches(t, '\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$')
         THEN timezone('Asia/Shanghai', TRY_CAST(upper(t) AS TIMESTAMPTZ))
@@ -107,8 +116,10 @@ CREATE OR REPLACE TEMP MACRO fa_time_fast(s) AS
 -- name: macro_time
 -- Dates and times to Asia/Shanghai wall-clock time. Naive values are Beijing time; values with an
 -- offset (or Z) are converted. Accepts 2026-11-21, 2026/11/21 14:03, 2026年11月21日, ISO with T.
-CREATE OR REPLACE TEMP MACRO fa_time(s) AS COALESCE(fa_time_fast(s), fa_time_t(
-    trim(replace(replace(replace(replace(replace(fa_text(s), '年', '-'), '月', '-'), '日', ' '), '/', '-'), 'T', ' '))));
+-- Also 2024.03.05 (with or without a time), and epoch seconds or milliseconds.
+CREATE OR REPLACE TEMP MACRO fa_time(s) AS COALESCE(fa_time_fast(s), fa_time_t(regexp_replace(
+    trim(replace(replace(replace(replace(replace(fa_text(s), '年', '-'), '月', '-'), '日', ' '), '/', '-'), 'T', ' ')),
+    '^(\d{4})\.(\d{1,2})\.(\d{1,2})', '\1-\2-\3')));
 
 -- name: macro_word_key
 -- Status-like words are compared without case, white space, '_' and '-' (已红冲-全额 = 已红冲全额).
@@ -141,12 +152,14 @@ CREATE OR REPLACE TEMP MACRO fa_type(s) AS fa_type_t(lower(regexp_replace(s, '\s
 -- name: normalize
 -- Parameters besides the file's: $role (invoices | lines | line_file: the required columns of a row
 -- differ for lines read beside an invoice sheet), $status_words / $status_values, $risk_words /
--- $risk_values, $not_positive (the model's vocabulary).
+-- $risk_values, $upload_words / $upload_values, $not_positive (the model's vocabulary).
 CREATE OR REPLACE TEMP TABLE ing_norm AS
 WITH
 -- Low-cardinality columns are mapped once per distinct value, then joined back.
 type_map AS MATERIALIZED (
-    SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v FROM (SELECT DISTINCT invoice_type AS k FROM ing_mapped)
+    SELECT k, fa_text(fa_hw(k)) AS raw, fa_type(fa_hw(k)) AS v,
+           regexp_matches(lower(k), '数电|全电|电子|纸|digital|electronic|paper') AS medium_given
+    FROM (SELECT DISTINCT invoice_type AS k FROM ing_mapped)
 ),
 status_map AS MATERIALIZED (
     SELECT k, CASE WHEN w IS NULL OR w = '' THEN 'normal'
@@ -157,6 +170,11 @@ risk_map AS MATERIALIZED (
     SELECT k, CASE WHEN k IS NULL THEN NULL WHEN w = '' THEN 'none'
                    ELSE coalesce($risk_values[list_position($risk_words, w)], fa_text(fa_hw(k))) END AS v
     FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT risk_level AS k FROM ing_mapped))
+),
+upload_map AS MATERIALIZED (
+    SELECT k, CASE WHEN w = '' THEN NULL
+                   ELSE coalesce($upload_values[list_position($upload_words, w)], fa_text(fa_hw(k))) END AS v
+    FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT upload_status AS k FROM ing_mapped WHERE upload_status IS NOT NULL))
 ),
 rate_map AS MATERIALIZED (
     SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM ing_mapped)
@@ -184,6 +202,7 @@ p AS (
         fa_id(invoice_number)                             AS invoice_number,
         tm.raw                                            AS invoice_type_raw,
         tm.v                                              AS invoice_type,
+        tm.medium_given                                   AS type_medium_given,
         issue_time                                        AS issue_time_text,
         coalesce(fa_time_fast(h.issue_time), ti.v)        AS issue_time,
         fa_id(seller_tax_id)                              AS seller_tax_id,
@@ -199,6 +218,8 @@ p AS (
         fa_amount(total_amount)                           AS total_amount,
         sm.v                                              AS status,
         rk.v                                              AS risk_level,
+        um.v                                              AS upload_status,
+        fa_text(source_document)                          AS source_document,
         coalesce(pm.v, false)                             AS not_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
         fa_text(remark)                                   AS remark,
@@ -211,6 +232,7 @@ p AS (
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
     LEFT JOIN risk_map rk ON rk.k IS NOT DISTINCT FROM h.risk_level
+    LEFT JOIN upload_map um ON um.k = h.upload_status
     LEFT JOIN rate_map rm ON rm.k IS NOT DISTINCT FROM h.tax_rate
     LEFT JOIN time_map ti ON ti.k = h.issue_time
     LEFT JOIN name_map sn ON sn.k = h.seller_name
@@ -223,10 +245,14 @@ SELECT
     NULLIF(invoice_number, '') AS invoice_number,
     CASE WHEN regexp_full_match(invoice_number, '\d{20}') THEN invoice_number
          ELSE coalesce(invoice_code, '') || '-' || invoice_number END AS invoice_key,
-    invoice_type, invoice_type_raw,
+    -- 普通发票 / 增值税专用发票 without a medium, on a fully digital (20-digit) number: a 数电 kind.
+    CASE WHEN NOT type_medium_given AND regexp_full_match(invoice_number, '\d{20}')
+              AND invoice_type IN ('paper_special', 'paper_normal')
+         THEN replace(invoice_type, 'paper_', 'digital_') ELSE invoice_type END AS invoice_type,
+    invoice_type_raw,
     issue_time, issue_time::DATE AS issue_date,
     NULLIF(seller_tax_id, '') AS seller_tax_id, seller_name, buyer_tax_id, buyer_name,
-    amount, tax_amount, tax_rate, total_amount, status, risk_level, not_positive,
+    amount, tax_amount, tax_rate, total_amount, status, risk_level, upload_status, source_document, not_positive,
     -- A red invoice: 是否正数发票 = 否, or a negative total (the amount where there is no total).
     coalesce(total_amount < 0, amount < 0, false) OR not_positive AS is_red,
     CASE
@@ -258,6 +284,9 @@ SELECT
             CASE WHEN $role = 'invoices' THEN 'missing invoice number' ELSE 'line without an invoice number' END
         WHEN $role <> 'lines' AND issue_time IS NULL THEN
             CASE WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
+                 WHEN regexp_full_match(trim(issue_time_text), '[1-9]\d{4}(\.\d+)?')
+                     THEN 'issue time ' || trim(issue_time_text) || ' is a spreadsheet serial number, not a date '
+                          || '(the file was saved from a spreadsheet with the date column as numbers)'
                  ELSE 'unparseable issue time: ' || left(issue_time_text, 60) END
         WHEN $role <> 'lines' AND seller_tax_id = '' THEN 'missing seller tax id'
         WHEN amount IS NULL THEN CASE WHEN fa_amount_text(amount_text) IS NULL THEN 'missing amount'
@@ -339,7 +368,7 @@ SELECT
     g.__line, f.invoice_code, f.invoice_number, g.invoice_key, f.invoice_type, f.invoice_type_raw, f.issue_time,
     f.issue_date, f.seller_tax_id, f.seller_name, f.buyer_tax_id, f.buyer_name,
     g.lines_amount AS amount, g.lines_tax AS tax_amount, g.lines_rate AS tax_rate, g.lines_total AS total_amount,
-    f.status, f.risk_level, g.not_positive,
+    f.status, f.risk_level, f.upload_status, f.source_document, g.not_positive,
     coalesce(g.lines_total < 0, g.lines_amount < 0, false) OR g.not_positive AS is_red,
     x.original_invoice_key, x.remark,
     g.lines, g.lines_amount, g.lines_tax, g.line_rate_gap, g.line_rate_line, x.line_problem,
@@ -357,7 +386,8 @@ SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS
        n.invoice_type_raw, n.issue_time, n.issue_date, n.seller_tax_id, n.seller_name, n.buyer_tax_id,
        n.buyer_name, n.amount, n.tax_amount, n.tax_rate, n.total_amount, n.status, n.is_red,
        n.original_invoice_key, n.remark, $sheet AS sheet, n.risk_level,
-       n.lines, n.lines_amount, n.lines_tax, n.line_rate_gap, n.line_rate_line, n.line_problem
+       n.lines, n.lines_amount, n.lines_tax, n.line_rate_gap, n.line_rate_line, n.line_problem,
+       n.upload_status, n.source_document
 FROM ing_norm_file n
 WHERE n.reason IS NULL;
 

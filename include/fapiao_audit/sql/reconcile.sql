@@ -127,10 +127,12 @@ FULL OUTER JOIN (SELECT * FROM rc_one WHERE source_kind = 'registry') r USING (i
 -- invoice_number, field, source_system, issuer_value, registry_value, seller_tax_id, issue_date,
 -- detail, suggested_match).
 CREATE OR REPLACE TEMP TABLE rc_findings AS
-SELECT * EXCLUDE (night, finding_status, first_seen, age_days) FROM findings WHERE false;
+SELECT * EXCLUDE (night, finding_status, first_seen, age_days, cause) FROM findings WHERE false;
 
 -- name: missing_in_registry
--- Issued in a system, absent from the registry: MISSING once the sync grace period has passed.
+-- Issued in a system, absent from the registry: MISSING once the sync grace period has passed. A failed
+-- issuance (开票失败, 签章失败) was never issued: it is NOT_ISSUED instead (below). Why an invoice is
+-- missing (its cause) is added after the merge (missing_causes).
 INSERT INTO rc_findings
 SELECT
     CASE WHEN i_time > $grace_cutoff THEN 'PENDING_SYNC' ELSE 'MISSING_IN_REGISTRY' END,
@@ -140,7 +142,19 @@ SELECT
         || ' h after issue; grace ' || round(epoch($as_of::TIMESTAMP - $grace_cutoff::TIMESTAMP) / 3600, 1) || ' h)',
     NULL
 FROM rc_pairs
-WHERE in_issuer AND NOT in_registry AND i_date BETWEEN $window_start AND $window_end;
+WHERE in_issuer AND NOT in_registry AND i_date BETWEEN $window_start AND $window_end
+  AND i_status IS DISTINCT FROM 'failed';
+
+-- name: not_issued
+-- The issuer records a failed issuance and the registry does not hold the key: listed, not missing. (Where
+-- the registry holds it, the statuses disagree: a STATUS_MISMATCH.)
+INSERT INTO rc_findings
+SELECT 'NOT_ISSUED', invoice_key, i_code, i_number, '', i_system, i_status, NULL, i_seller, i_date,
+       'the issuing system records a failed issuance (' || i_system || ', ' || strftime(i_time, '%Y-%m-%d %H:%M')
+           || '): never issued, not expected in the registry',
+       NULL
+FROM rc_pairs
+WHERE in_issuer AND NOT in_registry AND i_date BETWEEN $window_start AND $window_end AND i_status = 'failed';
 
 -- name: missing_in_issuer
 INSERT INTO rc_findings
@@ -192,7 +206,9 @@ diffs AS (
     UNION ALL
     SELECT *, 'buyer_name', i_buyer_name, r_buyer_name, NULL FROM matched WHERE i_buyer_name <> r_buyer_name
     UNION ALL
-    SELECT *, 'invoice_type', i_type, r_type, NULL FROM matched WHERE i_type <> r_type
+    -- (only between recognised kinds: a code or a blue/red flag in a type column is not comparable)
+    SELECT *, 'invoice_type', i_type, r_type, NULL FROM matched
+    WHERE i_type <> r_type AND list_contains($invoice_types, i_type) AND list_contains($invoice_types, r_type)
 )
 SELECT 'FIELD_MISMATCH', invoice_key, i_code, i_number, field, i_system, iv, rv, i_seller, i_date,
        field || ' differs: issuer ' || coalesce(iv, '∅') || ', registry ' || coalesce(rv, '∅')
@@ -405,3 +421,25 @@ FROM (
     FROM rc_matches GROUP BY 1
 ) m
 WHERE f.invoice_key = m.k AND f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'MISSING_IN_ISSUER');
+
+-- name: missing_causes
+-- Why each issued invoice is missing from the registry (MISSING_IN_REGISTRY, PENDING_SYNC), from its
+-- issuer record's issuance and upload states: stuck issuing, then the upload state; no upload state (or a
+-- word no map knows) is unknown. The record is the source's first for the key, as in the findings.
+UPDATE rc_all f
+SET cause = CASE
+        WHEN c.status = 'issuing' THEN CASE WHEN f.category = 'MISSING_IN_REGISTRY' THEN 'stuck_issuing' ELSE 'issuing' END
+        WHEN c.upload_status = 'uploaded' THEN 'uploaded_but_absent'
+        WHEN c.upload_status = 'failed' THEN 'upload_failed'
+        WHEN c.upload_status IN ('not_uploaded', 'uploading', 'signature_failed') THEN c.upload_status
+        ELSE 'unknown' END
+FROM (
+    SELECT source_system, invoice_key, first(status ORDER BY file, line) AS status,
+           first(upload_status ORDER BY file, line) AS upload_status
+    FROM staged_invoices
+    WHERE night = $night AND source_kind = 'issuer'
+      AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC'))
+    GROUP BY source_system, invoice_key
+) c
+WHERE f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC')
+  AND f.source_system = c.source_system AND f.invoice_key = c.invoice_key;

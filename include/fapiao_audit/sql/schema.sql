@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS staged_invoices (
     lines_tax               DECIMAL(18, 2),
     line_rate_gap           DECIMAL(38, 6),     -- the largest |amount x rate - tax| of one line
     line_rate_line          BIGINT,             -- the file line of that line
-    line_problem            VARCHAR             -- line files: header fields the lines of one invoice disagree on
+    line_problem            VARCHAR,            -- line files: header fields the lines of one invoice disagree on
+    upload_status           VARCHAR,            -- issuers: uploaded | not_uploaded | uploading | failed | signature_failed | other text
+    source_document         VARCHAR             -- issuers: the system's own document number (单据编号), evidence only
 );
 
 -- One row per invoice line (the registry's 信息汇总表, or an issuer's line file), traced to file and line.
@@ -101,7 +103,8 @@ CREATE TABLE IF NOT EXISTS findings (
     suggested_match  VARCHAR,
     finding_status   VARCHAR,     -- new | open (relative to the previous published night)
     first_seen       DATE,
-    age_days         INTEGER
+    age_days         INTEGER,
+    cause            VARCHAR      -- MISSING_IN_REGISTRY / PENDING_SYNC: why (model.MISSING_CAUSES)
 );
 
 CREATE TABLE IF NOT EXISTS runs (
@@ -133,3 +136,6 @@ ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_rate_line BIGINT;
 ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_problem VARCHAR;
 ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS sheet VARCHAR;
 ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS skipped BOOLEAN DEFAULT false;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS upload_status VARCHAR;
+ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS source_document VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS cause VARCHAR;

@@ -49,6 +49,7 @@
     }
     this.fields = this.data.fields || {};
     this.statuses = this.data.statuses || {};
+    this.causes = this.data.causes || {};
     this.useHash = root.getAttribute("data-hash") === "1";
     this.tbody = root.querySelector("tbody");
     this.countNode = root.querySelector("[data-role=count]");
@@ -165,6 +166,9 @@
       td.appendChild(chip);
     } else if (col.kind === "status") {
       td.textContent = this.statuses[text] || text;
+    } else if (col.kind === "cause") {
+      td.textContent = this.causes[text] || text;
+      td.title = text;
     } else if (col.kind === "field") {
       td.textContent = this.fields[text] ? this.fields[text] + " " + text : text;
     } else if (col.kind === "num") {
