@@ -171,11 +171,6 @@ risk_map AS MATERIALIZED (
                    ELSE coalesce($risk_values[list_position($risk_words, w)], fa_text(fa_hw(k))) END AS v
     FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT risk_level AS k FROM ing_mapped))
 ),
-upload_map AS MATERIALIZED (
-    SELECT k, CASE WHEN w = '' THEN NULL
-                   ELSE coalesce($upload_values[list_position($upload_words, w)], fa_text(fa_hw(k))) END AS v
-    FROM (SELECT k, fa_word_key(fa_hw(k)) AS w FROM (SELECT DISTINCT upload_status AS k FROM ing_mapped WHERE upload_status IS NOT NULL))
-),
 rate_map AS MATERIALIZED (
     SELECT k, fa_rate(fa_hw(k)) AS v FROM (SELECT DISTINCT tax_rate AS k FROM ing_mapped)
 ),
@@ -218,7 +213,10 @@ p AS (
         fa_amount(total_amount)                           AS total_amount,
         sm.v                                              AS status,
         rk.v                                              AS risk_level,
-        um.v                                              AS upload_status,
+        -- (issuers only, and few have the column: looked up in place, no join for the files without it)
+        CASE WHEN h.upload_status IS NULL OR h.upload_status = '' THEN NULL
+             ELSE coalesce($upload_values[list_position($upload_words, fa_word_key(fa_hw(h.upload_status)))],
+                           fa_text(fa_hw(h.upload_status))) END AS upload_status,
         fa_text(source_document)                          AS source_document,
         coalesce(pm.v, false)                             AS not_positive,
         fa_id(original_invoice_number)                    AS original_invoice_number,
@@ -232,7 +230,6 @@ p AS (
     LEFT JOIN type_map tm ON tm.k IS NOT DISTINCT FROM h.invoice_type
     LEFT JOIN status_map sm ON sm.k IS NOT DISTINCT FROM h.status
     LEFT JOIN risk_map rk ON rk.k IS NOT DISTINCT FROM h.risk_level
-    LEFT JOIN upload_map um ON um.k = h.upload_status
     LEFT JOIN rate_map rm ON rm.k IS NOT DISTINCT FROM h.tax_rate
     LEFT JOIN time_map ti ON ti.k = h.issue_time
     LEFT JOIN name_map sn ON sn.k = h.seller_name
