@@ -78,6 +78,9 @@ CREATE OR REPLACE TEMP MACRO fa_amount(s) AS
 CREATE OR REPLACE TEMP MACRO fa_rate_t(t) AS CASE
     WHEN t IS NULL OR t = '' OR t IN ('*', '***', '-') THEN NULL
     WHEN t IN ('免税', '不征税', '免征', '零税率') THEN 0::DECIMAL(9, 4)
+    -- A negative number is a system's code (-1 不征税, -2 免税 in some), not a rate: mapped per source
+    -- ([sources.<system>.values.tax_rate]) or no rate at all, never a rate of -1 %.
+    WHEN starts_with(t, '-') THEN NULL
     WHEN suffix(t, '%') THEN TRY_CAST(round(TRY_CAST(rtrim(t, '%') AS DECIMAL(18, 8)) / 100, 4) AS DECIMAL(9, 4))
     WHEN TRY_CAST(t AS DECIMAL(18, 8)) >= 1 THEN TRY_CAST(round(TRY_CAST(t AS DECIMAL(18, 8)) / 100, 4) AS DECIMAL(9, 4))
     ELSE TRY_CAST(round(COALESCE(TRY_CAST(t AS DECIMAL(18, 8)), TRY_CAST(TRY_CAST(t AS DOUBLE) AS DECIMAL(18, 8))), 4)
