@@ -123,6 +123,19 @@ def test_a_batch_template_with_instruction_rows_finds_its_header(tmp_path, mem_c
     assert list(got) == ["26112000000000000005"]
     line, document, status, upload, total = got["26112000000000000005"]
     assert (line, document, status, upload, str(total)) == (5, "XS2026111800017", "normal", "uploaded", "565.00")
+
+
+def test_a_missing_invoice_shows_its_source_document(tmp_path, mem_con):
+    landing = tmp_path / "landing"
+    row = invoice("26112000000000000001", day=OLD)
+    row["单据编号"] = "XS2026111800017"
+    write_csv(landing / DAY / "issuers" / "erp" / "e.csv", [row], columns=list(row))
+    registry(landing, ["26112000000000000009"])
+    ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
+    reconcile_night(mem_con, NIGHT, Config())
+    (missing,) = [f for f in findings(mem_con) if f["category"] == "MISSING_IN_REGISTRY"]
+    assert missing["detail"].endswith("; source document XS2026111800017")
+    assert missing["invoice_key"] == "26112000000000000001"
     rejected = mem_con.execute("SELECT count(*) FROM rejected_rows WHERE source_system = 'batch'").fetchone()[0]
     assert rejected == 0
 

@@ -425,9 +425,12 @@ WHERE f.invoice_key = m.k AND f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYN
 -- name: missing_causes
 -- Why each issued invoice is missing from the registry (MISSING_IN_REGISTRY, PENDING_SYNC), from its
 -- issuer record's issuance and upload states: stuck issuing, then the upload state; no upload state (or a
--- word no map knows) is unknown. The record is the source's first for the key, as in the findings.
+-- word no map knows) is unknown. The record is the source's first for the key, as in the findings. The
+-- system's own document number (单据编号), where it has one, is added to the detail as evidence.
 UPDATE rc_all f
-SET cause = CASE
+SET detail = f.detail || coalesce('; source document ' || c.source_document, ''),
+    cause = CASE
+        WHEN f.category = 'NOT_ISSUED' THEN NULL
         WHEN c.status = 'issuing' THEN CASE WHEN f.category = 'MISSING_IN_REGISTRY' THEN 'stuck_issuing' ELSE 'issuing' END
         WHEN c.upload_status = 'uploaded' THEN 'uploaded_but_absent'
         WHEN c.upload_status = 'failed' THEN 'upload_failed'
@@ -435,11 +438,12 @@ SET cause = CASE
         ELSE 'unknown' END
 FROM (
     SELECT source_system, invoice_key, first(status ORDER BY file, line) AS status,
-           first(upload_status ORDER BY file, line) AS upload_status
+           first(upload_status ORDER BY file, line) AS upload_status,
+           first(source_document ORDER BY file, line) AS source_document
     FROM staged_invoices
     WHERE night = $night AND source_kind = 'issuer'
-      AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC'))
+      AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'NOT_ISSUED'))
     GROUP BY source_system, invoice_key
 ) c
-WHERE f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC')
+WHERE f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'NOT_ISSUED')
   AND f.source_system = c.source_system AND f.invoice_key = c.invoice_key;
