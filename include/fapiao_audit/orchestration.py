@@ -170,7 +170,10 @@ def publish(night: date) -> dict[str, Any]:
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
         out = stage_publish(con, paths, night, cfg)
-    return {"night": night.isoformat(), "outcome": out.outcome, "published": str(out.published), "counts": out.counts}
+    for warning in out.warnings:  # in the task's log, as the CLI prints them on stderr
+        log.warning("%s", warning)
+    return {"night": night.isoformat(), "outcome": out.outcome, "published": str(out.published), "counts": out.counts,
+            "warnings": list(out.warnings)}
 
 
 def failure_summary(context: dict[str, Any]) -> str:
