@@ -490,3 +490,100 @@ def test_commit_refuses_a_night_without_manifest(tmp_path):
         w.path("exceptions.csv").write_text("partial", encoding="utf-8")
         w.commit()
     assert reports_state(paths.reports) == before and leftovers(paths.reports) == []
+
+
+# ------------------------------------------------------------------ hostile paths and values
+
+
+def tiny_night(landing: Path, issuer_rows: list[dict] | None = None, registry_rows: list[dict] | None = None) -> None:
+    from factories import invoice, write_csv
+
+    day = "2026-11-18"
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
+              issuer_rows or [invoice("26112000000000000001", day=day), invoice("26112000000000000002", day=day)])
+    write_csv(landing / NIGHT / "registry" / "r.csv", registry_rows or [invoice("26112000000000000001", day=day)])
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("layout", ["reports_is_landing", "reports_inside_landing", "landing_inside_reports",
+                                    "db_inside_reports", "db_inside_the_night", "db_inside_landing"])
+def test_overlapping_paths_are_refused_before_anything_is_written(tmp_path, capsys, layout):
+    landing = tmp_path / "in"
+    tiny_night(landing)
+    reports, db = tmp_path / "out", tmp_path / "fapiao.duckdb"
+    if layout == "reports_is_landing":
+        reports = landing
+    elif layout == "reports_inside_landing":
+        reports = landing / "reports"
+    elif layout == "landing_inside_reports":
+        reports = tmp_path / "out"
+        reports.mkdir()
+        landing = Path(shutil.move(landing, reports / "in"))
+    elif layout == "db_inside_reports":
+        db = reports / "fapiao.duckdb"
+    elif layout == "db_inside_the_night":
+        db = reports / NIGHT / "fapiao.duckdb"
+    else:
+        db = landing / "fapiao.duckdb"
+    before = tree(landing)
+    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports), "--db", str(db)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert ("overlap" in err) or ("is inside" in err)
+    assert tree(landing) == before  # the delivery is untouched
+    assert not db.exists()
+    assert not (reports / NIGHT / "summary.json").exists()
+
+
+def test_an_amount_beyond_any_invoice_is_a_rejected_row_not_a_stopped_night(tmp_path, capsys):
+    from factories import invoice
+
+    day = "2026-11-18"
+    landing = tmp_path / "landing"
+    huge = invoice("26112000000000000003", day=day, amount="9999999999999999.99", tax="0.00",
+                   total="9999999999999999.99")
+    tiny_night(landing, [invoice("26112000000000000001", day=day), huge],
+               [invoice("26112000000000000001", day=day), huge])
+    code = main(run_args(tmp_path, landing))
+    assert code in (0, 1), capsys.readouterr().err
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    rejected = {s["source_system"]: s["rows_rejected"] for s in summary["sources"]}
+    assert rejected == {"erp": 1, "registry": 1}
+    con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
+    try:
+        reasons = {r[0] for r in con.execute("SELECT reason FROM rejected_rows").fetchall()}
+    finally:
+        con.close()
+    assert len(reasons) == 1 and reasons.pop().startswith("amount out of range")
+
+
+def test_exceptions_csv_neutralises_formula_starts_but_keeps_numbers(tmp_path):
+    import csv as csv_module
+
+    from factories import invoice
+
+    day = "2026-11-18"
+    landing = tmp_path / "landing"
+    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "@SUM(A1)", "\t=1+1", " -2+3"]
+    issuer = [invoice(f"2611200000000000001{i}", day=day, buyer_name=name) for i, name in enumerate(hostile)]
+    issuer.append(invoice("26112000000000000020", day=day, amount="-500.00", tax="-65.00", total="-565.00",
+                          remark="被红冲蓝字数电票号码：26112000000000000099"))
+    registry = [invoice(f"2611200000000000001{i}", day=day, buyer_name="北京丙贸易有限公司") for i in range(5)]
+    registry.append(invoice("26112000000000000020", day=day, amount="-400.00", tax="-52.00", total="-452.00",
+                            remark="被红冲蓝字数电票号码：26112000000000000099"))
+    tiny_night(landing, issuer, registry)
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    with (tmp_path / "reports" / NIGHT / "exceptions.csv").open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv_module.DictReader(f))
+    names = sorted(r["issuer_value"] for r in rows if r["field"] == "buyer_name")
+    # each kept whole (as the normaliser left it, trimmed) behind one leading '
+    assert names == sorted("'" + h.strip() for h in hostile)
+    amounts = {r["issuer_value"] for r in rows if r["field"] == "amount"}
+    assert amounts == {"-500.00"}  # a plain number stays a number
+    for r in rows:
+        for v in r.values():
+            assert not v.lstrip().startswith(("=", "+", "@")), v

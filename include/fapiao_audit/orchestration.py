@@ -55,7 +55,9 @@ def settings() -> tuple[Paths, Config]:
     cfg_path = _setting("FAPIAO_CONFIG", None)
     cfg = load_config(Path(cfg_path) if cfg_path else None)
     cfg = replace(cfg, lock_timeout_s=max(cfg.lock_timeout_s, TASK_LOCK_TIMEOUT_S))
-    return Paths(landing, reports, db), cfg
+    paths = Paths(landing, reports, db)
+    paths.check_overlap()
+    return paths, cfg
 
 
 def night_for(params: dict[str, Any] | None, data_interval_start: datetime | None) -> date:

@@ -53,6 +53,32 @@ class Paths:
             return Path(tempfile.gettempdir()) / "fapiao-audit-tmp"
         return self.db.with_name(f".{self.db.name}.fapiao-tmp")
 
+    def check_overlap(self) -> None:
+        """Refuse paths that publishing could destroy: a night's publish replaces ``<reports>/<D>``
+        whole, so the reports folder must not hold the landing or the database, nor sit inside the
+        landing (it would be read as a delivery)."""
+        landing, reports = self.landing.resolve(), self.reports.resolve()
+
+        def inside(a: Path, b: Path) -> bool:
+            return a == b or b in a.parents
+
+        if inside(landing, reports) or inside(reports, landing):
+            raise ConfigError(
+                f"--reports {self.reports} and --landing {self.landing} overlap: publishing a night replaces "
+                "<reports>/<night> whole and would delete deliveries (or read reports as deliveries); "
+                "give them separate folders"
+            )
+        if str(self.db) != ":memory:":
+            db = self.db.resolve()
+            for name, folder in (("--reports", reports), ("--landing", landing)):
+                if inside(db, folder):
+                    raise ConfigError(
+                        f"--db {self.db} is inside {name} {folder}: "
+                        + ("publishing a night would delete the database and its history"
+                           if name == "--reports" else "the database would sit among the deliveries")
+                        + "; keep the database outside both folders"
+                    )
+
     def allowed_dirs(self, cfg: Config) -> list[Path]:
         """The only folders the DuckDB connection may touch: the landing, scratch and spill folders.
 
@@ -365,6 +391,7 @@ def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = N
 
 def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> RunOutcome:
     """The whole night on one connection: what ``fapiao-audit run`` does."""
+    paths.check_overlap()
     started = datetime.now(SHANGHAI)
     timings: dict[str, float] = {}
 

@@ -18,6 +18,7 @@ import ctypes.util
 import errno
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from datetime import date
@@ -74,10 +75,27 @@ def _text(v: Any) -> str:
     return str(v)
 
 
+#: A plain number (an amount such as -500.00): written as it is, never neutralised.
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+#: What a spreadsheet reads as a formula at the start of a cell (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading ' (also where trimming would expose one:
+    ' =1+1'). A program reading exceptions.csv gets the raw value back by dropping that one leading '
+    where the character after it is one of = + - @, a tab, a carriage return or white space."""
+    if text and (text.startswith(_FORMULA_START) or text.lstrip().startswith(_FORMULA_START)) \
+            and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def write_exceptions_csv(
     path: Path, batches: Iterable[pa.RecordBatch], transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 ) -> int:
-    """UTF-8 with BOM, header row, one row per finding; every value written as text."""
+    """UTF-8 with BOM, header row, one row per finding; every value written as text, formula starts
+    neutralised (csv_safe)."""
     n = 0
     with path.open("w", encoding="utf-8-sig", newline="") as f:
         w = csv.writer(f, lineterminator="\r\n")
@@ -86,7 +104,7 @@ def write_exceptions_csv(
             for row in batch.to_pylist():
                 if transform:
                     row = transform(row)
-                w.writerow([_text(row.get(c)) for c in EXCEPTIONS_COLUMNS])
+                w.writerow([csv_safe(_text(row.get(c))) for c in EXCEPTIONS_COLUMNS])
                 n += 1
         f.flush()
         os.fsync(f.fileno())

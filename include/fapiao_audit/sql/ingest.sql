@@ -295,6 +295,11 @@ SELECT
             THEN 'unparseable tax_amount: ' || left(tax_amount_text, 60)
         WHEN total_amount IS NULL AND fa_amount_text(total_amount_text) IS NOT NULL
             THEN 'unparseable total_amount: ' || left(total_amount_text, 60)
+        -- No invoice holds 10^13 yuan; bounded so that every sum of a night (amount + tax, the lines of an
+        -- invoice, totals per seller) stays inside DECIMAL(18, 2) and no single value can stop a night.
+        WHEN abs(amount) >= 1e13 OR abs(tax_amount) >= 1e13 OR abs(total_amount) >= 1e13
+            THEN 'amount out of range (10,000,000,000,000 yuan or more is no invoice''s): '
+                 || left(concat_ws(' / ', amount_text, tax_amount_text, total_amount_text), 120)
     END AS reason
 FROM p;
 
