@@ -587,3 +587,82 @@ def test_exceptions_csv_neutralises_formula_starts_but_keeps_numbers(tmp_path):
     for r in rows:
         for v in r.values():
             assert not v.lstrip().startswith(("=", "+", "@")), v
+
+
+@pytest.mark.parametrize("amount,loaded", [("12,5", None), ("1.234,56", None), ("1,234.50", "1234.50"),
+                                           ("12,345,678.90", "12345678.90")])
+def test_a_comma_that_cannot_be_a_thousands_separator_is_rejected(tmp_path, amount, loaded):
+    from factories import invoice, write_csv
+
+    from fapiao_audit.config import Config
+    from fapiao_audit.db import connect
+    from fapiao_audit.ingest import ingest_night
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
+              [invoice("26112000000000000001"), invoice("26112000000000000002", amount="1.00", total="1.13",
+                                                        tax="0.13") | {"amount": amount}])
+    con = connect(":memory:", Config())
+    try:
+        ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
+        got = con.execute("SELECT amount::VARCHAR FROM staged_invoices WHERE invoice_key = '26112000000000000002'"
+                          ).fetchall()
+        reasons = [r[0] for r in con.execute("SELECT reason FROM rejected_rows").fetchall()]
+    finally:
+        con.close()
+    if loaded is None:
+        assert got == [] and reasons == [f"unparseable amount: {amount}"]
+    else:
+        assert got == [(loaded,)] and reasons == []
+
+
+def test_an_offset_after_a_space_is_read(tmp_path):
+    from factories import invoice, write_csv
+
+    from fapiao_audit.config import Config
+    from fapiao_audit.db import connect
+    from fapiao_audit.ingest import ingest_night
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
+              [invoice("26112000000000000001", issue_time="2026-11-18 02:00:00 +0000"),
+               invoice("26112000000000000002", issue_time="2026-11-18 10:00:00 +0800")])
+    con = connect(":memory:", Config())
+    try:
+        ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
+        times = {r[0] for r in con.execute("SELECT issue_time::VARCHAR FROM staged_invoices "
+                                           "WHERE source_system = 'erp'").fetchall()}
+    finally:
+        con.close()
+    assert times == {"2026-11-18 10:00:00"}
+
+
+def test_a_twenty_digit_number_saved_as_a_spreadsheet_number_is_rejected_clearly(tmp_path):
+    import openpyxl
+
+    from fapiao_audit.config import Config
+    from fapiao_audit.db import connect
+    from fapiao_audit.ingest import ingest_night
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    (landing / NIGHT / "issuers" / "erp" / "e.csv").unlink()
+    path = landing / NIGHT / "issuers" / "erp" / "e.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["发票号码", "开票日期", "销方识别号", "金额"])
+    ws.append(["26112000000000000001", "2026-11-18", "91110108551385082Q", 1])
+    ws.append([26113190187254550000, "2026-11-18", "91110108551385082Q", 1])
+    wb.save(path)
+    con = connect(":memory:", Config())
+    try:
+        ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
+        reasons = [r[0] for r in con.execute("SELECT reason FROM rejected_rows").fetchall()]
+        keys = [r[0] for r in con.execute("SELECT invoice_key FROM staged_invoices WHERE source_system = 'erp'"
+                                          ).fetchall()]
+    finally:
+        con.close()
+    assert keys == ["26112000000000000001"]
+    assert len(reasons) == 1 and "scientific notation" in reasons[0] and "format the column as text" in reasons[0]

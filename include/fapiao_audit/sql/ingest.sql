@@ -61,12 +61,17 @@ CREATE OR REPLACE TEMP MACRO fa_id(s) AS
                THEN regexp_replace(fa_hw(s), '[\s\x{200B}\x{FEFF}''"=]', '', 'g') ELSE s END);
 
 -- name: macro_amount_text
+-- A comma is a thousands separator only where it can be one (1,234.50); 12,5 or 1.234,56 keep their comma
+-- and fail the cast (a rejected row), never 125 or 1.23.
+CREATE OR REPLACE TEMP MACRO fa_thousands(t) AS
+    CASE WHEN contains(t, ',') AND regexp_full_match(t, '[+-]?\d{1,3}(,\d{3})+(\.\d*)?') THEN replace(t, ',', '')
+         ELSE t END;
 CREATE OR REPLACE TEMP MACRO fa_amount_text(s) AS
     NULLIF(CASE WHEN fa_ascii_plain(s) AND NOT (starts_with(s, '-') AND fa_dashes(s))
-                     THEN (CASE WHEN contains(s, ',') THEN replace(s, ',', '') ELSE s END)
+                     THEN (CASE WHEN contains(s, ',') THEN fa_thousands(s) ELSE s END)
                 WHEN fa_dashes(s) THEN NULL
                 WHEN regexp_matches(s, '[\s¥\x{200B}\x{FEFF}\x{FF01}-\x{FF5E}\x{3000}\x{00A0}\x{FFE5}\x{2014}]')
-                THEN regexp_replace(fa_hw(s), '[\s,¥\x{200B}\x{FEFF}]', '', 'g') ELSE replace(s, ',', '') END, '');
+                THEN fa_thousands(regexp_replace(fa_hw(s), '[\s¥\x{200B}\x{FEFF}]', '', 'g')) ELSE fa_thousands(s) END, '');
 
 -- name: macro_amount
 CREATE OR REPLACE TEMP MACRO fa_amount(s) AS
@@ -106,7 +111,7 @@ CREATE OR REPLACE TEMP MACRO fa_time_t(t) AS CASE
     WHEN regexp_full_match(t, '1\d{12}') THEN timezone('Asia/Shanghai', to_timestamp(t::BIGINT / 1000))
     WHEN fa_maybe_offset(t)
          AND regexp_matches(t, '\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|z|[+-]\d{2}(:?\d{2})?)$')
-        THEN timezone('Asia/Shanghai', TRY_CAST(upper(t) AS TIMESTAMPTZ))
+        THEN timezone('Asia/Shanghai', TRY_CAST(regexp_replace(upper(t), '\s+([+-]\d|Z$)', '\1') AS TIMESTAMPTZ))
     ELSE COALESCE(TRY_CAST(t AS TIMESTAMP), try_strptime(t, '%Y%m%d'), try_strptime(t, '%Y%m%d%H%M%S'))
 END;
 
@@ -282,6 +287,10 @@ SELECT
         WHEN empty_row THEN 'empty row (skipped)'
         WHEN invoice_number IS NULL OR invoice_number = '' THEN
             CASE WHEN $role = 'invoices' THEN 'missing invoice number' ELSE 'line without an invoice number' END
+        -- A long number saved by a spreadsheet as a number (2.611319018725455E+19): its digits are lost.
+        WHEN contains(invoice_number, 'E') AND regexp_full_match(invoice_number, '\d(\.\d+)?E\+?\d+')
+            THEN 'invoice number ' || invoice_number || ' was stored as a number in scientific notation, its '
+                 || 'digits are lost: format the column as text in the issuing system''s export'
         WHEN $role <> 'lines' AND issue_time IS NULL THEN
             CASE WHEN fa_text(issue_time_text) IS NULL THEN 'missing issue time'
                  WHEN regexp_full_match(trim(issue_time_text), '[1-9]\d{4}(\.\d+)?')
