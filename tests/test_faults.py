@@ -666,3 +666,23 @@ def test_a_twenty_digit_number_saved_as_a_spreadsheet_number_is_rejected_clearly
         con.close()
     assert keys == ["26112000000000000001"]
     assert len(reasons) == 1 and "scientific notation" in reasons[0] and "format the column as text" in reasons[0]
+
+
+def test_direction_controls_are_shown_not_obeyed_in_the_csv_and_the_report(tmp_path):
+    import csv as csv_module
+
+    from factories import invoice
+
+    day = "2026-11-18"
+    landing = tmp_path / "landing"
+    tiny_night(landing, [invoice("26112000000000000001", day=day, buyer_name="北京丙\u202e司公限有易贸")],
+               [invoice("26112000000000000001", day=day)])
+    unmasked = tmp_path / "unmasked.toml"
+    unmasked.write_text("mask_html = false\n", encoding="utf-8")
+    assert main(run_args(tmp_path, landing, config=unmasked)) in (0, 1)
+    night = tmp_path / "reports" / NIGHT
+    with (night / "exceptions.csv").open(encoding="utf-8-sig", newline="") as f:
+        (row,) = [r for r in csv_module.DictReader(f) if r["field"] == "buyer_name"]
+    assert row["issuer_value"] == "北京丙⟨U+202E⟩司公限有易贸"
+    html = (night / "report.html").read_text(encoding="utf-8")
+    assert "\u202e" not in html and "U+202E" in html

@@ -22,12 +22,23 @@ __all__ = [
     "COMPANY_WORDS",
     "RESIDENT_ID_RE",
     "is_individual",
+    "mark_bidi",
     "mask_free_text",
     "mask_name",
     "mask_raw_line",
     "mask_record",
     "mask_tax_id",
 ]
+
+#: Unicode direction controls: shown as they are, they reorder what a reader sees (a name ending in
+#: U+202E reads backwards); the published CSV and report show them as visible marks instead.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def mark_bidi(text: str) -> str:
+    """Direction controls made visible: U+202E becomes '⟨U+202E⟩'. Other text is returned as it is."""
+    return _BIDI.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text) if _BIDI.search(text) else text
+
 
 #: ``field`` values of a finding whose issuer/registry values are buyer data.
 BUYER_FIELDS = frozenset({"buyer_name", "buyer_tax_id"})

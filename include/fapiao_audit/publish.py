@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .errors import PublishError
 from .files import sha256_file
+from .masking import mark_bidi
 from .model import CSV_COLUMNS
 
 #: exceptions.csv's header row (the columns and their order are the model's).
@@ -82,9 +83,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_safe(text: str) -> str:
-    """Text a spreadsheet would run as a formula gets a leading ' (also where trimming would expose one:
+    """Direction controls made visible (masking.mark_bidi), and text a spreadsheet would run as a formula
+    gets a leading ' (also where trimming would expose one:
     ' =1+1'). A program reading exceptions.csv gets the raw value back by dropping that one leading '
     where the character after it is one of = + - @, a tab, a carriage return or white space."""
+    text = mark_bidi(text)
     if text and (text.startswith(_FORMULA_START) or text.lstrip().startswith(_FORMULA_START)) \
             and not _PLAIN_NUMBER.fullmatch(text):
         return "'" + text

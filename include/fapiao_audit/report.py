@@ -194,7 +194,7 @@ def _table_payload(
     for record in _records(table, read):
         if mask:
             record = masking.mask_record(record)
-        rows.append([record[k] for k in keys])
+        rows.append([masking.mark_bidi(v) if isinstance(v, str) else v for v in (record[k] for k in keys)])
     return {
         "columns": [{"key": k, "zh": zh, "en": en, "kind": kind} for k, zh, en, kind in view],
         "rows": rows,
