@@ -686,3 +686,29 @@ def test_direction_controls_are_shown_not_obeyed_in_the_csv_and_the_report(tmp_p
     assert row["issuer_value"] == "北京丙⟨U+202E⟩司公限有易贸"
     html = (night / "report.html").read_text(encoding="utf-8")
     assert "\u202e" not in html and "U+202E" in html
+
+
+def test_files_the_night_does_not_read_are_listed_and_said(tmp_path, capsys):
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    night = landing / NIGHT
+    (night / "issuers" / "erp" / "more.csv.gz").write_bytes(b"\x1f\x8b" + b"0" * 98)
+    (night / "issuers" / "erp" / "notes.txt").write_text("x", encoding="utf-8")
+    (night / "issuers" / "erp" / "2026-11").mkdir()
+    (night / "issuers" / "erp" / "2026-11" / "e2.csv").write_text("x", encoding="utf-8")
+    os.symlink(tmp_path / "nowhere.csv", night / "registry" / "r2.csv")
+    code = main(run_args(tmp_path, landing))
+    assert code in (0, 1)
+    err = capsys.readouterr().err
+    assert "4 file(s) or folder(s) under the night's delivery were not read" in err
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    got = {u["path"]: (u["bytes"], u["why"]) for u in summary["unread_files"]}
+    assert got == {
+        "issuers/erp/2026-11/": (None, "a sub-folder (a source's files must sit directly in its folder)"),
+        "issuers/erp/more.csv.gz": (100, "not a format the night reads (.csv, .xlsx, .parquet, .jsonl); "
+                                         "compressed files are not unpacked"),
+        "issuers/erp/notes.txt": (1, "not a format the night reads (.csv, .xlsx, .parquet, .jsonl)"),
+        "registry/r2.csv": (len(str(tmp_path / "nowhere.csv")), "a broken link"),
+    }
+    html = (tmp_path / "reports" / NIGHT / "report.html").read_text(encoding="utf-8")
+    assert 'id="unread-table"' in html and "more.csv.gz" in html

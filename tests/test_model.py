@@ -110,6 +110,6 @@ def test_summary_round_trips_through_its_document() -> None:
     assert list(doc) == ["night", "outcome", "run", "as_of", "window", "counts", "total_findings", "previous_night",
                          "counts_previous", "new", "open", "resolved", "out_of_window", "keys", "sources",
                          "by_seller", "out_of_scope", "expectations", "config", "history", "missing_by_cause",
-                         "pending_by_cause", "monitored_sellers", "not_checked", "warnings"]
+                         "pending_by_cause", "monitored_sellers", "not_checked", "warnings", "unread_files"]
     assert [s["source_system"] for s in doc["sources"]] == ["registry", "erp"]
     assert model.NightSummary.from_dict(json.loads(json.dumps(doc))) == summary

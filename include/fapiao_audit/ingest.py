@@ -34,6 +34,7 @@ from .model import (
     RISK_WORDS,
     STATUS_WORDS,
     UPLOAD_WORDS,
+    UnreadFile,
     FileReport,
     SourceTotals,
     source_totals,
@@ -169,6 +170,64 @@ class Delivery:
     source_kind: str
     source_system: str
     files: tuple[Path, ...]
+
+
+def unread_files(landing: Path, night: date) -> list[UnreadFile]:
+    """Everything under ``<landing>/<night>/`` that no source reads (links are not followed): an operator
+    must see a delivery that was not looked at, not hundreds of false missing invoices."""
+    night_dir = landing / night.isoformat()
+    try:
+        deliveries, _ = discover(landing, night)
+    except InputError:
+        return []
+    read = {os.path.realpath(f) for d in deliveries for f in d.files}
+    out: list[UnreadFile] = []
+
+    def entries(folder: Path) -> list[Path]:
+        return sorted(folder.iterdir())
+
+    def unread(p: Path, why: str) -> None:
+        folder = p.is_dir() and not p.is_symlink()
+        try:
+            size = None if folder else p.lstat().st_size
+        except OSError:
+            size = None
+        out.append(UnreadFile(_printable(str(p.relative_to(night_dir))) + ("/" if folder else ""), size, why))
+
+    def why(p: Path) -> str:
+        if p.is_symlink() and not p.exists():
+            return "a broken link"
+        if p.is_dir():
+            return "a sub-folder (a source's files must sit directly in its folder)"
+        if p.name.startswith("~$"):
+            return "an Excel lock file (the workbook was open when delivered)"
+        if p.name.startswith("."):
+            return "a hidden file"
+        if p.suffix.lower() not in FORMATS:
+            return (f"not a format the night reads ({', '.join(FORMATS)})"
+                    + ("; compressed files are not unpacked" if p.suffix.lower() in _COMPRESSED else ""))
+        return "not read"
+
+    def source(folder: Path) -> None:
+        for p in entries(folder):
+            if os.path.realpath(p) not in read or p.is_dir():
+                unread(p, why(p))
+
+    for p in entries(night_dir):
+        if p.name == REGISTRY and p.is_dir():
+            source(p)
+        elif p.name == "issuers" and p.is_dir():
+            for q in entries(p):
+                if q.is_dir() and not q.name.startswith("."):
+                    source(q)
+                else:
+                    unread(q, "outside any issuing system's folder (issuers/<system>/)")
+        else:
+            unread(p, "outside the delivery folders (only registry/ and issuers/<system>/ are read)")
+    return out
+
+
+_COMPRESSED = {".gz", ".zip", ".bz2", ".xz", ".7z", ".rar", ".zst"}
 
 
 def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:

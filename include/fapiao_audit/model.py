@@ -357,6 +357,15 @@ class FileReport:
 
 
 @dataclass(frozen=True)
+class UnreadFile:
+    """A file or folder under a night's delivery that the night does not read, and why."""
+
+    path: str
+    bytes: int | None
+    why: str
+
+
+@dataclass(frozen=True)
 class SourceTotals:
     """One source's files and row counts for the night."""
 
@@ -467,6 +476,8 @@ class NightSummary:
     not_checked: tuple[str, ...] = ()
     #: What the operator must know about the night (also printed on stderr).
     warnings: tuple[str, ...] = ()
+    #: Files and folders under the night's delivery that were not read, and why.
+    unread_files: tuple[UnreadFile, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The published document (summary.json), keys in their documented order."""
@@ -497,6 +508,7 @@ class NightSummary:
             "monitored_sellers": {"from": self.monitored_from, "count": self.monitored_sellers},
             "not_checked": list(self.not_checked),
             "warnings": list(self.warnings),
+            "unread_files": [asdict(u) for u in self.unread_files],
         }
 
     @classmethod
@@ -544,6 +556,11 @@ class NightSummary:
             monitored_sellers=_int(_mapping(d.get("monitored_sellers")).get("count")),
             not_checked=tuple(str(x) for x in _list(d.get("not_checked"))),
             warnings=tuple(str(x) for x in _list(d.get("warnings"))),
+            unread_files=tuple(
+                UnreadFile(str(u.get("path") or ""), None if u.get("bytes") is None else _int(u.get("bytes")),
+                           str(u.get("why") or ""))
+                for u in _list(d.get("unread_files")) if isinstance(u, Mapping)
+            ),
         )
 
 

@@ -32,8 +32,9 @@ from .ingest import (
     ingest_night,
     ingest_source,
     load_ingest_result,
+    unread_files,
 )
-from .model import MISSING_CAUSES, NightCounts, NightSummary, RunInfo, SellerCount, zero_counts
+from .model import MISSING_CAUSES, NightCounts, NightSummary, RunInfo, SellerCount, UnreadFile, zero_counts
 from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
 from .reconcile import ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
 
@@ -266,7 +267,8 @@ def _night_warnings(rec: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 def build_summary(
-    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime,
+    unread: tuple[UnreadFile, ...] = (),
 ) -> NightSummary:
     rec = _get_state(con, night, "reconcile")
     expectations = _get_state(con, night, "validate")
@@ -278,6 +280,10 @@ def build_summary(
     start, end = cfg.window_for(night)
     finished = datetime.now(SHANGHAI)
     warnings, not_checked = _night_warnings(rec)
+    if unread:
+        shown = ", ".join(u.path for u in unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        warnings += (f"{len(unread)} file(s) or folder(s) under the night's delivery were not read: {shown} "
+                     "(summary.json unread_files says why)",)
     tonight = NightCounts(night.isoformat(), counts, sum(counts.values()), outcome)
     return NightSummary(
         night=night.isoformat(),
@@ -313,6 +319,7 @@ def build_summary(
         monitored_sellers=int(rec.get("monitored_sellers", 0)),
         not_checked=not_checked,
         warnings=warnings,
+        unread_files=unread,
     )
 
 
@@ -346,7 +353,7 @@ def stage_publish(
 
     started = started or datetime.now(SHANGHAI)
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    summary = build_summary(con, night, cfg, run_id, started)
+    summary = build_summary(con, night, cfg, run_id, started, tuple(unread_files(paths.landing, night)))
     findings = fetch_findings(con, night)
     resolved = fetch_resolved(con, night, cfg)
     rejected = _rejected_table(con, night)

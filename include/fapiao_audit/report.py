@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from functools import lru_cache
 from importlib import resources
@@ -639,6 +640,7 @@ def render_report_html(
         "categories": category_rows,
         "causes": _cause_rows(summary),
         "warnings": list(summary.warnings),
+        "unread_files": [replace(u, path=masking.mark_bidi(u.path)) for u in summary.unread_files],
         "category_defs": CATEGORIES,
         "category_css": [
             {"css": f"c{i}", "bg": c.colour, "fg": _text_colour(c.colour)} for i, c in enumerate(CATEGORIES)
