@@ -712,3 +712,66 @@ def test_files_the_night_does_not_read_are_listed_and_said(tmp_path, capsys):
     }
     html = (tmp_path / "reports" / NIGHT / "report.html").read_text(encoding="utf-8")
     assert 'id="unread-table"' in html and "more.csv.gz" in html
+
+
+def two_nights(tmp_path: Path) -> tuple[Path, str]:
+    """Night 1: erp and pos deliver (pos has a missing invoice); night 2: pos delivers nothing."""
+    from factories import invoice, write_csv
+
+    landing = tmp_path / "landing"
+    first = "2026-11-20"
+    for night in (first, NIGHT):
+        write_csv(landing / night / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001", day="2026-11-18")])
+        write_csv(landing / night / "registry" / "r.csv", [invoice("26112000000000000001", day="2026-11-18")])
+    write_csv(landing / first / "issuers" / "pos" / "p.csv", [invoice("26112000000000000002", day="2026-11-18")])
+    assert main(run_args(tmp_path, landing, night=first)) in (0, 1)
+    return landing, first
+
+
+def test_an_issuing_system_that_stops_delivering_stops_the_night(tmp_path, capsys):
+    landing, _ = two_nights(tmp_path)
+    before = night_digest(tmp_path / "reports" / "2026-11-20")
+    capsys.readouterr()
+    code = main(run_args(tmp_path, landing))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'pos' (delivered on the published night 2026-11-20)" in err and "--allow-missing" in err
+    assert not (tmp_path / "reports" / NIGHT).exists()
+    assert night_digest(tmp_path / "reports" / "2026-11-20") == before
+
+
+def test_an_allowed_missing_system_keeps_its_findings_open_as_not_checked(tmp_path):
+    landing, _ = two_nights(tmp_path)
+    assert main([*run_args(tmp_path, landing), "--allow-missing", "pos"]) in (0, 1)
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    assert summary["resolved"] == 0  # pos's MISSING_IN_REGISTRY is not resolved: pos was not checked
+    con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
+    try:
+        from fapiao_audit.config import Config
+        from fapiao_audit.reconcile import fetch_resolved
+
+        gone = fetch_resolved(con, date.fromisoformat(NIGHT), Config()).to_pylist()
+    finally:
+        con.close()
+    assert [(g["category"], g["source_system"], g["finding_status"]) for g in gone] == [
+        ("MISSING_IN_REGISTRY", "pos", "not_checked")]
+
+
+@pytest.mark.parametrize("setting", ['retired_sources = ["pos"]\n', 'source_lookback_nights = 0\n'])
+def test_a_retired_system_may_stop_delivering(tmp_path, setting):
+    landing, _ = two_nights(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(setting, encoding="utf-8")
+    assert main(run_args(tmp_path, landing, config=cfg)) in (0, 1)
+
+
+def test_expected_sources_are_required_from_the_first_night(tmp_path, capsys):
+    from factories import invoice, write_csv
+
+    landing = tmp_path / "landing"
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001")])
+    write_csv(landing / NIGHT / "registry" / "r.csv", [invoice("26112000000000000001")])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('expected_sources = ["erp", "webshop"]\n', encoding="utf-8")
+    assert main(run_args(tmp_path, landing, config=cfg)) == 2
+    assert "'webshop' (named in expected_sources)" in capsys.readouterr().err

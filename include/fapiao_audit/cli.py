@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, default=None, help="DuckDB file (default: <reports>/../fapiao.duckdb)")
     run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     run.add_argument("--shards", type=int, default=None, help="partitions of the reconciliation by key hash")
+    run.add_argument("--allow-missing", action="append", default=[], metavar="SYSTEM",
+                     help="run although this issuing system, expected from earlier nights, delivered nothing "
+                          "(its open findings are carried as not checked); repeatable")
     run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
 
     gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
@@ -66,6 +69,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, shards=args.shards)
+    if args.allow_missing:
+        from dataclasses import replace as _replace
+
+        from .config import source_names
+
+        cfg = _replace(cfg, allow_missing=source_names("--allow-missing", args.allow_missing))
     if not args.landing.is_dir():
         raise ConfigError(f"--landing: {args.landing} is not a folder")
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")

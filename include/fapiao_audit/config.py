@@ -145,6 +145,13 @@ class Config:
     lock_timeout_s: float = 0.0
     #: Partitions of the reconciliation by a hash of the invoice key.
     shards: int = 1
+    #: Source completeness: an issuing system that delivered in any of the previous ``source_lookback_nights``
+    #: published nights (or is named in ``expected_sources``) must deliver tonight, unless it is retired or
+    #: allowed to be missing for this run (``--allow-missing``); else the night is refused.
+    source_lookback_nights: int = 7
+    expected_sources: tuple[str, ...] = ()
+    retired_sources: tuple[str, ...] = ()
+    allow_missing: tuple[str, ...] = ()
     #: Per-source column mappings: {system: {their header: canonical name}}.
     column_mappings: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Per-source value codes: {system: {canonical column: {their value: our value}}}, applied to the
@@ -182,6 +189,7 @@ _SCALARS: dict[str, type] = {
     "amount_tolerance": Decimal,
     "tax_tolerance": Decimal,
     "monitored_sellers": list,
+    "source_lookback_nights": int,
     "mask_html": bool,
     "mask_excel": bool,
     "mask_csv": bool,
@@ -240,11 +248,23 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     raise AssertionError(kind)  # pragma: no cover
 
 
+def source_names(where: str, value: Any) -> tuple[str, ...]:
+    """A list of issuing-system names (folder names under issuers/), checked."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of issuing-system names")
+    for v in value:
+        if not SOURCE_NAME_RE.fullmatch(v):
+            raise ConfigError(f"{where}: {v!r} is not an issuing-system name (letters, digits, '_' and '-')")
+    return tuple(value)
+
+
 def _check(cfg: Config) -> Config:
     if not 1 <= cfg.window_days <= 366:
         raise ConfigError(f"config key 'window_days': must be between 1 and 366, got {cfg.window_days}")
     if not 0 <= cfg.sync_grace_hours <= 24 * 60:
         raise ConfigError(f"config key 'sync_grace_hours': must be between 0 and 1440, got {cfg.sync_grace_hours}")
+    if not 0 <= cfg.source_lookback_nights <= 366:
+        raise ConfigError("config key 'source_lookback_nights': must be between 0 and 366")
     if not 1 <= cfg.shards <= 1024:
         raise ConfigError(f"config key 'shards': must be between 1 and 1024, got {cfg.shards}")
     if cfg.report_max_rows < 0:
@@ -286,6 +306,8 @@ def build_config(data: dict[str, Any]) -> Config:
             kwargs["column_mappings"], kwargs["value_maps"], kwargs["ignore_columns"] = _sources(value)
         elif key == "database_sources":
             kwargs["database_sources"] = _database_sources(value)
+        elif key in ("expected_sources", "retired_sources"):
+            kwargs[key] = source_names(f"config key '{key}'", value)
         elif key in _SCALARS:
             kwargs[key] = _coerce(key, value, _SCALARS[key])
         else:

@@ -232,6 +232,7 @@ FINDING_STATUSES: dict[str, tuple[str, str]] = {"new": ("新增", "new"), "open"
 GONE_STATUSES: dict[str, tuple[str, str]] = {
     "resolved": ("已解决", "resolved"),
     "out_of_window": ("已出窗口", "out_of_window"),
+    "not_checked": ("今晚未检查", "not checked tonight"),
 }
 
 #: Chinese names of the canonical fields (``field`` of a finding, expectation columns).

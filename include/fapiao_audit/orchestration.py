@@ -102,8 +102,11 @@ def ingest_one(night: date, source: str) -> dict[str, Any]:
 def prune(night: date, sources: list[str]) -> None:
     from .ingest import prune_sources
 
+    from .pipeline import check_sources
+
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
+        check_sources(con, paths, night, cfg, sources)
         prune_sources(con, night, sources)
 
 

@@ -23,7 +23,7 @@ import duckdb
 from . import __version__
 from .config import SHANGHAI, Config
 from .db import connect, exclusive, pause_point
-from .errors import ConfigError, FapiaoError
+from .errors import ConfigError, FapiaoError, InputError
 from .ingest import (
     Delivery,
     FileReport,
@@ -162,7 +162,41 @@ def _get_state(con: duckdb.DuckDBPyConnection, night: date, stage: str) -> dict[
 # ---------------------------------------------------------------- stages
 
 
+def expected_sources(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> dict[str, str]:
+    """Issuing systems that must deliver tonight, each with why: named in expected_sources, or delivered
+    in one of the previous ``source_lookback_nights`` published nights; retired systems are not expected."""
+    out = {s: "named in expected_sources" for s in cfg.expected_sources}
+    if cfg.source_lookback_nights:
+        rows = con.execute(
+            "SELECT f.source_system, max(f.night) FROM ingested_files f "
+            "WHERE f.source_kind = 'issuer' AND f.night IN ("
+            "  SELECT night FROM runs WHERE published AND night < $n GROUP BY night ORDER BY night DESC LIMIT $k) "
+            "GROUP BY 1 ORDER BY 1",
+            {"n": night, "k": cfg.source_lookback_nights},
+        ).fetchall()
+        for system, last in rows:
+            out.setdefault(system, f"delivered on the published night {last.isoformat()}")
+    return {s: why for s, why in sorted(out.items()) if s not in cfg.retired_sources}
+
+
+def check_sources(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config,
+                  delivered: list[str]) -> None:
+    """Refuse a night from which an expected issuing system is absent: its invoices would all turn up as
+    MISSING_IN_ISSUER and its open findings as resolved. ``--allow-missing`` or retired_sources accept it."""
+    missing = {s: why for s, why in expected_sources(con, night, cfg).items()
+               if s not in delivered and s not in cfg.allow_missing}
+    if missing:
+        names = "; ".join(f"'{s}' ({why})" for s, why in missing.items())
+        raise InputError(
+            f"{paths.landing / night.isoformat() / 'issuers'}: no delivery from issuing system(s) {names}. "
+            "Refusing to reconcile without them. If a system is known to be down tonight, run with "
+            "--allow-missing <system> (its open findings are carried as not checked); if it was switched off, "
+            "list it in retired_sources"
+        )
+
+
 def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config) -> list[FileReport]:
+    check_sources(con, paths, night, cfg, list_sources(paths, night))
     return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir).files)
 
 

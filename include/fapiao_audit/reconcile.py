@@ -351,6 +351,7 @@ def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
     execute_sql(con, named_sql("findings.sql", "macros"), p)
     prev = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchone()[0]
     p["prev"] = prev
+    p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchone()[0]
     con.execute("BEGIN TRANSACTION")
     try:
         execute_sql(con, named_sql("findings.sql", "delete_night"), p)
@@ -375,4 +376,5 @@ def fetch_resolved(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
     prev = execute_sql(con, named_sql("findings.sql", "previous_night"), {"night": night}).fetchone()[0]
     p = {"night": night, "prev": prev, "window_start": start, **_category_params()}
     execute_sql(con, named_sql("findings.sql", "macros"), p)
+    p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchone()[0]
     return execute_sql(con, named_sql("findings.sql", "resolved"), p).to_arrow_table()

@@ -9,10 +9,12 @@ CREATE OR REPLACE TEMP MACRO fa_family(category, cats, fams) AS
     coalesce(fams[list_position(cats, category)], category);
 
 -- Findings of the published night `prev_night` that are gone on `tonight`: resolved, or merely out of
--- the window (the invoice aged out of the snapshot; that is not a fix).
-CREATE OR REPLACE TEMP MACRO fa_gone(tonight, prev_night, first_day, cats, fams) AS TABLE
+-- the window (the invoice aged out of the snapshot; that is not a fix), or not checked (their issuing
+-- system, `absent`, did not deliver tonight: allowed to be missing, never resolved).
+CREATE OR REPLACE TEMP MACRO fa_gone(tonight, prev_night, first_day, cats, fams, absent) AS TABLE
 SELECT p.* EXCLUDE (night) REPLACE (
-           CASE WHEN p.issue_date < first_day THEN 'out_of_window' ELSE 'resolved' END AS finding_status,
+           CASE WHEN list_contains(absent, p.source_system) THEN 'not_checked'
+                WHEN p.issue_date < first_day THEN 'out_of_window' ELSE 'resolved' END AS finding_status,
            (tonight - p.first_seen)::INTEGER AS age_days)
 FROM findings p
 WHERE p.night = prev_night
@@ -27,6 +29,12 @@ WHERE p.night = prev_night
 
 -- name: previous_night
 SELECT max(night) FROM runs WHERE published AND night < $night;
+
+-- name: absent_sources
+-- Issuing systems of the previous published night that delivered nothing tonight.
+SELECT coalesce(list(DISTINCT source_system ORDER BY source_system), [])::VARCHAR[] FROM ingested_files
+WHERE night = $prev AND source_kind = 'issuer'
+  AND source_system NOT IN (SELECT source_system FROM ingested_files WHERE night = $night);
 
 -- name: delete_night
 DELETE FROM findings WHERE night = $night;
@@ -55,12 +63,12 @@ SELECT count(*) FILTER (WHERE finding_status = 'new'), count(*) FILTER (WHERE fi
 FROM findings WHERE night = $night;
 
 -- name: resolved
-SELECT * FROM fa_gone($night, $prev, $window_start, $categories, $families)
+SELECT * FROM fa_gone($night, $prev, $window_start, $categories, $families, $absent)
 ORDER BY list_position($categories, category), invoice_key, field, source_system;
 
 -- name: resolved_counts
 SELECT count(*) FILTER (WHERE finding_status = 'resolved'), count(*) FILTER (WHERE finding_status = 'out_of_window')
-FROM fa_gone($night, $prev, $window_start, $categories, $families);
+FROM fa_gone($night, $prev, $window_start, $categories, $families, $absent);
 
 -- name: ordered
 -- Publication order: category, then key, field, source and values, so reruns are byte-identical.
