@@ -775,3 +775,59 @@ def test_expected_sources_are_required_from_the_first_night(tmp_path, capsys):
     cfg.write_text('expected_sources = ["erp", "webshop"]\n', encoding="utf-8")
     assert main(run_args(tmp_path, landing, config=cfg)) == 2
     assert "'webshop' (named in expected_sources)" in capsys.readouterr().err
+
+
+def bomb_night(tmp_path: Path, rows: list[list[str]], long_string: int = 0) -> Path:
+    """A night whose erp delivery is a workbook with shared strings (as spreadsheet programs write them):
+    a valid header and row, then ``rows``; ``long_string`` widens the shared string 'LONG' to that many
+    characters, as no spreadsheet program would."""
+    import zipfile
+
+    import xlsxwriter
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    (landing / NIGHT / "issuers" / "erp" / "e.csv").unlink()
+    plain = tmp_path / "plain.xlsx"
+    wb = xlsxwriter.Workbook(str(plain))
+    ws = wb.add_worksheet()
+    all_rows = [["发票号码", "开票日期", "销方识别号", "金额"],
+                ["26112000000000000001", "2026-11-18", "91110108551385082Q", "1.00"], *rows]
+    for r, row in enumerate(all_rows):
+        for c, value in enumerate(row):
+            if value is not None:
+                ws.write_string(r, c, value)
+    wb.close()
+    target = landing / NIGHT / "issuers" / "erp" / "e.xlsx"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if long_string and item.filename == "xl/sharedStrings.xml":
+                data = data.replace(b">LONG<", (">" + "长" * long_string + "<").encode())
+            dst.writestr(item, data)
+    return landing
+
+
+@pytest.mark.parametrize("kind,config,message", [
+    ("far_column", "", "beyond the limit of 1,024 columns (xlsx_max_columns)"),
+    ("long_string", "", "a shared string of more than 32,767 characters"),
+    ("many_strings", "xlsx_max_shared_strings = 100\n", "more than 100 shared strings (xlsx_max_shared_strings)"),
+    ("large", "xlsx_max_uncompressed_mb = 1\n", "beyond the limit of 1,048,576 (xlsx_max_uncompressed_mb)"),
+])
+def test_spreadsheet_bombs_are_refused_naming_the_file(tmp_path, capsys, kind, config, message):
+    rows: list[list[str | None]] = []
+    if kind == "far_column":
+        rows = [["26112000000000000002", *[None] * 16382, "x"]]
+    elif kind == "long_string":
+        rows = [["26112000000000000002", "2026-11-18", "91110108551385082Q", "1.00", "LONG"]]
+    else:
+        rows = [[f"261120000000{i:08d}", "2026-11-18", "91110108551385082Q", "1.00", f"备注 {i} " * 8]
+                for i in range(200 if kind == "many_strings" else 20_000)]
+    landing = bomb_night(tmp_path, rows, long_string=40_000 if kind == "long_string" else 0)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config, encoding="utf-8")
+    code = main(run_args(tmp_path, landing, config=cfg))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "issuers/erp/e.xlsx" in err and message in err
+    assert not (tmp_path / "reports" / NIGHT).exists()

@@ -143,6 +143,10 @@ class Config:
     duckdb_temp_directory: str | None = None
     #: Seconds to wait for another run holding the same DuckDB file before refusing.
     lock_timeout_s: float = 0.0
+    #: Workbooks are refused (exit 2, naming the file) beyond these, before memory or time run away.
+    xlsx_max_uncompressed_mb: int = 8192
+    xlsx_max_shared_strings: int = 20_000_000
+    xlsx_max_columns: int = 1024
     #: Partitions of the reconciliation by a hash of the invoice key.
     shards: int = 1
     #: Source completeness: an issuing system that delivered in any of the previous ``source_lookback_nights``
@@ -190,6 +194,9 @@ _SCALARS: dict[str, type] = {
     "tax_tolerance": Decimal,
     "monitored_sellers": list,
     "source_lookback_nights": int,
+    "xlsx_max_uncompressed_mb": int,
+    "xlsx_max_shared_strings": int,
+    "xlsx_max_columns": int,
     "mask_html": bool,
     "mask_excel": bool,
     "mask_csv": bool,
@@ -263,6 +270,9 @@ def _check(cfg: Config) -> Config:
         raise ConfigError(f"config key 'window_days': must be between 1 and 366, got {cfg.window_days}")
     if not 0 <= cfg.sync_grace_hours <= 24 * 60:
         raise ConfigError(f"config key 'sync_grace_hours': must be between 0 and 1440, got {cfg.sync_grace_hours}")
+    for key in ("xlsx_max_uncompressed_mb", "xlsx_max_shared_strings", "xlsx_max_columns"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"config key '{key}': must be at least 1")
     if not 0 <= cfg.source_lookback_nights <= 366:
         raise ConfigError("config key 'source_lookback_nights': must be between 0 and 366")
     if not 1 <= cfg.shards <= 1024:

@@ -40,7 +40,7 @@ from .model import (
     source_totals,
     word_lists,
 )
-from .xlsx import NotPlain, Workbook, XlsxError
+from .xlsx import Limits, NotPlain, Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -397,8 +397,10 @@ class _Reader:
     """Loads one file into temp relations (c0..cN VARCHAR, __line), one per part, with their headers."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20,
-                 overrides: dict[str, str] | None = None, ignore: Iterable[str] = ()) -> None:
+                 overrides: dict[str, str] | None = None, ignore: Iterable[str] = (),
+                 limits: Limits = Limits()) -> None:
         self.con = con
+        self.limits = limits
         self.tmp_dir = tmp_dir
         self.buffer_size = buffer_size
         self.overrides = overrides or {}
@@ -558,7 +560,7 @@ class _Reader:
     def _xlsx(self, path: Path) -> list[_Part]:
         """The workbook's invoice sheets (发票基础信息...) and its line sheets (信息汇总表...), else its first sheet."""
         try:
-            with Workbook(path) as wb:
+            with Workbook(path, limits=self.limits) as wb:
                 names = wb.sheet_names
                 if not names:
                     raise InputError(f"{path}: the workbook has no sheet")
@@ -780,7 +782,9 @@ def ingest_source(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit),
                      cfg.column_mappings.get(delivery.source_system, {}),
-                     cfg.ignore_columns.get(delivery.source_system, ()))
+                     cfg.ignore_columns.get(delivery.source_system, ()),
+                     Limits(cfg.xlsx_max_uncompressed_mb << 20, cfg.xlsx_max_shared_strings,
+                            columns=cfg.xlsx_max_columns))
     reports: list[FileReport] = []
     seen: dict[str, str] = {}
     d = delivery

@@ -21,11 +21,12 @@ import xml.parsers.expat
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-__all__ = ["NotPlain", "Workbook", "XlsxError"]
+__all__ = ["Limits", "NotPlain", "Workbook", "XlsxError"]
 
 #: Built-in number formats that show dates or times (ECMA-376 18.8.30, with the CJK ids 27-36, 50-58).
 _BUILTIN_DATE_FORMATS = frozenset([*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)])
@@ -88,16 +89,35 @@ def number_text(v: str) -> str:
     return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a workbook is read within, checked before memory or time can run away (a spreadsheet bomb:
+    a tiny file declaring a huge sheet, one huge shared string, millions of them). The defaults pass a
+    real registry export of a million lines (about 2 GB unpacked, 30 to 50 columns)."""
+
+    uncompressed_bytes: int = 8 << 30
+    shared_strings: int = 20_000_000
+    shared_string_chars: int = 1 << 30
+    columns: int = 1024
+
+
 class Workbook:
     """An open workbook: its sheet names, and its sheets' rows streamed one at a time."""
 
-    def __init__(self, path: Path, *, fast: bool = True) -> None:
+    def __init__(self, path: Path, *, fast: bool = True, limits: Limits = Limits()) -> None:
         self.fast = fast
+        self.limits = limits
         try:
             self._zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
             raise XlsxError(f"not a zip package ({e})") from None
         try:
+            unpacked = sum(i.file_size for i in self._zip.infolist())
+            if unpacked > limits.uncompressed_bytes:
+                raise XlsxError(
+                    f"it unpacks to {unpacked:,} bytes, beyond the limit of {limits.uncompressed_bytes:,} "
+                    "(xlsx_max_uncompressed_mb); refused before reading"
+                )
             self._names = set(self._zip.namelist())
             self._sheets, self._date1904 = self._read_workbook()
             self._shared: list[str] | None = None
@@ -192,12 +212,18 @@ class Workbook:
             buf: list[str] = []
             depth_rph = 0
             in_t = False
+            size = [0, 0]  # characters of the string being read, of every string
+            limits = self.limits
 
             def start(name: str, attrs: dict[str, str]) -> None:
                 nonlocal depth_rph, in_t
                 local = _local(name)
                 if local == "si":
                     buf.clear()
+                    size[0] = 0
+                    if len(strings) >= limits.shared_strings:
+                        raise XlsxError(f"more than {limits.shared_strings:,} shared strings "
+                                        "(xlsx_max_shared_strings); refused")
                 elif local == "rPh":
                     depth_rph += 1
                 elif local == "t" and not depth_rph:
@@ -219,6 +245,14 @@ class Workbook:
 
             def chars(data: str) -> None:
                 if in_t:
+                    size[0] += len(data)
+                    size[1] += len(data)
+                    if size[0] > CELL_MAX:  # said before the string is held whole
+                        raise XlsxError(f"a shared string of more than {CELL_MAX:,} characters (a cell holds at "
+                                        f"most {CELL_MAX:,})")
+                    if size[1] > limits.shared_string_chars:
+                        raise XlsxError(f"shared strings of more than {limits.shared_string_chars:,} characters "
+                                        "in all; refused")
                     buf.append(data)
 
             with self._open(part) as f:
@@ -280,8 +314,17 @@ class Workbook:
         except KeyError:
             raise XlsxError(f"no sheet named '{sheet}'") from None
         if (self.fast if fast is None else fast) and self._plain(part):
-            return self._rows_plain(sheet, part)
-        return self._rows_expat(sheet, part)
+            return self._bounded(self._rows_plain(sheet, part))
+        return self._bounded(self._rows_expat(sheet, part))
+
+    def _bounded(self, rows: Iterator[tuple[int, list[str | None]]]) -> Iterator[tuple[int, list[str | None]]]:
+        """Rows no wider than the column limit: a cell in column XFD would widen every row of the sheet."""
+        most = self.limits.columns
+        for number, cells in rows:
+            if len(cells) > most:
+                raise XlsxError(f"row {number} has a cell in column {len(cells):,}, beyond the limit of {most:,} "
+                                "columns (xlsx_max_columns); refused")
+            yield number, cells
 
     def _plain(self, part: str) -> bool:
         """Whether a sheet part holds only what the plain reader understands (one pass over its bytes)."""
