@@ -831,3 +831,49 @@ def test_spreadsheet_bombs_are_refused_naming_the_file(tmp_path, capsys, kind, c
     assert code == 2
     assert "issuers/erp/e.xlsx" in err and message in err
     assert not (tmp_path / "reports" / NIGHT).exists()
+
+
+def test_a_workbook_declaring_fewer_rows_than_it_holds_is_read_whole(tmp_path):
+    """<dimension ref="A1:D3"> on a sheet of 600 rows: every row is read and accounted for."""
+    import re as re_module
+    import zipfile
+
+    rows = [[f"261120000000{i:08d}", "2026-11-18", "91110108551385082Q", "1.00"] for i in range(2, 600)]
+    landing = bomb_night(tmp_path, rows)
+    path = landing / NIGHT / "issuers" / "erp" / "e.xlsx"
+    patched = tmp_path / "patched.xlsx"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(patched, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                data = re_module.sub(rb'<dimension ref="[^"]*"/>', b'<dimension ref="A1:D3"/>', data)
+                assert b'<dimension ref="A1:D3"/>' in data
+            dst.writestr(item, data)
+    shutil.move(patched, path)
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    (erp,) = [s for s in summary["sources"] if s["source_system"] == "erp"]
+    assert (erp["rows_read"], erp["rows_loaded"], erp["rows_rejected"]) == (599, 599, 0)
+
+
+def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
+    """A 34 MB remark (beyond DuckDB's 32 MiB buffer): the row is rejected with its reason, and the file's
+    rows still add up (it neither vanishes nor stops the night)."""
+    from factories import invoice, write_csv
+
+    day = "2026-11-18"
+    landing = tmp_path / "landing"
+    rows = [invoice("26112000000000000001", day=day),
+            invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
+            invoice("26112000000000000003", day=day)]
+    tiny_night(landing, rows, rows[:1])
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    (erp,) = [s for s in summary["sources"] if s["source_system"] == "erp"]
+    assert (erp["rows_read"], erp["rows_loaded"], erp["rows_rejected"]) == (3, 2, 1)
+    con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
+    try:
+        ((line, reason),) = con.execute("SELECT line, reason FROM rejected_rows").fetchall()
+    finally:
+        con.close()
+    assert line == 3 and "line size over maximum" in reason

@@ -492,8 +492,9 @@ class _Reader:
             return self._csv(path, unify_newlines=True)
         # One reject row per bad column: keep one per line.
         rejects = self.con.execute(
-            "SELECT line, arg_min(csv_line, column_idx), arg_min(error_type, column_idx), "
-            "arg_min(error_message, column_idx) FROM ing_rej GROUP BY line ORDER BY line"
+            # (a line over the maximum size has no column: coalesce keeps it, arg_min would skip a NULL key)
+            "SELECT line, arg_min(csv_line, coalesce(column_idx, -1)), arg_min(error_type, coalesce(column_idx, -1)), "
+            "arg_min(error_message, coalesce(column_idx, -1)) FROM ing_rej GROUP BY line ORDER BY line"
         ).fetchall()
         # Physical line of the k-th accepted record (k from 0): header + k + 1, plus every rejected
         # line before it. Reject j (1-based, at line r_j) precedes accepted records with k >= r_j - j - 1.
