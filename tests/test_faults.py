@@ -877,3 +877,15 @@ def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
     finally:
         con.close()
     assert line == 3 and "line size over maximum" in reason
+
+
+def test_a_huge_header_cell_names_the_file(tmp_path, capsys):
+    from factories import CANONICAL, invoice, write_csv
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001")],
+              columns=[*CANONICAL, "H" * 200_000])
+    assert main(run_args(tmp_path, landing)) == 2
+    err = capsys.readouterr().err
+    assert "issuers/erp/e.csv: the header row cannot be read" in err and "unexpected" not in err

@@ -473,7 +473,10 @@ class _Reader:
         with src.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
             first = f.readline(1 << 20)
         delim = max([",", "\t", ";", "|"], key=first.count)
-        header_row = next(csv.reader([first], delimiter=delim), [])
+        try:
+            header_row = next(csv.reader([first], delimiter=delim), [])
+        except csv.Error as e:  # a header cell over the csv module's field limit (128 KiB): no header of ours
+            raise InputError(f"{path}: the header row cannot be read ({e}); is the first line a header?") from None
         headers = [h.strip() for h in header_row]
         if not any(headers):
             raise InputError(f"{path}: no header row")
