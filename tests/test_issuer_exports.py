@@ -429,3 +429,96 @@ def test_bad_source_settings_name_the_key(text, message):
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_config(tomllib.loads(text))
+
+
+# --------------------------------------------------------------------------- a night of real issuer exports
+
+
+def test_a_night_of_real_issuer_exports_finds_every_cause_and_nothing_false(tmp_path):
+    """A pinyin-header 税控 export (GB18030, numeric state codes mapped in the configuration), an API-style
+    JSON Lines file (epoch milliseconds, a blue/red invoiceType flag ignored) and a batch template with
+    instruction rows, against a registry export: every injected cause is found, and nothing else."""
+    landing = tmp_path / "landing"
+    d = landing / DAY
+    utc = ZoneInfo("UTC")
+
+    def ms(day: int, hour: int) -> int:  # Beijing wall-clock time of 2026-11-<day> as epoch milliseconds
+        return int(datetime(2026, 11, day, hour - 8, 0, tzinfo=utc).timestamp() * 1000)
+
+    # 税控: status codes 0 开票成功 1 开票中 2 开票失败; upload codes 0 未报送 1 已报送 2 报送失败 3 验签失败 4 报送中
+    taxctl = [
+        ["011002300111", "10000001", "", "2026.11.18 09:00:00", "1", "1"],  # clean, in the registry
+        ["", "87654321", "26112000000000000101", "2026.11.18", "0", "1"],   # 20-digit key beside an 8-digit one
+        ["011002300111", "10000002", "", "2026.11.18 09:00:00", "0", "0"],  # not uploaded
+        ["011002300111", "10000003", "", "2026.11.18 09:00:00", "0", "2"],  # upload failed
+        ["011002300111", "10000004", "", "2026.11.18 09:00:00", "0", "3"],  # signature failed
+        ["011002300111", "10000005", "", "2026.11.18 09:00:00", "0", "4"],  # still uploading
+        ["011002300111", "10000006", "", "2026.11.18 09:00:00", "1", "0"],  # stuck issuing
+        ["011002300111", "10000007", "", "2026.11.18 09:00:00", "2", "0"],  # failed: never issued
+    ]
+    write_rows(d / "issuers" / "taxctl" / "开票查询.csv",
+               ["fpdm", "fphm", "zzfphm", "kprq", "开票状态", "bszt", "xfsh", "gfsh", "hjje", "hjse", "jshj"],
+               [[*r, SELLER_A, BUYER_C, "1000.00", "130.00", "1130.00"] for r in taxctl], encoding="gb18030")
+    # API: uploaded but absent; a clean one; a failed issuance the registry holds after all
+    shop = [("26112000000000000201", "开票完成", "已上传"), ("26112000000000000202", "开票完成", "已上传"),
+            ("26112000000000000203", "签章失败", "未上传")]
+    write_jsonl(d / "issuers" / "shop" / "orders.jsonl", [
+        {"allElectronicInvoiceNumber": n, "invoiceTime": ms(18, 10), "exTaxAmount": 1000, "taxAmount": 130,
+         "orderAmount": 1130, "payerTaxNo": BUYER_C, "salerTaxNum": SELLER_A, "invoiceType": "1",
+         "status": status, "上传状态": upload}
+        for n, status, upload in shop
+    ])
+    # batch template: instruction rows, then a header with '*'; one clean, one whose state is unknown text
+    path = d / "issuers" / "batch" / "批量开票.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["填表说明：带*为必填项"])
+    ws.append(["单据编号最长 40 字符；金额保留两位小数"])
+    ws.append(["单据编号*", "发票号码*", "开票日期*", "销售方税号*", "购买方税号", "合计金额*", "合计税额*",
+               "价税合计(小写)*", "发票状态", "报送状态"])
+    ws.append(["XS001", "26112000000000000301", "2026-11-18 11:00:00", SELLER_A, BUYER_C, "1000.00", "130.00",
+               "1130.00", "已开具", "已报送"])
+    ws.append(["XS002", "26112000000000000302", "2026-11-18 11:00:00", SELLER_A, BUYER_C, "1000.00", "130.00",
+               "1130.00", "已开具", "人工复核"])
+    path.parent.mkdir(parents=True)
+    wb.save(path)
+    in_registry = ["011002300111-10000001", "26112000000000000101", "26112000000000000202",
+                   "26112000000000000203", "26112000000000000301"]
+    write_csv(d / "registry" / "r.csv", [
+        invoice(k.split("-")[-1], code=k.split("-")[0] if "-" in k else "", day=OLD, time="09:00:00",
+                invoice_type="数电票（普通发票）" if "-" not in k else "增值税电子普通发票")
+        for k in in_registry
+    ])
+    reports = tmp_path / "reports"
+    config = tmp_path / "c.toml"
+    config.write_text("""
+[sources.taxctl.values.status]
+"0" = "开票成功"
+"1" = "开票中"
+"2" = "开票失败"
+[sources.taxctl.values.upload_status]
+"0" = "未报送"
+"1" = "已报送"
+"2" = "报送失败"
+"3" = "验签失败"
+"4" = "报送中"
+[sources.shop]
+ignore_columns = ["invoiceType"]
+""", encoding="utf-8")
+    code = main(["run", "--night", DAY, "--landing", str(landing), "--reports", str(reports),
+                 "--db", str(tmp_path / "d.duckdb"), "--config", str(config)])
+    assert code in (0, 1)
+    with (reports / DAY / "exceptions.csv").open(encoding="utf-8-sig", newline="") as f:
+        got = sorted((r["category"], r["invoice_key"], r["field"], r["source_system"], r["cause"])
+                     for r in csv.DictReader(f))
+    assert got == sorted([
+        ("MISSING_IN_REGISTRY", "011002300111-10000002", "", "taxctl", "not_uploaded"),
+        ("MISSING_IN_REGISTRY", "011002300111-10000003", "", "taxctl", "upload_failed"),
+        ("MISSING_IN_REGISTRY", "011002300111-10000004", "", "taxctl", "signature_failed"),
+        ("MISSING_IN_REGISTRY", "011002300111-10000005", "", "taxctl", "uploading"),
+        ("MISSING_IN_REGISTRY", "011002300111-10000006", "", "taxctl", "stuck_issuing"),
+        ("NOT_ISSUED", "011002300111-10000007", "", "taxctl", ""),
+        ("MISSING_IN_REGISTRY", "26112000000000000201", "", "shop", "uploaded_but_absent"),
+        ("STATUS_MISMATCH", "26112000000000000203", "status", "shop", ""),
+        ("MISSING_IN_REGISTRY", "26112000000000000302", "", "batch", "unknown"),
+    ])
