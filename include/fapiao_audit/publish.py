@@ -16,6 +16,7 @@ import csv
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .db import _flock
 from .errors import PublishError
 from .files import sha256_file
 from .masking import mark_bidi
@@ -129,6 +131,10 @@ def write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+#: How long a publish waits for another run publishing into the same reports folder.
+PUBLISH_LOCK_TIMEOUT_S = 600.0
+
+
 class NightWriter:
     """A night's output folder under construction; ``commit()`` swaps it into place."""
 
@@ -144,13 +150,30 @@ class NightWriter:
     def __enter__(self) -> NightWriter:
         try:
             self.reports.mkdir(parents=True, exist_ok=True)
-            sweep(self.reports, self.night)
-            self.tmp.mkdir()
+            # One publisher at a time per reports folder (runs on different databases may share it): the
+            # sweep of one must never remove the other's folder under construction.
+            self._lock = os.open(self.reports / ".publish.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            if not _flock(self._lock, fcntl.LOCK_EX, PUBLISH_LOCK_TIMEOUT_S):
+                os.close(self._lock)
+                raise PublishError(f"{self.reports}: another run kept publishing into this folder for "
+                                   f"{PUBLISH_LOCK_TIMEOUT_S:g} s; nothing was published")
+            try:
+                sweep(self.reports, self.night)
+                self.tmp.mkdir()
+            except BaseException:
+                os.close(self._lock)
+                raise
         except OSError as e:
             raise PublishError(f"{self.reports}: cannot prepare the reports folder: {e.strerror or e}") from None
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._exit(exc)
+        finally:
+            os.close(self._lock)  # releases the publish lock
+
+    def _exit(self, exc: BaseException | None) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
         if exc is not None and not isinstance(exc, PublishError):
