@@ -13,8 +13,14 @@ Two layouts:
   split where the lines exceed a sheet's 1,048,575 rows; the ERP's export as two UTF-8-BOM line files
   (one row per invoice line, the invoice's fields repeated, 单据编号, amounts like ``1,234.50``); the
   point of sale's third-party invoicing tool as a GBK CSV (发票代码, 票据类型, 开票时间, 销方税号, ...,
-  价税合计金额); the web shop as JSON Lines. Invoices have lines (mixed rates, discount lines, 免税 and
-  不征税), and the kinds of defect that only lines and the registry's risk level can carry.
+  价税合计金额); the web shop as JSON Lines; and three issuing systems in their own vocabularies: a 税控
+  query export (GB18030 CSV, pinyin headers, numeric state codes, dotted dates, some 数电 rows with both
+  their 20-digit number and an 8-digit one), a shop's invoicing API (JSON Lines, epoch milliseconds, state
+  words, a blue/red ``invoiceType`` flag) and a batch-invoicing template (a workbook with instruction rows
+  above its header, ``*`` on required columns, an ERP document number). Invoices have lines (mixed rates,
+  discount lines, 免税 and 不征税), and the kinds of defect that only lines, the registry's risk level and
+  the issuers' issuance and upload states can carry. The state codes need the configuration
+  ``SOURCES_TOML`` (``fapiao-audit generate`` writes it beside the night; the demo runs with it).
 * ``flat``: one row per invoice everywhere (a GB18030 registry CSV with a 合计 row, ERP Parquet, POS
   CSV, web-shop JSON Lines), byte for byte what the benchmarks have always used, up to 50M rows.
 
@@ -69,14 +75,22 @@ from stdnum.cn import uscc
 from .model import zero_counts
 
 __all__ = [
+    "BATCH_COLUMNS",
     "ERP_LINE_COLUMNS",
     "EXPECTED_COLUMNS",
+    "FLAT_EXPECTED_COLUMNS",
+    "FLAT_ISSUER_SYSTEMS",
     "ISSUER_SYSTEMS",
     "LAYOUTS",
     "POS_COLUMNS",
     "REGISTRY_COLUMNS",
     "REGISTRY_LINE_COLUMNS",
     "ISSUER_COLUMNS",
+    "SHOPAPI_FIELDS",
+    "SOURCES_TOML",
+    "TAXCTL_COLUMNS",
+    "TAXCTL_STATUS_CODES",
+    "TAXCTL_UPLOAD_CODES",
     "GenerateResult",
     "generate_night",
 ]
@@ -85,11 +99,43 @@ __all__ = [
 #: it, invoice lines, the issuers' own formats) and ``flat`` (one row per invoice everywhere).
 LAYOUTS: tuple[str, ...] = ("real", "flat")
 
-#: Issuing systems (folder names): erp ~50 %, pos ~30 %, webshop ~20 % of issuer rows.
-ISSUER_SYSTEMS: tuple[str, ...] = ("erp", "pos", "webshop")
+#: Issuing systems of the flat layout (folder names): erp ~50 %, pos ~30 %, webshop ~20 % of issuer rows.
+FLAT_ISSUER_SYSTEMS: tuple[str, ...] = ("erp", "pos", "webshop")
+#: Issuing systems of the real layout: the flat layout's three (about 73 % of issuer rows between them),
+#: then a 税控 query export (taxctl, ~12 %), a shop's invoicing API (shopapi, ~7 %, 数电 invoices only) and a
+#: batch-invoicing template (batch, ~8 %).
+ISSUER_SYSTEMS: tuple[str, ...] = (*FLAT_ISSUER_SYSTEMS, "taxctl", "shopapi", "batch")
+#: The systems that deliver an issuance state beyond normal / voided and an upload (报送) state.
+_STATE_SYSTEMS: tuple[str, ...] = ("taxctl", "shopapi", "batch")
 
-#: Columns of expected_findings.csv.
-EXPECTED_COLUMNS: tuple[str, ...] = ("category", "invoice_code", "invoice_number", "field", "source_system")
+#: Columns of expected_findings.csv (real layout). ``cause`` is set on MISSING_IN_REGISTRY and
+#: PENDING_SYNC only: why the invoice is missing, from the issuer's issuance and upload states.
+EXPECTED_COLUMNS: tuple[str, ...] = ("category", "invoice_code", "invoice_number", "field", "source_system", "cause")
+#: The flat layout's expected_findings.csv keeps its earlier columns (byte for byte): its systems deliver no
+#: upload state, so every MISSING_IN_REGISTRY / PENDING_SYNC there has the cause ``unknown``.
+FLAT_EXPECTED_COLUMNS: tuple[str, ...] = EXPECTED_COLUMNS[:5]
+
+#: The 税控 export's numeric codes (开票状态, bszt) and what they mean; a night needs them mapped
+#: (SOURCES_TOML), since the same digits mean other things in other systems.
+TAXCTL_STATUS_CODES: dict[str, str] = {"0": "开票成功", "1": "开票中", "2": "开票失败", "3": "作废中"}
+TAXCTL_UPLOAD_CODES: dict[str, str] = {"0": "未报送", "1": "已报送", "2": "报送失败", "3": "验签失败", "4": "报送中"}
+
+
+def _toml_table(name: str, codes: dict[str, str]) -> str:
+    return f"[{name}]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in codes.items())
+
+
+#: The configuration a real-layout night needs (TOML): the 税控 export's state codes, and the shop API's
+#: invoiceType (a blue/red flag, not a kind) dropped. The same tables, commented, are in config.example.toml.
+SOURCES_TOML: str = (
+    "# The issuing systems of a generated night (fapiao-audit generate): value codes and ignored columns.\n"
+    "# taxctl (a 税控 query export) writes its issuance state (开票状态) and upload state (bszt) as codes.\n"
+    + _toml_table("sources.taxctl.values.status", TAXCTL_STATUS_CODES)
+    + "\n"
+    + _toml_table("sources.taxctl.values.upload_status", TAXCTL_UPLOAD_CODES)
+    + "\n# shopapi (a shop's invoicing API): invoiceType is 1 = blue, 2 = red, not an invoice kind.\n"
+    + '[sources.shopapi]\nignore_columns = ["invoiceType"]\n'
+)
 
 #: The registry's Chinese export layout, in file order.
 REGISTRY_COLUMNS: tuple[str, ...] = (
@@ -360,9 +406,9 @@ def _plan(rows: int, window_days: int, layout: str = "flat") -> _Plan:
     K = max(3, rows // 2000) cases per kind and night are spread over the window's days, rounded up to
     whole cases per day (so a night holds window_days * ceil(K / window_days) >= K of each kind).
     Pending invoices only surface as PENDING_SYNC on the last two days of a night, so each day gets
-    ceil(K / 2) of them. The real layout adds its own kinds (lines, risk levels, a stale blue) after
-    the flat layout's slots, so the flat layout's ranks never move; a day then needs 1.5 invoices per
-    slot instead of 2.
+    ceil(K / 2) of them. The real layout adds its own kinds (lines, risk levels, a stale blue, the
+    issuance and upload states) after the flat layout's slots, so the flat layout's ranks never move; a
+    day then needs 1.5 invoices per slot instead of 2.
     """
     per_day = math.ceil(rows / window_days)
     k_night = max(3, rows // 2000)
@@ -386,6 +432,8 @@ def _plan(rows: int, window_days: int, layout: str = "flat") -> _Plan:
             slots += [(kind, None)] * k_day
         for _ in range(k_day):  # partial red issued, the issuer's blue still says normal
             slots += [("pair", "stale"), ("pair", "stale")]
+        for kind in _STATE_KINDS:
+            slots += [(kind, None)] * k_day
     if per_day > 9_000_000:  # keeps s * multiplier inside BIGINT and s inside the 2^24 key space
         raise ValueError(f"rows={rows} exceeds {9_000_000 * window_days} for a {window_days}-day window")
     need = 2 * len(slots) if layout == "flat" else math.ceil(1.5 * len(slots))
@@ -700,6 +748,10 @@ UNION ALL
 SELECT system2 AS src, part AS file_part, 0 AS copy_no, * EXCLUDE (system, system2, part, dup_part)
 FROM inv WHERE dk = 'dup_across'
 """
+# What the expected findings read besides: the issue time as written and the upload state (none here).
+_ISS_VIEW_FLAT_STATES = r"""
+CREATE VIEW iss_states AS SELECT *, issue_time AS written_time, CAST(NULL AS VARCHAR) AS upload FROM iss
+"""
 
 # The registry snapshot of our sellers' invoices: arrived by as_of and dated (by the registry) inside
 # the window. code_special keeps the key's legacy code even when the registry's type differs.
@@ -726,68 +778,84 @@ CREATE TABLE expected_keys AS
 WITH
 monitored AS (SELECT DISTINCT seller_idx FROM iss),
 scope AS (SELECT * FROM reg WHERE seller_idx IN (SELECT seller_idx FROM monitored)),
+-- Absent from the registry: missing (or pending, by the issue time as the issuer wrote it), with its
+-- cause from the issuer's states; a failed issuance was never issued: NOT_ISSUED, no cause.
 missing AS (
     SELECT DISTINCT
-           CASE WHEN i.issue_time < $grace_cutoff THEN 'MISSING_IN_REGISTRY'
+           CASE WHEN i.status = 'failed' THEN 'NOT_ISSUED'
+                WHEN i.written_time < $grace_cutoff THEN 'MISSING_IN_REGISTRY'
                 ELSE 'PENDING_SYNC' END AS category,
-           i.iss_key_id AS key_id, '' AS field, i.src AS source_system
-    FROM iss AS i ANTI JOIN reg AS r ON r.key_id = i.iss_key_id
+           i.iss_key_id AS key_id, '' AS field, i.src AS source_system,
+           CASE WHEN i.status = 'failed' THEN ''
+                WHEN i.status = 'issuing' AND i.written_time < $grace_cutoff THEN 'stuck_issuing'
+                WHEN i.status = 'issuing' THEN 'issuing'
+                WHEN i.upload = 'uploaded' THEN 'uploaded_but_absent'
+                WHEN i.upload = 'failed' THEN 'upload_failed'
+                WHEN i.upload IN ('not_uploaded', 'uploading', 'signature_failed') THEN i.upload
+                ELSE 'unknown' END AS cause
+    FROM iss_states AS i ANTI JOIN reg AS r ON r.key_id = i.iss_key_id
 ),
 missing_issuer AS (
-    SELECT DISTINCT 'MISSING_IN_ISSUER', r.key_id, '', 'registry'
+    SELECT DISTINCT 'MISSING_IN_ISSUER', r.key_id, '', 'registry', ''
     FROM scope AS r ANTI JOIN iss AS i ON i.iss_key_id = r.key_id
 ),
 repeated AS (SELECT iss_key_id FROM iss GROUP BY iss_key_id HAVING count(*) > 1),
 repeated_rows AS (SELECT i.src, i.iss_key_id FROM iss AS i SEMI JOIN repeated AS k USING (iss_key_id)),
 dup_source AS (
-    SELECT 'DUPLICATE_IN_SOURCE', iss_key_id, '', src FROM repeated_rows
+    SELECT 'DUPLICATE_IN_SOURCE', iss_key_id, '', src, '' FROM repeated_rows
     GROUP BY src, iss_key_id HAVING count(*) > 1
     UNION ALL
-    SELECT 'DUPLICATE_IN_SOURCE', key_id, '', 'registry' FROM scope GROUP BY key_id HAVING count(*) > 1
+    SELECT 'DUPLICATE_IN_SOURCE', key_id, '', 'registry', '' FROM scope GROUP BY key_id HAVING count(*) > 1
 ),
 dup_across AS (
-    SELECT 'DUPLICATE_ACROSS_ISSUERS', iss_key_id, '', array_to_string(list_sort(list_distinct(list(src))), ',')
+    SELECT 'DUPLICATE_ACROSS_ISSUERS', iss_key_id, '', array_to_string(list_sort(list_distinct(list(src))), ','), ''
     FROM repeated_rows GROUP BY iss_key_id HAVING count(DISTINCT src) > 1
 ),
--- duplicates are exact copies (copy_no > 0): one row per key and source is compared
+-- duplicates are exact copies (copy_no > 0): one row per key and source is compared; a column a system
+-- does not export (buyer names in taxctl and batch, invoice types in the three with states) is NULL
 both_sides AS (
     SELECT i.src, i.iss_key_id AS key_id,
            i.fen AS i_fen, r.fen AS r_fen, i.tax AS i_tax, r.tax AS r_tax, i.total AS i_total, r.total AS r_total,
            CAST(i.issue_time AS DATE) AS i_date, CAST(r.issue_time AS DATE) AS r_date,
            i.seller_idx AS i_seller, r.seller_idx AS r_seller,
            i.buyer_idx AS i_buyer_id, r.buyer_id_idx AS r_buyer_id,
-           i.buyer_idx AS i_buyer_name, r.buyer_name_idx AS r_buyer_name,
-           i.is_special AS i_special, r.is_special AS r_special, i.status AS i_status, r.status AS r_status
+           CASE WHEN i.src NOT IN ('taxctl', 'batch') THEN i.buyer_idx END AS i_buyer_name,
+           r.buyer_name_idx AS r_buyer_name,
+           CASE WHEN i.src NOT IN ('taxctl', 'shopapi', 'batch') THEN i.is_special END AS i_special,
+           r.is_special AS r_special, i.status AS i_status, r.status AS r_status
     FROM iss AS i JOIN scope AS r ON r.key_id = i.iss_key_id
     WHERE i.copy_no = 0 AND r.copy_no = 0
 ),
 field_mismatch AS (
-    SELECT 'FIELD_MISMATCH', key_id, 'amount', src FROM both_sides WHERE i_fen <> r_fen
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'tax_amount', src FROM both_sides WHERE i_tax <> r_tax
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'total_amount', src FROM both_sides WHERE i_total <> r_total
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'issue_date', src FROM both_sides WHERE i_date <> r_date
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'seller_tax_id', src FROM both_sides WHERE i_seller <> r_seller
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_tax_id', src FROM both_sides WHERE i_buyer_id <> r_buyer_id
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_name', src FROM both_sides WHERE i_buyer_name <> r_buyer_name
-    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'invoice_type', src FROM both_sides WHERE i_special <> r_special
+    SELECT 'FIELD_MISMATCH', key_id, 'amount', src, '' FROM both_sides WHERE i_fen <> r_fen
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'tax_amount', src, '' FROM both_sides WHERE i_tax <> r_tax
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'total_amount', src, '' FROM both_sides WHERE i_total <> r_total
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'issue_date', src, '' FROM both_sides WHERE i_date <> r_date
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'seller_tax_id', src, '' FROM both_sides WHERE i_seller <> r_seller
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_tax_id', src, '' FROM both_sides WHERE i_buyer_id <> r_buyer_id
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'buyer_name', src, '' FROM both_sides WHERE i_buyer_name <> r_buyer_name
+    UNION ALL SELECT 'FIELD_MISMATCH', key_id, 'invoice_type', src, '' FROM both_sides WHERE i_special <> r_special
 ),
+-- an issuer still issuing has no status to compare (the registry may already hold the invoice); a failed
+-- issuance the registry holds is a mismatch like any other
 status_findings AS (
     SELECT CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'REGISTRY_RISK' ELSE 'STATUS_MISMATCH' END,
            key_id, 'status',
-           CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'registry' ELSE src END
-    FROM both_sides WHERE i_status <> r_status
+           CASE WHEN r_status IN ('out_of_control', 'abnormal') THEN 'registry' ELSE src END, ''
+    FROM both_sides
+    WHERE i_status <> r_status AND (i_status <> 'issuing' OR r_status IN ('out_of_control', 'abnormal'))
 ),
 sides AS ({sides}),
 invalid AS (
-    SELECT 'INVALID_RECORD', key_id, 'total_amount', src FROM sides WHERE total <> fen + tax
+    SELECT 'INVALID_RECORD', key_id, 'total_amount', src, '' FROM sides WHERE total <> fen + tax
     UNION ALL
-    SELECT 'INVALID_RECORD', key_id, 'tax_amount', src FROM sides WHERE rate_bad
+    SELECT 'INVALID_RECORD', key_id, 'tax_amount', src, '' FROM sides WHERE rate_bad
     UNION ALL
-    SELECT 'INVALID_RECORD', key_id, 'lines', src FROM sides WHERE lines_bad
+    SELECT 'INVALID_RECORD', key_id, 'lines', src, '' FROM sides WHERE lines_bad
     UNION ALL
-    SELECT 'INVALID_RECORD', key_id, 'invoice_number', src FROM sides WHERE bad_number
+    SELECT 'INVALID_RECORD', key_id, 'invoice_number', src, '' FROM sides WHERE bad_number
     UNION ALL
-    SELECT 'INVALID_RECORD', key_id, 'buyer_tax_id', src FROM sides WHERE bad_buyer_id
+    SELECT 'INVALID_RECORD', key_id, 'buyer_tax_id', src, '' FROM sides WHERE bad_buyer_id
 ),
 reds AS (SELECT DISTINCT src, iss_key_id AS key_id, total, orig_key_id FROM iss WHERE fen < 0),
 blues AS (
@@ -802,7 +870,7 @@ red_sums AS (
     GROUP BY orig_key_id
 ),
 orphans AS (
-    SELECT 'ORPHAN_RED_INVOICE', r.key_id, '', r.src
+    SELECT 'ORPHAN_RED_INVOICE', r.key_id, '', r.src, ''
     FROM reds AS r
     LEFT JOIN blues AS b ON b.key_id = r.orig_key_id
     LEFT JOIN red_sums AS rs ON rs.orig_key_id = r.orig_key_id
@@ -836,7 +904,7 @@ SELECT e.category,
        {code} AS invoice_code,
        CASE WHEN e.key_id < 0 THEN i.typo_number
             ELSE inv_number(i.is_digital, i.s, d.yy, d.doy, d.m12, d.off12, d.m8, d.off8) END AS invoice_number,
-       e.field, e.source_system
+       e.field, e.source_system, e.cause
 FROM expected_keys AS e
 JOIN inv AS i ON i.key_id = abs(e.key_id)
 JOIN days AS d ON d.dn = i.dn
@@ -1015,8 +1083,38 @@ POS_COLUMNS: tuple[str, ...] = (
     "税额", "价税合计金额", "发票状态", "备注",
 )  # fmt: skip
 
+#: The 税控 query export (GB18030): pinyin headers, the issuance state (开票状态) and upload state (bszt) as codes.
+TAXCTL_COLUMNS: tuple[str, ...] = (
+    "fpdm", "fphm", "zzfphm", "kprq", "gfsh", "xfsh", "hjje", "hjse", "jshj", "开票状态", "bszt",
+)  # fmt: skip
+#: The shop's invoicing API (JSON Lines), field order; 数电 invoices only.
+SHOPAPI_FIELDS: tuple[str, ...] = (
+    "orderNo", "allElectronicInvoiceNumber", "invoiceTime", "invoiceType", "exTaxAmount", "taxAmount",
+    "orderAmount", "salerTaxNum", "payerTaxNo", "payerName", "status", "上传状态",
+)  # fmt: skip
+#: The batch-invoicing template's header row (below its instruction rows; '*' marks required columns).
+BATCH_COLUMNS: tuple[str, ...] = (
+    "单据编号*", "发票代码", "发票号码*", "开票日期*", "销售方税号*", "购买方税号", "合计金额*", "合计税额*",
+    "价税合计(小写)*", "发票状态", "报送状态",
+)  # fmt: skip
+#: The template's instruction rows (the night uses the first 2 to 4): cells by column letter.
+_BATCH_INSTRUCTIONS: tuple[dict[str, str], ...] = (
+    {"A": "填表说明：带*为必填项；发票号码为 8 位（税控发票）或 20 位（数电发票）数字；金额单位为元，保留两位小数"},
+    {"A": "不超过 40 个字符", "B": "10 或 12 位数字", "C": "8 或 20 位数字", "D": "yyyy-mm-dd hh:mm:ss",
+     "E": "15 至 20 位", "G": "最多两位小数", "H": "最多两位小数", "I": "合计金额与合计税额之和"},
+    {"A": "发票状态：开票成功、已开具、签章中、签章失败、开票失败；报送状态：已报送、未报送、报送中、报送失败、验签失败"},
+    {"A": "本模板由开票系统导出，请勿修改表头"},
+)  # fmt: skip
+
 # Kinds only the real layout has (one slot each, after the flat layout's slots).
 _REAL_KINDS: tuple[str, ...] = ("risk_level", "reg_lines", "lines_header")
+# Kinds of the issuing systems with issuance and upload states (taxctl, shopapi, batch), after those:
+# absent from the registry with each upload state, stuck issuing, still issuing but already in the
+# registry (no finding), a failed issuance absent (NOT_ISSUED) and one the registry holds (STATUS_MISMATCH).
+_STATE_KINDS: tuple[str, ...] = (
+    "not_uploaded", "uploading", "upload_failed", "signature_failed", "stuck_issuing", "issuing_present",
+    "failed_absent", "failed_present",
+)  # fmt: skip
 
 #: Items by rate code (13, 9, 6, 免税 = -2, 不征税 = -1; 3 %, 1 % and 0 % sell the 13 % goods):
 #: (name, 税收分类编码, unit, 规格型号). A unit of 项, 次 or 月 is a service: quantity 1.
@@ -1234,6 +1332,65 @@ FROM ln
 GROUP BY key_id
 """
 
+# Which issuing system exports each invoice, and the states of the systems that have them. The flat
+# layout's draw (erp / pos / webshop) stands, then about a quarter of the invoices whose defects the new
+# systems can carry move to them: taxctl, shopapi (数电 only: it has no 发票代码) and batch. Their kinds
+# rotate over the systems that have the state's word, day by day, so a night has each in each system;
+# the first three anchors of a day are clean invoices of the three. An invoice the registry has not got
+# (lost, pending) goes to a new system every other day: uploaded but absent there, unknown elsewhere.
+# None of them has an invoice type, a rate or a remark column, and taxctl and batch no buyer name: the
+# defects that need those (and red invoices, cross-issuer copies) stay in the first three.
+_ROUTE_SQL = r"""
+CREATE OR REPLACE TABLE inv AS
+WITH r AS (
+    SELECT i.*, coalesce(ro.j, 0) AS kind_j, hr(d.ds, i.s, 47, 100) AS route_h, d.ds AS route_ds
+    FROM inv AS i
+    JOIN days AS d ON d.dn = i.dn
+    LEFT JOIN roles AS ro ON ro.dn = i.dn AND ro.s = i.s
+), routed AS (
+    SELECT *,
+        CASE WHEN dk = 'lines_header' THEN 'erp'
+             WHEN dk = 'anchor' AND kind_j < 3 THEN ['taxctl', 'shopapi', 'batch'][kind_j + 1]
+             WHEN dk IN ('not_uploaded', 'upload_failed', 'stuck_issuing', 'issuing_present', 'failed_absent',
+                         'failed_present')
+                 THEN ['taxctl', 'shopapi', 'batch'][(dn + kind_j) % 3 + 1]
+             WHEN dk IN ('uploading', 'signature_failed') THEN ['taxctl', 'batch'][(dn + kind_j) % 2 + 1]
+             WHEN dk IN ('lost', 'pending') AND (dn + kind_j) % 2 = 1
+                 THEN ['taxctl', 'shopapi', 'batch'][(dn + kind_j) // 2 % 3 + 1]
+             WHEN dk = 'voided' AND route_h < 12 THEN 'taxctl'
+             WHEN dk IN ('', 'anchor', 'clean', 'dup_issuer', 'dup_registry', 'fm_amount', 'fm_date',
+                         'fm_buyer_tax_id', 'fm_seller_tax_id', 'status_voided', 'registry_risk', 'inv_total',
+                         'inv_checksum', 'inv_typo', 'risk_level', 'reg_lines')
+                 THEN CASE WHEN route_h < 12 THEN 'taxctl'
+                           WHEN route_h < 22 AND is_digital THEN 'shopapi'
+                           WHEN route_h BETWEEN 22 AND 29 THEN 'batch'
+                           ELSE system END
+             ELSE system END AS routed_system
+    FROM r
+)
+SELECT * EXCLUDE (kind_j, route_h, route_ds, routed_system) REPLACE (
+           routed_system AS system,
+           is_digital OR routed_system = 'shopapi' AS is_digital,
+           CASE WHEN dk IN ('stuck_issuing', 'issuing_present') THEN 'issuing'
+                WHEN dk IN ('failed_absent', 'failed_present') THEN 'failed'
+                ELSE status END AS status,
+           CASE WHEN dk IN ('not_uploaded', 'uploading', 'upload_failed', 'signature_failed', 'stuck_issuing',
+                            'failed_absent') THEN NULL
+                ELSE arrival END AS arrival),
+       CASE WHEN routed_system NOT IN ('taxctl', 'shopapi', 'batch') THEN NULL
+            WHEN dk IN ('not_uploaded', 'stuck_issuing', 'failed_absent', 'failed_present') THEN 'not_uploaded'
+            WHEN dk = 'uploading' THEN 'uploading'
+            WHEN dk = 'upload_failed' THEN 'failed'
+            WHEN dk = 'signature_failed' THEN 'signature_failed'
+            WHEN dk = 'issuing_present' THEN CASE WHEN routed_system = 'shopapi' THEN 'not_uploaded' ELSE 'uploading' END
+            ELSE 'uploaded' END AS upload,
+       routed_system = 'taxctl' AND hr(route_ds, s, 48, 100) < 25 AS date_only,
+       routed_system = 'taxctl' AND (is_digital OR routed_system = 'shopapi')
+           AND ((dk = 'anchor' AND kind_j = 0) OR hr(route_ds, s, 49, 100) < 30) AS both_numbers,
+       CAST(hr(route_ds, s, 50, 100) AS TINYINT) AS word_h
+FROM routed
+"""
+
 # The invoices' money becomes their lines' sums; the real layout's kinds set their columns.
 _REAL_INV_SQL = r"""
 CREATE OR REPLACE TABLE inv AS
@@ -1277,6 +1434,12 @@ SELECT system2 AS src, CAST(part AS INTEGER) AS file_part, 0 AS copy_no,
        * EXCLUDE (system, system2, part, dup_part)
 FROM inv WHERE dk = 'dup_across'
 """
+# The issue time as the issuer wrote it: taxctl writes some as a date only (2026.03.05), which is midnight.
+_ISS_VIEW_REAL_STATES = r"""
+CREATE VIEW iss_states AS
+SELECT *, CASE WHEN date_only THEN CAST(CAST(issue_time AS DATE) AS TIMESTAMP) ELSE issue_time END AS written_time
+FROM iss
+"""
 
 _REG_SQL_REAL = r"""
 CREATE TABLE reg AS
@@ -1302,6 +1465,7 @@ _REAL_SIDES = r"""
     SELECT src, iss_key_id AS key_id, fen, tax, total, bad_buyer_id,
            iss_key_id < 0 AND length(typo_number) <> 8 AS bad_number,
            CASE WHEN src = 'erp' THEN i_line_bad
+                WHEN src IN ('taxctl', 'shopapi', 'batch') THEN false  -- no rate column
                 ELSE single_code IS NOT NULL AND abs(fen * greatest(single_code, 0) - tax * 100) > 600
            END AS rate_bad,
            src = 'erp' AND line_defect <> '' AS lines_bad
@@ -1313,7 +1477,7 @@ _REAL_SIDES = r"""
 """
 _REAL_EXTRA = r"""
     UNION ALL
-    SELECT 'REGISTRY_RISK', key_id, 'risk_level', 'registry' FROM reg
+    SELECT 'REGISTRY_RISK', key_id, 'risk_level', 'registry', '' FROM reg
     WHERE reg_risk <> '正常'
       AND (seller_idx IN (SELECT seller_idx FROM monitored) OR key_id IN (SELECT iss_key_id FROM iss))"""
 
@@ -1361,7 +1525,8 @@ SELECT i.src, i.file_part, i.copy_no, i.dn, i.key_id, i.iss_key_id, i.issue_time
        CASE WHEN i.bad_buyer_id THEN break_check(bu.tax_id) ELSE bu.tax_id END AS buyer_tax_id,
        bu.name AS buyer_name, other.name AS other_buyer_name,
        CASE WHEN i.is_digital THEN NULLIF(x.orig_number, '') END AS orig_number, x.remark,
-       x.doc || CASE WHEN i.copy_no = 1 THEN '-1' ELSE '' END AS doc
+       x.doc || CASE WHEN i.copy_no = 1 THEN '-1' ELSE '' END AS doc,
+       i.upload, i.date_only, i.both_numbers, i.word_h
 FROM iss AS i
 JOIN itx AS x ON x.key_id = i.key_id
 JOIN sellers AS se ON se.idx = i.seller_idx
@@ -1420,6 +1585,61 @@ SELECT code AS invoice_code, number AS invoice_number, invoice_type,
        fen_txt(total) AS total_amount, status, orig_number AS original_invoice_number,
        NULLIF(remark, '') AS remark
 FROM iss_txt WHERE src = 'webshop' AND dn = {dn}
+ORDER BY issue_time, iss_key_id, copy_no
+"""
+
+# The 税控 query export: pinyin headers, state codes (TAXCTL_STATUS_CODES, TAXCTL_UPLOAD_CODES), times as
+# 2026.03.05 10:11:12 or a date only; a 数电 invoice's 20-digit number in zzfphm, and on some rows its last
+# eight digits in fphm too (the 20-digit one is the key). No names, types, rates or remarks.
+_TAXCTL_SELECT = r"""
+SELECT NULLIF(code, '') AS fpdm,
+       CASE WHEN NOT is_digital THEN number WHEN both_numbers THEN right(number, 8) END AS fphm,
+       CASE WHEN is_digital THEN number END AS zzfphm,
+       strftime(issue_time, CASE WHEN date_only THEN '%Y.%m.%d' ELSE '%Y.%m.%d %H:%M:%S' END) AS kprq,
+       NULLIF(buyer_tax_id, '') AS gfsh, seller_tax_id AS xfsh,
+       fen_txt(fen) AS hjje, fen_txt(tax) AS hjse, fen_txt(total) AS jshj,
+       CASE status WHEN 'normal' THEN '0' WHEN 'issuing' THEN '1' WHEN 'failed' THEN '2' WHEN 'voided' THEN '3' END
+           AS "开票状态",
+       CASE upload WHEN 'not_uploaded' THEN '0' WHEN 'uploaded' THEN '1' WHEN 'failed' THEN '2'
+            WHEN 'signature_failed' THEN '3' WHEN 'uploading' THEN '4' END AS bszt
+FROM iss_txt WHERE src = 'taxctl' AND dn = {dn}
+ORDER BY issue_time, iss_key_id, copy_no
+"""
+
+# The shop's invoicing API, one JSON object a line: the instant in epoch milliseconds (UTC; the night's
+# times are Beijing wall-clock, 8 hours ahead), amounts as strings, invoiceType 1 = blue (a flag, not a
+# kind), the states as words. 数电 invoices only.
+_SHOPAPI_SELECT = r"""
+SELECT 'DD' || substr(doc, 3) AS "orderNo", number AS "allElectronicInvoiceNumber",
+       epoch_ms(issue_time) - 28800000 AS "invoiceTime", '1' AS "invoiceType",
+       fen_txt(fen) AS "exTaxAmount", fen_txt(tax) AS "taxAmount", fen_txt(total) AS "orderAmount",
+       seller_tax_id AS "salerTaxNum", buyer_tax_id AS "payerTaxNo", buyer_name AS "payerName",
+       CASE status WHEN 'normal' THEN '开票完成' WHEN 'issuing' THEN '开票中'
+            WHEN 'failed' THEN CASE WHEN word_h < 50 THEN '开票失败' ELSE '签章失败' END END AS status,
+       CASE upload WHEN 'uploaded' THEN '已上传' WHEN 'not_uploaded' THEN '未上传' WHEN 'failed' THEN '上传失败' END
+           AS "上传状态"
+FROM iss_txt WHERE src = 'shopapi' AND dn = {dn}
+ORDER BY issue_time, iss_key_id, copy_no
+"""
+
+# The batch-invoicing template's rows as sheet XML (below the instruction and header rows): the ERP's
+# document number, 发票代码 / 发票号码 (8 or 20 digits), amounts as numbers, the states as words.
+_BATCH_XML = r"""
+SELECT concat('<row r="', rn, '">', xt('A', rn, doc), xt('B', rn, code), xt('C', rn, number),
+              xt('D', rn, strftime(issue_time, '%Y-%m-%d %H:%M:%S')), xt('E', rn, seller_tax_id),
+              xt('F', rn, buyer_tax_id), xn('G', rn, fen_txt(fen)), xn('H', rn, fen_txt(tax)),
+              xn('I', rn, fen_txt(total)),
+              xt('J', rn, CASE status WHEN 'normal' THEN CASE WHEN word_h < 60 THEN '开票成功' ELSE '已开具' END
+                                      WHEN 'issuing' THEN '签章中'
+                                      WHEN 'failed' THEN CASE WHEN word_h < 50 THEN '签章失败' ELSE '开票失败' END END),
+              xt('K', rn, CASE upload WHEN 'uploaded' THEN '已报送' WHEN 'not_uploaded' THEN '未报送'
+                                      WHEN 'uploading' THEN '报送中' WHEN 'failed' THEN '报送失败'
+                                      WHEN 'signature_failed' THEN '验签失败' END),
+              '</row>')
+FROM (
+    SELECT *, CAST(row_number() OVER (ORDER BY issue_time, iss_key_id, copy_no) + {first_row} - 1 AS VARCHAR) AS rn
+    FROM iss_txt WHERE src = 'batch'
+)
 ORDER BY issue_time, iss_key_id, copy_no
 """
 
