@@ -52,3 +52,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]], *, columns: list[str] | No
         for r in rows:
             w.writerow([r.get(c, "") for c in cols])
     return path
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
+    """A CSV in the file's own headers (not the canonical ones)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding=encoding, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path

@@ -595,7 +595,6 @@ def test_exceptions_csv_neutralises_formula_starts_but_keeps_numbers(tmp_path):
                                            ("12,345,678.90", "12345678.90")])
 def test_a_comma_that_cannot_be_a_thousands_separator_is_rejected(tmp_path, amount, loaded):
     from factories import invoice, write_csv
-
     from fapiao_audit.config import Config
     from fapiao_audit.db import connect
     from fapiao_audit.ingest import ingest_night
@@ -621,7 +620,6 @@ def test_a_comma_that_cannot_be_a_thousands_separator_is_rejected(tmp_path, amou
 
 def test_an_offset_after_a_space_is_read(tmp_path):
     from factories import invoice, write_csv
-
     from fapiao_audit.config import Config
     from fapiao_audit.db import connect
     from fapiao_audit.ingest import ingest_night
@@ -861,7 +859,7 @@ def test_a_workbook_declaring_fewer_rows_than_it_holds_is_read_whole(tmp_path):
 def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
     """A 34 MB remark (beyond DuckDB's 32 MiB buffer): the row is rejected with its reason, and the file's
     rows still add up (it neither vanishes nor stops the night)."""
-    from factories import invoice, write_csv
+    from factories import invoice
 
     day = "2026-11-18"
     landing = tmp_path / "landing"

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import openpyxl
 import pytest
 
-from factories import BUYER_C, NIGHT, SELLER_A, invoice, write_csv
+from factories import BUYER_C, NIGHT, SELLER_A, invoice, write_csv, write_rows
 from fapiao_audit.cli import main
 from fapiao_audit.config import Config, build_config
 from fapiao_audit.errors import ConfigError
@@ -22,15 +22,6 @@ from fapiao_audit.reconcile import fetch_findings, reconcile_night
 
 DAY = NIGHT.isoformat()
 OLD = "2026-11-18"  # issued three days before the night: past the 48 h grace period
-
-
-def write_rows(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding=encoding, newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
@@ -189,6 +180,9 @@ SOURCES = """
 [sources.taxctl.values.upload_status]
 "0" = "未报送"
 "1" = "已报送"
+"2" = "报送失败"
+"3" = "验签失败"
+"4" = "报送中"
 [sources.taxctl.values.tax_rate]
 "-1" = "不征税"
 "-2" = "免税"
@@ -491,20 +485,7 @@ def test_a_night_of_real_issuer_exports_finds_every_cause_and_nothing_false(tmp_
     ])
     reports = tmp_path / "reports"
     config = tmp_path / "c.toml"
-    config.write_text("""
-[sources.taxctl.values.status]
-"0" = "开票成功"
-"1" = "开票中"
-"2" = "开票失败"
-[sources.taxctl.values.upload_status]
-"0" = "未报送"
-"1" = "已报送"
-"2" = "报送失败"
-"3" = "验签失败"
-"4" = "报送中"
-[sources.shop]
-ignore_columns = ["invoiceType"]
-""", encoding="utf-8")
+    config.write_text(SOURCES, encoding="utf-8")
     code = main(["run", "--night", DAY, "--landing", str(landing), "--reports", str(reports),
                  "--db", str(tmp_path / "d.duckdb"), "--config", str(config)])
     assert code in (0, 1)

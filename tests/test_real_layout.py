@@ -3,13 +3,12 @@ red-invoice remarks, totals rows, header variants, line files and the line rules
 
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from factories import BUYER_C, NIGHT, SELLER_A, invoice, write_csv
+from factories import BUYER_C, NIGHT, SELLER_A, invoice, write_csv, write_rows
 from fapiao_audit.config import Config
 from fapiao_audit.ingest import header_key, ingest_night, map_headers
 from fapiao_audit.reconcile import fetch_findings, reconcile_night
@@ -17,15 +16,6 @@ from fapiao_audit.reconcile import fetch_findings, reconcile_night
 DAY = "2026-11-18 10:00:00"
 LINE_HEADERS = ["单据编号", "发票代码", "发票号码", "开票日期", "销方识别号", "销方名称", "购方识别号", "购方名称",
                 "项目名称", "数量", "单价", "金额", "税率", "税额", "发票状态", "备注"]
-
-
-def write_rows(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding=encoding, newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def registry_with(tmp_path: Path, rows: list[dict[str, str]]) -> Path:

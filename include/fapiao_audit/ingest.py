@@ -34,13 +34,13 @@ from .model import (
     RISK_WORDS,
     STATUS_WORDS,
     UPLOAD_WORDS,
-    UnreadFile,
     FileReport,
     SourceTotals,
+    UnreadFile,
     source_totals,
     word_lists,
 )
-from .xlsx import Limits, NotPlain, Workbook, XlsxError
+from .xlsx import DEFAULT_LIMITS, Limits, NotPlain, Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
 REGISTRY = "registry"
@@ -398,7 +398,7 @@ class _Reader:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20,
                  overrides: dict[str, str] | None = None, ignore: Iterable[str] = (),
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.con = con
         self.limits = limits
         self.tmp_dir = tmp_dir

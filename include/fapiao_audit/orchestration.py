@@ -101,7 +101,6 @@ def ingest_one(night: date, source: str) -> dict[str, Any]:
 
 def prune(night: date, sources: list[str]) -> None:
     from .ingest import prune_sources
-
     from .pipeline import check_sources
 
     paths, cfg = settings()

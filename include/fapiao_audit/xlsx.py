@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-__all__ = ["Limits", "NotPlain", "Workbook", "XlsxError"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "NotPlain", "Workbook", "XlsxError"]
 
 #: Built-in number formats that show dates or times (ECMA-376 18.8.30, with the CJK ids 27-36, 50-58).
 _BUILTIN_DATE_FORMATS = frozenset([*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)])
@@ -101,10 +101,13 @@ class Limits:
     columns: int = 1024
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class Workbook:
     """An open workbook: its sheet names, and its sheets' rows streamed one at a time."""
 
-    def __init__(self, path: Path, *, fast: bool = True, limits: Limits = Limits()) -> None:
+    def __init__(self, path: Path, *, fast: bool = True, limits: Limits = DEFAULT_LIMITS) -> None:
         self.fast = fast
         self.limits = limits
         try:
