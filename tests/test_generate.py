@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import re
+import tomllib
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from stdnum.cn import uscc
 from fapiao_audit import generate as generate_module
 from fapiao_audit.generate import (
     ERP_LINE_COLUMNS,
-    EXPECTED_COLUMNS,
+    FLAT_EXPECTED_COLUMNS,
+    FLAT_ISSUER_SYSTEMS,
     ISSUER_COLUMNS,
     ISSUER_SYSTEMS,
     LAYOUTS,
@@ -40,6 +42,9 @@ from fapiao_audit.generate import (
     generate_night,
 )
 from fapiao_audit.model import CATEGORY_CODES
+
+#: The flat layout's systems have no issuance state: a failed issuance (NOT_ISSUED) is the real layout's.
+FLAT_CATEGORIES = tuple(c for c in CATEGORY_CODES if c != "NOT_ISSUED")
 
 NIGHT = date(2026, 3, 10)
 ROWS = 2000
@@ -125,7 +130,7 @@ _SHANGHAI = timezone(timedelta(hours=8))  # Asia/Shanghai has had no DST since 1
 
 
 def _rows_of(
-    df: pd.DataFrame, category: str, columns: tuple[str, ...] = EXPECTED_COLUMNS
+    df: pd.DataFrame, category: str, columns: tuple[str, ...] = FLAT_EXPECTED_COLUMNS
 ) -> set[tuple[str, ...]]:
     sub = df[df["category"] == category]
     return set(map(tuple, sub[list(columns)].itertuples(index=False, name=None)))
@@ -227,8 +232,8 @@ def test_issuer_formats(night: GenerateResult) -> None:
 
     issuers = read_issuers(d)
     counts = issuers.groupby("system").size().to_dict()
-    assert counts == {s: night.rows_per_source[s] for s in ISSUER_SYSTEMS}
-    share = {s: counts[s] / len(issuers) for s in ISSUER_SYSTEMS}
+    assert counts == {s: night.rows_per_source[s] for s in FLAT_ISSUER_SYSTEMS}
+    share = {s: counts[s] / len(issuers) for s in FLAT_ISSUER_SYSTEMS}
     assert 0.4 < share["erp"] < 0.6 and 0.2 < share["pos"] < 0.4 and 0.1 < share["webshop"] < 0.3
     assert 0.9 * ROWS < len(issuers) < 1.1 * ROWS
 
@@ -242,7 +247,7 @@ def test_invoice_kinds_and_keys(night: GenerateResult) -> None:
     assert legacy["invoice_code"].str.fullmatch(r"01100\d{7}").all()
     # legacy numbers are 8 digits (7 only for the injected key typos) and keep their leading zeros
     assert legacy["invoice_number"].str.fullmatch(r"\d{7,8}").all()
-    for system in ISSUER_SYSTEMS:
+    for system in FLAT_ISSUER_SYSTEMS:
         mine = legacy[legacy["system"] == system]
         assert (mine["invoice_number"].str.len() == 8).any()
         assert mine["invoice_number"].str.startswith("0").any(), system
@@ -369,14 +374,14 @@ def test_expected_findings_file(night: GenerateResult) -> None:
     raw = night.expected_path.read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(raw.decode("utf-8").splitlines()))
-    assert rows[0] == list(EXPECTED_COLUMNS)
+    assert rows[0] == list(FLAT_EXPECTED_COLUMNS)  # as it always was (no cause column)
     body = [tuple(r) for r in rows[1:]]
     assert body == sorted(body)
     assert len(set(body)) == len(body)
     assert Counter(r[0] for r in body) == {k: v for k, v in night.counts.items() if v}
-    for category in CATEGORY_CODES:
+    for category in FLAT_CATEGORIES:
         assert night.counts[category] > 0, category
-    assert {r[0] for r in body} == set(CATEGORY_CODES)
+    assert {r[0] for r in body} == set(FLAT_CATEGORIES) and night.counts["NOT_ISSUED"] == 0
     legacy = [r for r in body if r[1]]
     assert all(len(r[1]) == 12 for r in legacy)
     assert all(len(r[2]) == 20 and r[1] == "" for r in body if not r[1])
@@ -385,9 +390,9 @@ def test_expected_findings_file(night: GenerateResult) -> None:
 def test_finding_conventions(night: GenerateResult) -> None:
     e = read_expected(night.expected_path)
     k = max(3, ROWS // 2000)
-    for category in CATEGORY_CODES:
+    for category in FLAT_CATEGORIES:
         assert night.counts[category] >= (k if category != "PENDING_SYNC" else 2), category
-    systems = set(ISSUER_SYSTEMS)
+    systems = set(FLAT_ISSUER_SYSTEMS)
 
     across = e[e["category"] == "DUPLICATE_ACROSS_ISSUERS"]
     for value in across["source_system"]:
@@ -612,6 +617,21 @@ RED_REMARKS = {  # every form the platform writes, and the key of the blue invoi
     "code_first": r"被红冲蓝字发票代码：(\d{10}|\d{12}) 被红冲蓝字发票号码：(\d{8})",
 }
 HEADER_FIELDS = ("发票代码", "发票号码", "发票票种", "开票日期", "销方识别号", "购方识别号", "购方名称", "发票状态")
+#: The issuers' own state words (DESIGN.md, "Issuing systems as they really export"), written out here
+#: rather than taken from the product, so that the check stays independent.
+ISSUANCE_WORDS = {
+    "开票完成": "normal", "开票成功": "normal", "已开具": "normal", "开票中": "issuing", "签章中": "issuing",
+    "开票失败": "failed", "签章失败": "failed", "作废中": "voided",
+}  # fmt: skip
+UPLOAD_WORDS = {
+    "已报送": "uploaded", "已上传": "uploaded", "未报送": "not_uploaded", "未上传": "not_uploaded",
+    "报送中": "uploading", "报送失败": "failed", "上传失败": "failed", "验签失败": "signature_failed",
+}  # fmt: skip
+#: A missing invoice's cause by its issuer's upload state (the issuance state issuing comes first).
+CAUSE_OF_UPLOAD = {
+    "uploaded": "uploaded_but_absent", "failed": "upload_failed", "not_uploaded": "not_uploaded",
+    "uploading": "uploading", "signature_failed": "signature_failed", "": "unknown",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -626,6 +646,12 @@ class RealNight:
     pos: pd.DataFrame
     webshop: pd.DataFrame
     expected: pd.DataFrame
+    # the issuers with issuance and upload states, as written, plus: key, issue_time (Beijing,
+    # 'YYYY-MM-DD HH:MM:SS', midnight for a date only), state, upload (words mapped; '' where none), fen columns
+    taxctl: pd.DataFrame
+    shopapi: pd.DataFrame
+    batch: pd.DataFrame
+    batch_rows: list[tuple[object, ...]]  # the template's sheet as it is, instruction rows included
 
 
 def _fen(value: object) -> int:
@@ -695,7 +721,62 @@ def read_real(result: GenerateResult) -> RealNight:
         webshop[column] = webshop[column].map(_fen)
     webshop["key"] = list(zip(webshop["invoice_code"], webshop["invoice_number"], strict=True))
     expected = read_expected(result.expected_path)
-    return RealNight(result, invoices, lines, workbooks, erp, pos, webshop, expected)
+    taxctl, shopapi, batch, batch_rows = read_state_issuers(d)
+    return RealNight(result, invoices, lines, workbooks, erp, pos, webshop, expected, taxctl, shopapi, batch,
+                     batch_rows)
+
+
+def taxctl_codes() -> tuple[dict[str, str], dict[str, str]]:
+    """taxctl's state codes as the configuration the night needs maps them (to words)."""
+    values = tomllib.loads(generate_module.SOURCES_TOML)["sources"]["taxctl"]["values"]
+    return values["status"], values["upload_status"]
+
+
+def read_state_issuers(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[tuple[object, ...]]]:
+    """taxctl (GB18030 CSV), shopapi (JSON Lines) and batch (a template workbook), read back."""
+    status_codes, upload_codes = taxctl_codes()
+    (path,) = sorted((d / "issuers" / "taxctl").glob("*.csv"))
+    taxctl = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="gb18030")
+    taxctl["key"] = [("", z) if z else (c, n) for c, n, z in zip(taxctl["fpdm"], taxctl["fphm"], taxctl["zzfphm"],
+                                                                  strict=True)]  # fmt: skip
+    taxctl["issue_time"] = [
+        (t.replace(".", "-") + ("" if len(t) > 10 else " 00:00:00")) for t in taxctl["kprq"]
+    ]
+    taxctl["state"] = taxctl["开票状态"].map(lambda c: ISSUANCE_WORDS[status_codes[c]])
+    taxctl["upload"] = taxctl["bszt"].map(lambda c: UPLOAD_WORDS[upload_codes[c]])
+    for column in ("hjje", "hjse", "jshj"):
+        taxctl[column] = taxctl[column].map(_fen)
+
+    (path,) = sorted((d / "issuers" / "shopapi").glob("*.jsonl"))
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    shopapi = pd.DataFrame.from_records(records)
+    shopapi["key"] = [("", n) for n in shopapi["allElectronicInvoiceNumber"]]
+    shopapi["issue_time"] = [
+        datetime.fromtimestamp(ms / 1000, _SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") for ms in shopapi["invoiceTime"]
+    ]
+    shopapi["state"] = shopapi["status"].map(ISSUANCE_WORDS)
+    shopapi["upload"] = shopapi["上传状态"].map(UPLOAD_WORDS)
+    for column in ("exTaxAmount", "taxAmount", "orderAmount"):
+        shopapi[column + "_fen"] = shopapi[column].map(_fen)
+
+    (path,) = sorted((d / "issuers" / "batch").glob("*.xlsx"))
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        (sheet,) = wb.worksheets
+        batch_rows = list(sheet.iter_rows(values_only=True))
+    finally:
+        wb.close()
+    h = next(i for i, r in enumerate(batch_rows) if r and r[0] == "单据编号*")
+    batch = pd.DataFrame([[_cell(v) for v in r] for r in batch_rows[h + 1:]],
+                         columns=[str(c) for c in batch_rows[h]])  # fmt: skip
+    batch["key"] = list(zip(batch["发票代码"], batch["发票号码*"], strict=True))
+    batch["key"] = [("", n) if len(n) == 20 else (c, n) for c, n in batch["key"]]
+    batch["issue_time"] = batch["开票日期*"]
+    batch["state"] = batch["发票状态"].map(ISSUANCE_WORDS)
+    batch["upload"] = batch["报送状态"].map(UPLOAD_WORDS)
+    for column in ("合计金额*", "合计税额*", "价税合计(小写)*"):
+        batch[column] = batch[column].map(_fen)
+    return taxctl, shopapi, batch, batch_rows
 
 
 @pytest.fixture(scope="module")
@@ -742,6 +823,9 @@ def test_real_layout_files(real: GenerateResult) -> None:
         f"issuers/erp/erp_fapiao_lines_{stamp}_2.csv",
         f"issuers/pos/开票记录导出_{stamp}.csv",
         "issuers/webshop/webshop_invoices.jsonl",
+        f"issuers/taxctl/发票查询导出_{stamp}.csv",
+        f"issuers/shopapi/invoices_{stamp}.jsonl",
+        f"issuers/batch/批量开票结果_{stamp}.xlsx",
         f"registry/全量发票查询导出结果（{start}-{stamp}）.xlsx",
     ])  # fmt: skip
     assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) == sorted(
@@ -751,6 +835,9 @@ def test_real_layout_files(real: GenerateResult) -> None:
     assert meta["layout"] == "real" and meta["lines_per_source"] == real.lines_per_source
     assert meta["counts"] == real.counts and set(real.counts) == set(CATEGORY_CODES)
     assert {"risk_level", "reg_lines", "lines_header", "stale_blue", "red_pair"} <= set(meta["injected"])
+    assert set(generate_module._STATE_KINDS) <= set(meta["injected"])
+    assert meta["causes"] == real.causes and meta["config"] == generate_module.SOURCES_TOML
+    assert set(real.rows_per_source) == {*ISSUER_SYSTEMS, "registry"}
 
 
 def test_registry_workbook_as_the_platform_writes_it(real: GenerateResult, rn: RealNight) -> None:
@@ -953,8 +1040,15 @@ def _issuer_records(rn: RealNight) -> pd.DataFrame:
             lambda s: datetime.fromisoformat(s).astimezone(_SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")),
         system="webshop", file="webshop").rename(columns={  # fmt: skip
             "seller_tax_id": "seller", "tax_amount": "tax", "total_amount": "total"})
-    cols = ["system", "file", "key", "issue_time", "seller", "amount", "tax", "total"]
-    return pd.concat([erp[cols], pos[cols], web[cols]], ignore_index=True)
+    taxctl = rn.taxctl.rename(columns={"xfsh": "seller", "hjje": "amount", "hjse": "tax", "jshj": "total"}).assign(
+        system="taxctl", file="taxctl")  # fmt: skip
+    shopapi = rn.shopapi.rename(columns={"salerTaxNum": "seller", "exTaxAmount_fen": "amount", "taxAmount_fen": "tax",
+                                         "orderAmount_fen": "total"}).assign(system="shopapi", file="shopapi")  # fmt: skip
+    batch = rn.batch.rename(columns={"销售方税号*": "seller", "合计金额*": "amount", "合计税额*": "tax",
+                                     "价税合计(小写)*": "total"}).assign(system="batch", file="batch")  # fmt: skip
+    cols = ["system", "file", "key", "issue_time", "seller", "amount", "tax", "total", "state", "upload"]
+    old = [df.assign(state="", upload="")[cols] for df in (erp, pos, web)]  # no issuance or upload states
+    return pd.concat([*old, taxctl[cols], shopapi[cols], batch[cols]], ignore_index=True)
 
 
 def test_real_missing_duplicates_and_sums_match_an_independent_check(rn: RealNight) -> None:
@@ -965,17 +1059,32 @@ def test_real_missing_duplicates_and_sums_match_an_independent_check(rn: RealNig
     as_of = datetime.combine(NIGHT + timedelta(days=1), datetime.min.time())
     cutoff = (as_of - timedelta(hours=48)).strftime("%Y-%m-%d %H:%M:%S")
     absent = issuers[~issuers["key"].isin(reg_keys)]
-    missing = {(k, s) for k, s, t in zip(absent["key"], absent["system"], absent["issue_time"], strict=True)
-               if t < cutoff}  # fmt: skip
-    pending = {(k, s) for k, s, t in zip(absent["key"], absent["system"], absent["issue_time"], strict=True)
-               if t >= cutoff}  # fmt: skip
+    # a failed issuance was never issued: NOT_ISSUED; the others are missing once issued longer ago than
+    # the grace period (as the issuer wrote the time: a date only is midnight), pending until then
+    failed = absent[absent["state"] == "failed"]
+    absent = absent[absent["state"] != "failed"]
+
+    def cause(state: str, upload: str, late: bool) -> str:
+        return ("stuck_issuing" if late else "issuing") if state == "issuing" else CAUSE_OF_UPLOAD[upload]
+
+    rows = list(zip(absent["key"], absent["system"], absent["issue_time"], absent["state"], absent["upload"],
+                    strict=True))  # fmt: skip
+    missing = {(k, s, cause(st, u, True)) for k, s, t, st, u in rows if t < cutoff}
+    pending = {(k, s, cause(st, u, False)) for k, s, t, st, u in rows if t >= cutoff}
 
     def keyed(category: str) -> set[tuple[tuple[str, str], str]]:
         sub = e[e["category"] == category]
         rows = zip(sub["invoice_code"], sub["invoice_number"], sub["source_system"], strict=True)
         return {((c, n), s) for c, n, s in rows}
 
-    assert missing == keyed("MISSING_IN_REGISTRY") and pending == keyed("PENDING_SYNC")
+    def with_cause(category: str) -> set[tuple[tuple[str, str], str, str]]:
+        sub = e[e["category"] == category]
+        rows = zip(sub["invoice_code"], sub["invoice_number"], sub["source_system"], sub["cause"], strict=True)
+        return {((c, n), s, x) for c, n, s, x in rows}
+
+    assert missing == with_cause("MISSING_IN_REGISTRY") and pending == with_cause("PENDING_SYNC")
+    assert {(k, s) for k, s in zip(failed["key"], failed["system"], strict=True)} == keyed("NOT_ISSUED")
+    assert (e.loc[~e["category"].isin(["MISSING_IN_REGISTRY", "PENDING_SYNC"]), "cause"] == "").all()
     monitored = set(issuers["seller"])
     scope = reg[reg["销方识别号"].isin(monitored)]
     assert {(k, "registry") for k in set(scope["key"]) - set(issuers["key"])} == keyed("MISSING_IN_ISSUER")

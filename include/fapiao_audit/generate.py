@@ -234,6 +234,8 @@ class GenerateResult:
     rows_per_source: dict[str, int]
     layout: str = "real"
     lines_per_source: dict[str, int] = field(default_factory=dict)
+    #: (real layout) MISSING_IN_REGISTRY and PENDING_SYNC findings per cause.
+    causes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1333,13 +1335,14 @@ GROUP BY key_id
 """
 
 # Which issuing system exports each invoice, and the states of the systems that have them. The flat
-# layout's draw (erp / pos / webshop) stands, then about a quarter of the invoices whose defects the new
-# systems can carry move to them: taxctl, shopapi (数电 only: it has no 发票代码) and batch. Their kinds
-# rotate over the systems that have the state's word, day by day, so a night has each in each system;
-# the first three anchors of a day are clean invoices of the three. An invoice the registry has not got
-# (lost, pending) goes to a new system every other day: uploaded but absent there, unknown elsewhere.
-# None of them has an invoice type, a rate or a remark column, and taxctl and batch no buyer name: the
-# defects that need those (and red invoices, cross-issuer copies) stay in the first three.
+# layout's draw (erp / pos / webshop) stands, then about a quarter of the clean invoices move to taxctl,
+# shopapi (数电 only: it has no 发票代码; an invoice sent there is a 数电 one) and batch, and so does every
+# third case of the defects they can carry (by day, rotating over the three, so the first three keep
+# most). The state kinds rotate over the systems that have the state's word, day by day, so a night has
+# each in each system; the first three anchors of a day are clean invoices of the three. An invoice the
+# registry has not got (lost, pending) goes to a new system every other day: uploaded but absent there,
+# unknown elsewhere. None of the three has an invoice type, a rate or a remark column, and taxctl and
+# batch no buyer name: the defects that need those (and red invoices, cross-issuer copies) stay put.
 _ROUTE_SQL = r"""
 CREATE OR REPLACE TABLE inv AS
 WITH r AS (
@@ -1357,10 +1360,13 @@ WITH r AS (
              WHEN dk IN ('uploading', 'signature_failed') THEN ['taxctl', 'batch'][(dn + kind_j) % 2 + 1]
              WHEN dk IN ('lost', 'pending') AND (dn + kind_j) % 2 = 1
                  THEN ['taxctl', 'shopapi', 'batch'][(dn + kind_j) // 2 % 3 + 1]
-             WHEN dk = 'voided' AND route_h < 12 THEN 'taxctl'
-             WHEN dk IN ('', 'anchor', 'clean', 'dup_issuer', 'dup_registry', 'fm_amount', 'fm_date',
-                         'fm_buyer_tax_id', 'fm_seller_tax_id', 'status_voided', 'registry_risk', 'inv_total',
-                         'inv_checksum', 'inv_typo', 'risk_level', 'reg_lines')
+             WHEN dk = 'voided' AND (dn + kind_j) % 3 = 0 THEN 'taxctl'
+             WHEN dk = 'inv_typo' AND (dn + kind_j) % 3 = 0 THEN ['taxctl', 'batch'][(dn + kind_j) // 3 % 2 + 1]
+             WHEN dk IN ('dup_issuer', 'dup_registry', 'fm_amount', 'fm_date', 'fm_buyer_tax_id',
+                         'fm_seller_tax_id', 'status_voided', 'registry_risk', 'inv_total', 'inv_checksum',
+                         'risk_level', 'reg_lines') AND (dn + kind_j) % 3 = 0
+                 THEN ['taxctl', 'shopapi', 'batch'][(dn + kind_j) // 3 % 3 + 1]
+             WHEN dk IN ('', 'anchor', 'clean')
                  THEN CASE WHEN route_h < 12 THEN 'taxctl'
                            WHEN route_h < 22 AND is_digital THEN 'shopapi'
                            WHEN route_h BETWEEN 22 AND 29 THEN 'batch'
@@ -1595,7 +1601,8 @@ _TAXCTL_SELECT = r"""
 SELECT NULLIF(code, '') AS fpdm,
        CASE WHEN NOT is_digital THEN number WHEN both_numbers THEN right(number, 8) END AS fphm,
        CASE WHEN is_digital THEN number END AS zzfphm,
-       strftime(issue_time, CASE WHEN date_only THEN '%Y.%m.%d' ELSE '%Y.%m.%d %H:%M:%S' END) AS kprq,
+       CASE WHEN date_only THEN strftime(issue_time, '%Y.%m.%d') ELSE strftime(issue_time, '%Y.%m.%d %H:%M:%S') END
+           AS kprq,
        NULLIF(buyer_tax_id, '') AS gfsh, seller_tax_id AS xfsh,
        fen_txt(fen) AS hjje, fen_txt(tax) AS hjse, fen_txt(total) AS jshj,
        CASE status WHEN 'normal' THEN '0' WHEN 'issuing' THEN '1' WHEN 'failed' THEN '2' WHEN 'voided' THEN '3' END
@@ -1840,7 +1847,7 @@ def _write_night(
     con: duckdb.DuckDBPyConnection, root: Path, night: date, days: Sequence[date]
 ) -> tuple[list[Path], dict[str, int]]:
     """Write the landing files of the prepared tables into ``root``; returns files and row counts."""
-    for system in ISSUER_SYSTEMS:
+    for system in FLAT_ISSUER_SYSTEMS:
         (root / "issuers" / system).mkdir(parents=True)
     (root / "registry").mkdir(parents=True)
     dns = [(d - date(1970, 1, 1)).days for d in days]
@@ -1883,7 +1890,7 @@ def _write_night(
     )
     files.append(target)
 
-    rows: dict[str, int] = dict.fromkeys(ISSUER_SYSTEMS, 0)
+    rows: dict[str, int] = dict.fromkeys(FLAT_ISSUER_SYSTEMS, 0)
     for src, count in con.execute("SELECT src, count(*) FROM iss GROUP BY src").fetchall():
         rows[str(src)] = int(count)
     rows["registry"] = offset
@@ -2091,6 +2098,33 @@ def _sheet_xml(columns: Sequence[str], rows: int, totals: str = "") -> tuple[byt
     return head.encode(), f"{totals}</sheetData></worksheet>".encode()
 
 
+def _template_sheet_xml(
+    columns: Sequence[str], instructions: Sequence[dict[str, str]], rows: int
+) -> tuple[bytes, bytes]:
+    """A template's worksheet XML around its data rows: instruction rows (a one-cell row merged across
+    the table, as templates do), then the header row, then the data rows (numbered from below it)."""
+    last = _column_letters(len(columns) - 1)
+    h = len(instructions) + 1
+    body = []
+    merges = []
+    for r, cells in enumerate(instructions, start=1):
+        body.append(f'<row r="{r}">' + "".join(
+            f'<c r="{col}{r}" t="inlineStr"><is><t>{text}</t></is></c>' for col, text in cells.items()
+        ) + "</row>")  # fmt: skip
+        if list(cells) == ["A"]:
+            merges.append(f'<mergeCell ref="A{r}:{last}{r}"/>')
+    header = "".join(
+        f'<c r="{_column_letters(i)}{h}" t="inlineStr"><is><t>{name}</t></is></c>' for i, name in enumerate(columns)
+    )
+    head = (
+        f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}"><dimension ref="A1:{last}{h + rows}"/><sheetViews>'
+        '<sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><sheetData>'
+        + "".join(body) + f'<row r="{h}">{header}</row>\n'
+    )
+    merged = f'<mergeCells count="{len(merges)}">{"".join(merges)}</mergeCells>' if merges else ""
+    return head.encode(), f"</sheetData>{merged}</worksheet>".encode()
+
+
 def _fen_txt(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
@@ -2166,8 +2200,27 @@ def _write_registry_real(
     return files, invoices, lines
 
 
+def _write_batch_real(con: duckdb.DuckDBPyConnection, target: Path, scratch: Path, instructions: int) -> None:
+    """The batch-invoicing template: ``instructions`` instruction rows, the header row, one row an invoice."""
+    rows = int(con.execute("SELECT count(*) FROM iss_txt WHERE src = 'batch'").fetchone()[0])
+    rows_path = scratch / "batch-rows.xml"
+    _copy_rows(con, _BATCH_XML.format(first_row=int(instructions) + 2), rows_path)
+    head, tail = _template_sheet_xml(BATCH_COLUMNS, _BATCH_INSTRUCTIONS[:instructions], rows)
+    workers = max(1, os.cpu_count() or 1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            _write_xlsx(target, [_Sheet("开票信息", head, rows_path, tail)], pool, workers)
+    finally:
+        rows_path.unlink(missing_ok=True)
+
+
 def _write_night_real(
-    con: duckdb.DuckDBPyConnection, root: Path, scratch: Path, night: date, days: Sequence[date]
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    scratch: Path,
+    night: date,
+    days: Sequence[date],
+    batch_instructions: int,
 ) -> tuple[list[Path], dict[str, int], dict[str, int]]:
     """Write the real layout's landing files; returns files, data rows per source, lines per source."""
     for system in ISSUER_SYSTEMS:
@@ -2189,6 +2242,17 @@ def _write_night_real(
     webshop = [_WEBSHOP_SELECT_REAL.format(dn=int(dn)) for dn in dns]
     _write_chunked(con, webshop, "", target, "FORMAT json", header=False)
     files.append(target)
+    target = root / "issuers" / "taxctl" / f"发票查询导出_{stamp}.csv"
+    taxctl = [_TAXCTL_SELECT.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, taxctl, "", target, "FORMAT csv", header=True, encoding="gb18030")
+    files.append(target)
+    target = root / "issuers" / "shopapi" / f"invoices_{stamp}.jsonl"
+    shopapi = [_SHOPAPI_SELECT.format(dn=int(dn)) for dn in dns]
+    _write_chunked(con, shopapi, "", target, "FORMAT json", header=False)
+    files.append(target)
+    target = root / "issuers" / "batch" / f"批量开票结果_{stamp}.xlsx"
+    _write_batch_real(con, target, scratch, batch_instructions)
+    files.append(target)
 
     registry, invoices, lines = _write_registry_real(con, root / "registry", scratch, days[0], night)
     files.extend(registry)
@@ -2201,6 +2265,21 @@ def _write_night_real(
     erp_lines = rows["erp"]
     rows["registry"] = invoices
     return sorted(files), rows, {"erp": erp_lines, "registry": lines}
+
+
+def _check_states(con: duckdb.DuckDBPyConnection) -> None:
+    """Every issuer row's states have a word (or code) in its system's export: a routing slip would
+    otherwise write an empty cell the expected findings do not foresee."""
+    bad = con.execute(
+        "SELECT src, status, upload, count(*) FROM iss WHERE "
+        "(src IN ('erp', 'pos', 'webshop') AND (upload IS NOT NULL OR status IN ('issuing', 'failed'))) "
+        "OR (src IN ('taxctl', 'shopapi', 'batch') AND (upload IS NULL OR status NOT IN ('normal', 'issuing', 'failed', 'voided'))) "
+        "OR (src IN ('shopapi', 'batch') AND status = 'voided') "
+        "OR (src = 'shopapi' AND (upload NOT IN ('uploaded', 'not_uploaded', 'failed') OR NOT is_digital)) "
+        "GROUP BY ALL"
+    ).fetchall()
+    if bad:  # pragma: no cover - guards the routing
+        raise AssertionError(f"issuer states a system cannot write: {bad}")
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -2321,15 +2400,19 @@ def generate_night(
                 _load(con, "items", items)
                 _load(con, "item_cat", item_cat)
                 for statement in (
-                    _LINE_PLAN_SQL, _BLUE_LINES_SQL, _LINES_SQL, _LINE_SUMS_SQL, *_REAL_INV_SQL.split(";")
+                    _LINE_PLAN_SQL, _BLUE_LINES_SQL, _LINES_SQL, _LINE_SUMS_SQL, _ROUTE_SQL,
+                    *_REAL_INV_SQL.split(";"),
                 ):
                     con.execute(statement)
                 con.execute(_ISS_VIEW_REAL)
+                con.execute(_ISS_VIEW_REAL_STATES)
+                _check_states(con)
                 con.execute(_REG_SQL_REAL, reg_params)
                 sides, extra = _REAL_SIDES, _REAL_EXTRA
                 code = "code_r(i.is_digital, i.is_special, i.is_roll, d.yy, d.doy)"
             else:
                 con.execute(_ISS_VIEW)
+                con.execute(_ISS_VIEW_FLAT_STATES)
                 con.execute(_REG_SQL, reg_params)
                 sides, extra = _FLAT_SIDES, ""
                 code = "inv_code(i.is_digital, i.is_special, d.yy, d.doy)"
@@ -2359,14 +2442,20 @@ def generate_night(
             }
 
             if real:
-                files, rows_per_source, lines_per_source = _write_night_real(con, tmp, spill, night, days)
+                instructions = 2 + (night.toordinal() + seed) % 3  # the template's instruction rows: 2 to 4
+                files, rows_per_source, lines_per_source = _write_night_real(
+                    con, tmp, spill, night, days, instructions
+                )
             else:
                 files, rows_per_source = _write_night(con, tmp, night, days)
             _copy(
                 con,
                 "SELECT category, NULLIF(invoice_code, '') AS invoice_code, invoice_number, "
-                "NULLIF(field, '') AS field, source_system FROM expected",
-                "ORDER BY category, coalesce(invoice_code, ''), invoice_number, coalesce(field, ''), source_system",
+                "NULLIF(field, '') AS field, source_system"
+                + (", NULLIF(cause, '') AS cause" if real else "")
+                + " FROM expected",
+                "ORDER BY category, coalesce(invoice_code, ''), invoice_number, coalesce(field, ''), source_system"
+                + (", coalesce(cause, '')" if real else ""),
                 tmp / "expected_findings.csv",
                 "FORMAT csv, HEADER true",
             )
@@ -2375,6 +2464,13 @@ def generate_night(
                 "SELECT category, count(*) FROM expected GROUP BY ALL"
             ).fetchall():
                 counts[str(category)] = int(count)
+            causes = {
+                str(cause): int(count)
+                for cause, count in con.execute(
+                    "SELECT cause, count(*) FROM expected "
+                    "WHERE category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC') GROUP BY ALL ORDER BY 1"
+                ).fetchall()
+            }
         finally:
             con.close()
 
@@ -2402,6 +2498,9 @@ def generate_night(
         if real:  # (the flat layout's file stays as it always was)
             meta["layout"] = layout
             meta["lines_per_source"] = lines_per_source
+            meta["causes"] = causes
+            meta["batch_instruction_rows"] = instructions
+            meta["config"] = SOURCES_TOML
         (tmp / "generation.json").write_text(
             json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -2420,4 +2519,5 @@ def generate_night(
         rows_per_source=rows_per_source,
         layout=layout,
         lines_per_source=lines_per_source,
+        causes=causes if real else {},
     )
