@@ -89,6 +89,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.exit_code == 0 else EXIT_EXPECTATIONS_FAILED
 
 
+#: The configuration a generated night needs, written beside its night folders (never inside one: every
+#: file of a night's delivery is input).
+GENERATED_CONFIG = "fapiao-audit.toml"
+
+
+def _write_generated_config(folder: Path) -> tuple[Path, bool]:
+    """Write the generated nights' configuration (SOURCES_TOML) into ``folder``, replacing an earlier one
+    the generator wrote; any other file already there (an operator's own) is left alone. Returns the path
+    and whether it now holds SOURCES_TOML."""
+    from .generate import SOURCES_TOML
+
+    path = folder / GENERATED_CONFIG
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return path, False
+        if text == SOURCES_TOML:
+            return path, True
+        if not text.startswith(SOURCES_TOML.splitlines()[0] + "\n"):
+            return path, False
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(SOURCES_TOML, encoding="utf-8")
+    tmp.replace(path)
+    return path, True
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate_night
     from .pipeline import parse_night
@@ -100,12 +128,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rows: {e}") from None
     total = sum(res.counts.values())
     print(f"{res.night_dir}: {len(res.files)} files, {total} expected findings in {res.expected_path.name}")
+    if res.layout == "real":  # taxctl's state codes and shopapi's invoiceType need the sources' tables
+        path, ours = _write_generated_config(args.out)
+        if ours:
+            print(f"configuration: run the night with --config {path} (taxctl's state codes, shopapi's ignored "
+                  "invoiceType)")
+        else:
+            print(f"configuration: the night needs the [sources.taxctl.values.*] and [sources.shopapi] tables of "
+                  f"fapiao_audit.generate.SOURCES_TOML (config.example.toml shows them); {path} exists and was "
+                  "left as it is")
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .config import Config
-    from .generate import generate_night
+    from .generate import SOURCES_TOML, generate_night
     from .pipeline import Paths, parse_night, run_night
 
     last = parse_night(args.last_night) if args.last_night else date.today() - timedelta(days=1)
@@ -113,7 +149,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--nights: between 1 and 31")
     base = args.dir
     landing, reports, db = base / "landing", base / "reports", base / "fapiao.duckdb"
-    cfg = Config()
+    # The generated issuers' value codes and ignored columns: the demo's own configuration file.
+    base.mkdir(parents=True, exist_ok=True)
+    config_path = base / GENERATED_CONFIG
+    config_path.write_text(SOURCES_TOML, encoding="utf-8")
+    cfg = load_config(config_path)
+    print(f"Configuration: {config_path.resolve()}")
     worst = EXIT_OK
     for i in range(args.nights - 1, -1, -1):
         night = last - timedelta(days=i)
