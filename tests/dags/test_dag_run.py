@@ -9,7 +9,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from fapiao_audit.generate import generate_night
+from fapiao_audit.generate import SOURCES_TOML, generate_night
 
 NIGHT = pendulum.date(2026, 11, 21)
 
@@ -21,6 +21,9 @@ def env(tmp_path_factory, airflow_db):
     mp.setenv("FAPIAO_LANDING", str(base / "landing"))
     mp.setenv("FAPIAO_REPORTS", str(base / "reports"))
     mp.setenv("FAPIAO_DB", str(base / "db" / "fapiao.duckdb"))
+    config = base / "fapiao-audit.toml"  # the generated issuers' value codes and ignored columns
+    config.write_text(SOURCES_TOML, encoding="utf-8")
+    mp.setenv("FAPIAO_CONFIG", str(config))
     generate_night(base / "landing", NIGHT, rows=1000, seed=3)
     yield base
     mp.undo()
@@ -81,8 +84,8 @@ def test_passing_night_succeeds(env, dagbag, tmp_path):
     dag = dagbag.dags["fapiao_nightly"]
     cfg = tmp_path / "lenient.toml"
     cfg.write_text("[thresholds]\nmax_duplicate_across_issuers = 1000\nmax_missing_in_registry_rate = 1\n"
-                   "max_missing_in_issuer_rate = 1\nmax_field_mismatch_rate = 1\nmax_rejected_rate = 1\n",
-                   encoding="utf-8")
+                   "max_missing_in_issuer_rate = 1\nmax_field_mismatch_rate = 1\nmax_rejected_rate = 1\n"
+                   + SOURCES_TOML, encoding="utf-8")
     mp = pytest.MonkeyPatch()
     mp.setenv("FAPIAO_CONFIG", str(cfg))
     try:
