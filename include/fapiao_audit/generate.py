@@ -222,9 +222,9 @@ class GenerateResult:
 
     ``files`` are the landing input files (registry and issuers) in sorted order; ``counts`` holds the
     expected findings per category (every category present, possibly 0); ``rows_per_source`` the data
-    rows written per issuing system and for ``registry`` (its invoice rows; the totals row not counted;
-    in the real layout the ERP's rows are its invoice lines); ``lines_per_source`` (real layout) the
-    invoice lines written by the ERP and in the registry's 信息汇总表.
+    rows written per issuing system and for ``registry`` (its invoice rows; the totals row and the batch
+    template's instruction rows not counted; in the real layout the ERP's rows are its invoice lines);
+    ``lines_per_source`` (real layout) the invoice lines written by the ERP and in the registry's 信息汇总表.
     """
 
     night_dir: Path
@@ -2325,9 +2325,12 @@ def generate_night(
     ``rows`` is the number of invoices per side for the whole window (issuers together about
     ``rows``, registry about ``rows`` plus 3 % purchase invoices). ``layout`` is ``real`` (the
     registry's two-sheet workbook with invoice lines, an ERP line file, a third-party tool's GBK
-    export, web-shop JSON Lines) or ``flat`` (one row per invoice everywhere: a GB18030 registry CSV,
-    ERP Parquet, POS CSV, web-shop JSON Lines). Same arguments give byte-identical files. An existing
-    night folder is replaced (built beside it, then renamed into place).
+    export, web-shop JSON Lines, a 税控 query export, a shop's invoicing API, a batch-invoicing
+    template; the night must be run with the configuration ``SOURCES_TOML``, which this function does
+    not write: only the night's folder is written) or ``flat`` (one row per invoice everywhere: a
+    GB18030 registry CSV, ERP Parquet, POS CSV, web-shop JSON Lines; no configuration needed). Same
+    arguments give byte-identical files. An existing night folder is replaced (built beside it, then
+    renamed into place).
     """
     if isinstance(night, datetime) or not isinstance(night, date):
         raise TypeError("night must be a datetime.date")
