@@ -60,9 +60,7 @@ def reports_state(reports: Path) -> dict[str, object]:
 
 
 def leftovers(reports: Path) -> list[str]:
-    """Hidden folders or files a run left behind (the publish lock file is meant to stay: it is empty,
-    and the kernel releases its lock when the run ends, however it ends)."""
-    return sorted(p.name for p in reports.iterdir() if p.name.startswith(".") and p.name != ".publish.lock")
+    return sorted(p.name for p in reports.iterdir() if p.name.startswith("."))
 
 
 def db_state(db: Path, night: str = NIGHT) -> dict[str, int]:

@@ -151,8 +151,9 @@ class NightWriter:
         try:
             self.reports.mkdir(parents=True, exist_ok=True)
             # One publisher at a time per reports folder (runs on different databases may share it): the
-            # sweep of one must never remove the other's folder under construction.
-            self._lock = os.open(self.reports / ".publish.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            # sweep of one must never remove the other's folder under construction. The lock is an flock on
+            # the folder itself: nothing is left in it, and the kernel releases it however the run ends.
+            self._lock = os.open(self.reports, os.O_RDONLY | os.O_DIRECTORY)
             if not _flock(self._lock, fcntl.LOCK_EX, PUBLISH_LOCK_TIMEOUT_S):
                 os.close(self._lock)
                 raise PublishError(f"{self.reports}: another run kept publishing into this folder for "
