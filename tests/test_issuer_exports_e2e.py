@@ -3,9 +3,8 @@
 `fapiao-audit generate` writes the night (a 税控 query export with state codes, a shop's invoicing API,
 a batch-invoicing template, beside the ERP, POS and web shop) and, beside the night's folder, the
 configuration it needs; `fapiao-audit run --config` with it reports exactly the expected findings, causes
-included. The night (2026-11-22, seed 5) has date-only taxctl times on the grace-period boundary, where the
-product and DESIGN.md disagree (findings_compare.GRACE_BOUNDARY): those findings are held apart, as an
-expected failure, and everything else must be exact.
+included. The night (2026-11-22, seed 5) has date-only taxctl times exactly on the grace-period boundary
+(findings_compare.GRACE_BOUNDARY): one test checks that they are PENDING_SYNC, and everything else must be exact.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import pytest
 from fapiao_audit.cli import main
 from fapiao_audit.config import load_config
 from fapiao_audit.generate import SOURCES_TOML, TAXCTL_STATUS_CODES, TAXCTL_UPLOAD_CODES
-from findings_compare import CAUSED, GRACE_BOUNDARY, grace_boundary_keys, only, read_findings, without
+from findings_compare import CAUSED, grace_boundary_keys, only, read_findings, without
 
 NIGHT = "2026-11-22"
 STATE_SYSTEMS = ("taxctl", "shopapi", "batch")
@@ -81,7 +80,6 @@ def test_findings_equal_expected_with_their_cause(night):
         "uploaded_but_absent", "unknown"}  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=GRACE_BOUNDARY)
 def test_date_only_time_on_the_grace_boundary_is_pending(night):
     base, landing, _ = night
     expected, got = expected_and_got(base, landing)

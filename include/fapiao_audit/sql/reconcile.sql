@@ -135,7 +135,9 @@ SELECT * EXCLUDE (night, finding_status, first_seen, age_days, cause) FROM findi
 -- missing (its cause) is added after the merge (missing_causes).
 INSERT INTO rc_findings
 SELECT
-    CASE WHEN i_time > $grace_cutoff THEN 'PENDING_SYNC' ELSE 'MISSING_IN_REGISTRY' END,
+    -- MISSING once issued *longer* ago than the grace period: exactly at the cutoff (a date-only time on the
+    -- boundary midnight) is still pending.
+    CASE WHEN i_time >= $grace_cutoff THEN 'PENDING_SYNC' ELSE 'MISSING_IN_REGISTRY' END,
     invoice_key, i_code, i_number, '', i_system, NULL, NULL, i_seller, i_date,
     'issued ' || strftime(i_time, '%Y-%m-%d %H:%M') || ', not in the registry snapshot of '
         || strftime($as_of::TIMESTAMP, '%Y-%m-%d %H:%M') || ' (' || round(epoch($as_of::TIMESTAMP - i_time) / 3600, 1)
