@@ -913,3 +913,100 @@ def test_two_runs_publishing_into_one_reports_folder_take_turns(tmp_path):
     first.__exit__(None, None, None)
     t.join(10)
     assert entered.is_set()
+
+
+# ------------------------------------------------------------------ rows counted apart from the reader
+
+
+def erp_counts(tmp_path: Path) -> tuple[int, int, int, int]:
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    (erp,) = [s for s in summary["sources"] if s["source_system"] == "erp"]
+    return erp["rows_read"], erp["rows_loaded"], erp["rows_rejected"], erp["rows_skipped"]
+
+
+def test_rows_read_counts_what_a_csv_holds_quoted_breaks_blank_lines_and_all(tmp_path):
+    """Quoted line breaks are one row, empty lines are none, a line of spaces is a (rejected) row, a GBK
+    file counts the same, and every row is accounted for."""
+    from factories import CANONICAL, invoice
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    header = ",".join(CANONICAL)
+    good = [",".join(f'"{v}"' if k == "remark" else str(v) for k, v in invoice(f"2611200000000000000{i}").items())
+            for i in range(1, 4)]
+    good[1] = good[1].replace('"', '"第一行\n第二行', 1) if '"' in good[1] else good[1]
+    body = "\r\n".join([header, good[0], "", good[1], "   ", good[2], "," * (len(CANONICAL) - 1), ""]) + "\r\n"
+    (landing / NIGHT / "issuers" / "erp" / "e.csv").write_bytes(body.encode("gb18030"))
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    read, loaded, rejected, skipped = erp_counts(tmp_path)
+    assert (read, loaded, rejected, skipped) == (5, 3, 1, 1)
+
+
+def test_rows_read_of_jsonl_and_parquet_come_from_the_file(tmp_path):
+    """JSON Lines with mixed line ends and blank lines; Parquet by its footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from factories import invoice
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    erp = landing / NIGHT / "issuers" / "erp"
+    (erp / "e.csv").unlink()
+    rows = [invoice(f"2611200000000000000{i}") for i in range(1, 4)]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    (erp / "e.jsonl").write_bytes(("\r\n".join(lines[:2]) + "\n\n  \n[1]\n" + lines[2]).encode())
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    assert erp_counts(tmp_path) == (4, 3, 1, 0)
+
+    (erp / "e.jsonl").unlink()
+    pq.write_table(pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in rows]), erp / "e.parquet")
+    assert main(run_args(tmp_path, landing, night=NIGHT)) in (0, 1)
+    assert erp_counts(tmp_path) == (3, 3, 0, 0)
+
+
+def test_a_row_the_reader_loses_leaves_the_file_unbalanced_and_the_night_failed(tmp_path, monkeypatch, capsys):
+    """If the CSV reader ever drops a row, the count from the file's bytes no longer matches: the file
+    is shown unbalanced, the night fails its gate and says which file, rather than balancing silently."""
+    from fapiao_audit import ingest
+
+    landing = tmp_path / "landing"
+    tiny_night(landing)
+    real_csv = ingest._Reader._csv
+
+    def losing_csv(self, path, unify_newlines=False):
+        out = real_csv(self, path, unify_newlines)
+        if path.name == "e.csv":
+            self.con.execute("DELETE FROM ing_csv WHERE rowid = (SELECT max(rowid) FROM ing_csv)")
+        return out
+
+    monkeypatch.setattr(ingest._Reader, "_csv", losing_csv)
+    assert main(run_args(tmp_path, landing)) == 1
+    assert erp_counts(tmp_path) == (2, 1, 0, 0)
+    summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
+    assert summary["outcome"] == "failed"
+    assert any("e.csv: the file holds 2 rows" in w and "1 row(s) are not accounted for" in w
+               for w in summary["warnings"])
+    assert "not accounted for" in capsys.readouterr().err
+
+
+def test_a_long_line_under_a_tiny_memory_limit_says_out_of_memory_and_the_database_recovers(tmp_path, capsys):
+    """A 34 MB line with duckdb_memory_limit = 32MB: DuckDB stops on a fatal error; the run says it is out of
+    memory and what to change, publishes nothing, and the same database runs the night with a sane limit."""
+    from factories import invoice
+
+    day = "2026-11-18"
+    landing = tmp_path / "landing"
+    rows = [invoice("26112000000000000001", day=day),
+            invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
+            invoice("26112000000000000003", day=day)]
+    tiny_night(landing, rows, rows[:1])
+    tight = tmp_path / "tight.toml"
+    tight.write_text('duckdb_memory_limit = "32MB"\n', encoding="utf-8")
+    assert main(run_args(tmp_path, landing, config=tight)) == 2
+    err = capsys.readouterr().err
+    assert "out of memory in the database" in err and "raise duckdb_memory_limit" in err
+    assert "unexpected" not in err and "invalidated" not in err
+    assert not (tmp_path / "reports" / NIGHT).exists()
+    assert main(run_args(tmp_path, landing)) in (0, 1)
+    assert erp_counts(tmp_path) == (3, 2, 1, 0)

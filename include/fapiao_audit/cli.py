@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from datetime import date, timedelta
@@ -194,6 +195,18 @@ def _describe(e: Exception) -> str:
     if isinstance(e, duckdb.OutOfMemoryException | MemoryError):
         return (f"out of memory ({first_line(e, 500)}); raise duckdb_memory_limit or lower "
                 "duckdb_threads in the configuration. Nothing was published for this night")
+    if isinstance(e, duckdb.FatalException):
+        # DuckDB stops the database after a fatal error and repeats it as "database has been invalidated";
+        # the cause is the original error it quotes (under a tight memory limit, a block it could not pin).
+        text = str(e)
+        original = text.split('Original error: "', 1)[1] if 'Original error: "' in text else text
+        cause = first_line(original.removeprefix("FATAL Error: "), 500).rstrip('"')
+        if re.search(r"pin block|could not allocate|out of memory|memory_limit", original, re.IGNORECASE):
+            return (f"out of memory in the database ({cause}); raise duckdb_memory_limit or lower "
+                    "duckdb_threads in the configuration. Nothing was published for this night; the "
+                    "database keeps what the last finished night committed")
+        return (f"the database stopped on a fatal error ({cause}). Nothing was published for this night; "
+                "the database keeps what the last finished night committed")
     if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or first_line(e, 500)}. Nothing was published for this night"

@@ -40,6 +40,7 @@ from .model import (
     source_totals,
     word_lists,
 )
+from .rowcount import csv_records, jsonl_records, parquet_rows
 from .xlsx import DEFAULT_LIMITS, Limits, NotPlain, Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
@@ -391,6 +392,7 @@ class _Part:
     relation: str
     role: str | None = None
     rejects: list[tuple[int, str | None, str]] = field(default_factory=list)
+    physical: int | None = None  # rows the file holds, counted apart from the reader (rowcount)
 
 
 class _Reader:
@@ -410,13 +412,14 @@ class _Reader:
         """Returns (the file's parts, encoding)."""
         try:
             if fmt == "parquet":
-                return [_Part(None, self._parquet(path), "ing_raw")], None
+                return [_Part(None, self._parquet(path), "ing_raw", physical=parquet_rows(path))], None
             if fmt == "csv":
-                headers, enc, rejects = self._csv(path)
-                return [_Part(None, headers, "ing_raw", rejects=rejects)], enc
+                headers, enc, rejects, delim = self._csv(path)
+                physical = csv_records(path, enc, delim) - 1  # the header is not a row
+                return [_Part(None, headers, "ing_raw", rejects=rejects, physical=physical)], enc
             if fmt == "jsonl":
                 headers, enc, rejects = self._jsonl(path)
-                return [_Part(None, headers, "ing_raw", rejects=rejects)], enc
+                return [_Part(None, headers, "ing_raw", rejects=rejects, physical=jsonl_records(path))], enc
             return self._xlsx(path), None
         except InputError:
             raise
@@ -466,7 +469,7 @@ class _Reader:
 
     def _csv(
         self, path: Path, unify_newlines: bool = False
-    ) -> tuple[list[str], str, list[tuple[int, str | None, str]]]:
+    ) -> tuple[list[str], str, list[tuple[int, str | None, str]], str]:
         src, enc = self._text_source(path, unify_newlines=unify_newlines)
         # The header and the delimiter come from the first record, read here; DuckDB then parses
         # with a fixed dialect (no sniffing: the sniffer can be misled by the very rows we reject).
@@ -511,21 +514,28 @@ class _Reader:
             "c.rowid + 2 + (SELECT count(*) FROM ing_rej_shift s WHERE s.t <= c.rowid) AS __line FROM ing_csv c"
         )
         reader_rejects = [(int(r[0]), r[1], f"malformed CSV row ({r[2].lower()}): {r[3]}") for r in rejects]
-        return headers, enc, reader_rejects
+        return headers, enc, reader_rejects, delim
 
     def _drop_rejects(self) -> None:
         self.con.execute("DROP TABLE IF EXISTS ing_rej")
         self.con.execute("DROP TABLE IF EXISTS ing_rej_scan")
 
-    def _jsonl(self, path: Path) -> tuple[list[str], str, list[tuple[int, str | None, str]]]:
-        src, enc = self._text_source(path)
+    def _jsonl(
+        self, path: Path, unify_newlines: bool = False
+    ) -> tuple[list[str], str, list[tuple[int, str | None, str]]]:
+        src, enc = self._text_source(path, unify_newlines=unify_newlines)
         self._drop_rejects()
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_lines0 AS SELECT j FROM read_csv($p, columns = {'j': 'VARCHAR'}, "
-            "header = false, delim = chr(31), quote = '', escape = '', auto_detect = false, store_rejects = true, "
-            "rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan', buffer_size = $bs)",
-            {"p": str(src), "bs": self.buffer_size},
-        )
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE ing_lines0 AS SELECT j FROM read_csv($p, columns = {'j': 'VARCHAR'}, "
+                "header = false, delim = chr(31), quote = '', escape = '', auto_detect = false, store_rejects = true, "
+                "rejects_table = 'ing_rej', rejects_scan = 'ing_rej_scan', buffer_size = $bs)",
+                {"p": str(src), "bs": self.buffer_size},
+            )
+        except duckdb.InvalidInputException as e:  # mixed line ends (\n and \r\n): read them unified
+            if unify_newlines or "state machine" not in str(e):
+                raise
+            return self._jsonl(path, unify_newlines=True)
         self.con.execute(
             "CREATE OR REPLACE TEMP VIEW ing_lines AS SELECT rowid + 1 AS __line, "
             "CASE WHEN j IS NULL THEN NULL ELSE rtrim(j, chr(13)) END AS j FROM ing_lines0"
@@ -576,29 +586,32 @@ class _Reader:
                 for k, (name, role) in enumerate(plan):
                     relation = f"ing_sheet_{k}"
                     try:
-                        headers = self._sheet(path, wb.rows(name), name, relation, role)
+                        headers, physical = self._sheet(path, wb.rows(name), name, relation, role)
                     except NotPlain:  # valid XML the fast reader does not read: the sheet again, with expat
-                        headers = self._sheet(path, wb.rows(name, fast=False), name, relation, role)
-                    parts.append(_Part(name, headers, relation, role))
+                        headers, physical = self._sheet(path, wb.rows(name, fast=False), name, relation, role)
+                    parts.append(_Part(name, headers, relation, role, physical=physical))
                 return parts
         except XlsxError as e:
             raise InputError(f"{path}: not a readable .xlsx workbook ({e})") from None
 
     def _sheet(self, path: Path, rows: Iterator[tuple[int, list[str | None]]], name: str, relation: str,
-               role: str | None) -> list[str]:
+               role: str | None) -> tuple[list[str], int]:
         """Load one sheet into ``relation``; the header is the first row, within the first 20 rows that
         hold anything, that has the required columns (templates start with instruction rows), else the
-        first such row."""
+        first such row. Returns the header and how many rows below it hold anything (counted here, as
+        the sheet's XML gives them, whatever its ``<dimension>`` says)."""
         headers: list[str] | None = None
         candidates: list[tuple[int, list[str | None]]] = []
         buf: list[list[str | None]] = []
         lines: list[int] = []
         width = 0
         created = False
+        physical = 0
 
         def flush() -> None:
             """The buffered rows into the sheet's temp table (Python holds at most one batch)."""
-            nonlocal created
+            nonlocal created, physical
+            physical += len(buf)
             if created and not buf:
                 return
             arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
@@ -645,7 +658,7 @@ class _Reader:
         if headers is None:
             raise InputError(f"{path}: the sheet '{name}' is empty")
         flush()
-        return headers
+        return headers, physical
 
 
 
@@ -1003,7 +1016,7 @@ def _ingest_file(
             execute_sql(con, named_sql("ingest.sql", "normalize"), params)
             con.execute(_raw_line_sql(len(part.headers), "__text" if fmt == "jsonl" else None))
             execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
-            read, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
+            normalised, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
             if part.rejects:
                 con.executemany(
                     "INSERT INTO ing_rejected (night, source_system, file, line, raw, reason, sheet) "
@@ -1011,8 +1024,10 @@ def _ingest_file(
                     [[night, d.source_system, rel, line, (raw or "")[:2000], reason, part.sheet]
                      for line, raw, reason in part.rejects],
                 )
-            read += len(part.rejects)
-            rejected = read - loaded - skipped
+            rejected = normalised - loaded - skipped + len(part.rejects)
+            # rows_read is what the file holds, not what the reader returned: a row lost between the
+            # two leaves the file unbalanced (and the night failed), never silently balanced.
+            read = part.physical if part.physical is not None else loaded + rejected + skipped
             if loaded == 0 and rejected > 0:
                 sample = con.execute(
                     "SELECT reason FROM ing_rejected WHERE file = $f AND sheet IS NOT DISTINCT FROM $sh "

@@ -314,6 +314,15 @@ def build_summary(
     start, end = cfg.window_for(night)
     finished = datetime.now(SHANGHAI)
     warnings, not_checked = _night_warnings(rec)
+    unbalanced = [f for f in ingest.files if not f.balanced]
+    if unbalanced:  # rows a file holds that were neither loaded, rejected nor skipped: the night cannot pass
+        outcome = "failed"
+        warnings += tuple(
+            f"{f.source_system}/{f.file}: the file holds {f.rows_read} rows but {f.rows_loaded} were loaded, "
+            f"{f.rows_rejected} rejected and {f.rows_skipped} skipped; "
+            f"{f.rows_read - f.rows_loaded - f.rows_rejected - f.rows_skipped} row(s) are not accounted for"
+            for f in unbalanced
+        )
     if unread:
         shown = ", ".join(u.path for u in unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
         warnings += (f"{len(unread)} file(s) or folder(s) under the night's delivery were not read: {shown} "
