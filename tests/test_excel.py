@@ -26,7 +26,9 @@ from fapiao_audit.excel import HEADERS, RESOLVED_SHEET, SUMMARY_SHEET, write_exc
 from fapiao_audit.model import CATEGORIES
 
 CHINESE_HEADERS = ["类别", "发票代码", "发票号码", "字段", "来源系统", "开票方值", "税务系统值", "销方识别号",
-                   "开票日期", "说明", "原因", "疑似匹配", "状态", "首次发现", "账龄(天)"]
+                   "开票日期", "说明", "涉及金额", "开票方价税合计", "税务系统价税合计", "建议处理", "处理角色", "案件",
+                   "原因", "疑似匹配", "状态", "首次发现", "账龄(天)", "处理状态", "处理说明", "处理人", "处理日期", "编号"]
+AGE = CHINESE_HEADERS.index("账龄(天)")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_headers_chinese_frozen_and_filtered(wb: openpyxl.Workbook) -> None:
         ws = wb[name]
         assert [c.value for c in ws[1]][: len(CHINESE_HEADERS)] == CHINESE_HEADERS
         assert ws.freeze_panes == "A2"
-        assert ws.auto_filter.ref == f"A1:O{max(ws.max_row, 2)}"
+        assert ws.auto_filter.ref == f"A1:Z{max(ws.max_row, 2)}"
         assert ws.column_dimensions["J"].width > ws.column_dimensions["L"].width  # 说明 wider than 状态
 
 
@@ -88,13 +90,15 @@ def test_identifiers_are_text_dates_are_dates_ages_are_numbers(wb: openpyxl.Work
         if code.value:
             assert code.data_type == "s" and code.value.startswith("0")
         assert isinstance(row[8].value, dt.datetime) and row[8].number_format == "yyyy-mm-dd"
-        assert row[14].data_type == "n" and isinstance(row[14].value, int)
+        assert row[AGE].data_type == "n" and isinstance(row[AGE].value, int)
     legacy = [r for r in rows if r[1].value]
     assert legacy and all(r[2].value.startswith("000") for r in legacy), "leading zeros kept"
     tax_ids = [r[7].value for r in wb["MISSING_IN_REGISTRY"].iter_rows(min_row=2)]
     assert "011000000000000000" in tax_ids
     amounts = [r for r in rows if r[3].value == "amount"]
-    assert amounts and amounts[0][5].value == "001234.50" and amounts[0][5].data_type == "s"
+    # A mismatched amount is a number finance can sum (yuan format), whatever zeros it was written with.
+    assert amounts and amounts[0][5].value == 1234.5 and amounts[0][5].data_type == "n"
+    assert amounts[0][5].number_format == "#,##0.00"
 
 
 def test_category_and_status_in_chinese(wb: openpyxl.Workbook) -> None:

@@ -102,14 +102,17 @@ def test_summary_round_trips_through_its_document() -> None:
         window_start="2026-11-15", window_end="2026-11-21", counts=model.zero_counts(), total_findings=0,
         previous_night=None, counts_previous=None, new=0, open=0, resolved=0, out_of_window=0,
         keys={"issuer": 2, "registry": 2, "matched": 2}, sources=model.source_totals(files),
-        by_seller=(model.SellerCount("9111", "甲", 1),), registry_other_sellers=4,
+        by_seller=(model.SellerCount("9111", "甲", 1, 12.5),), registry_other_sellers=4,
         expectations={"success": False, "suites": []}, config={"window_days": 7},
         history=(model.NightCounts("2026-11-21", model.zero_counts(), 0, "failed"),),
+        amount_at_risk={"total": 12.5, "currency": "CNY", "by_category": {}, "by_source": {}},
+        open_items={"total": 1, "findings": 1, "left_window": 0}, decisions={"files_read": [], "problems": []},
     )
     doc = summary.to_dict()
     assert list(doc) == ["night", "outcome", "run", "as_of", "window", "counts", "total_findings", "previous_night",
                          "counts_previous", "new", "open", "resolved", "out_of_window", "keys", "sources",
                          "by_seller", "out_of_scope", "expectations", "config", "history", "missing_by_cause",
-                         "pending_by_cause", "monitored_sellers", "not_checked", "warnings", "unread_files"]
+                         "pending_by_cause", "monitored_sellers", "not_checked", "warnings", "unread_files",
+                         "amount_at_risk", "open_items", "decisions"]
     assert [s["source_system"] for s in doc["sources"]] == ["registry", "erp"]
     assert model.NightSummary.from_dict(json.loads(json.dumps(doc))) == summary

@@ -174,8 +174,8 @@ def test_structure_matches_snapshot(page: PageParser) -> None:
 
 
 def test_sections_and_counts(page: PageParser, html: str) -> None:
-    assert page.sections == ["overview", "categories", "trend", "by-source", "by-seller", "inputs",
-                             "expectations", "findings", "resolved", "rejected", "rules"]
+    assert page.sections == ["overview", "findings", "open-items", "resolved", "categories", "trend", "by-source",
+                             "by-seller", "inputs", "expectations", "rejected", "rules"]
     tables = {t["id"]: t for t in page.tables}
     assert tables["categories-table"]["rows"] == len(CATEGORIES)
     assert tables["trend-table"]["rows"] == 30
@@ -474,8 +474,9 @@ def test_any_text_is_embedded_inertly(texts: list[str]) -> None:
     table = findings.set_column(findings.column_names.index("detail"), "detail", pa.array(texts, pa.string()))
     html = render_report_html(summary, table, rejected, resolved, mask=False)
     assert html.count("<script") == 4 and html.count("</script") == 4
-    rows = json_blocks(parse(html))["findings-data"]["rows"]
-    assert sorted(r[10] for r in rows) == sorted(texts)
+    block = json_blocks(parse(html))["findings-data"]
+    at = [c["key"] for c in block["columns"]].index("detail")
+    assert sorted(r[at] for r in block["rows"]) == sorted(texts)
 
 
 def test_lines_of_shown_invoices_are_embedded_as_evidence() -> None:

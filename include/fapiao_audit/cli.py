@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import traceback
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-missing", action="append", default=[], metavar="SYSTEM",
                      help="run although this issuing system, expected from earlier nights, delivered nothing "
                           "(its open findings are carried as not checked); repeatable")
+    run.add_argument("--acks", type=Path, default=None, metavar="DIR",
+                     help="acknowledgements folder: finance's decision files (the workbook with 处理状态 filled "
+                          "in, or a CSV of finding id, status, note); overrides acknowledgements_dir")
     run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
 
     gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
@@ -67,15 +71,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.shards is not None:
         if not 1 <= args.shards <= 1024:
             raise ConfigError("--shards: must be between 1 and 1024")
-        from dataclasses import replace
-
         cfg = replace(cfg, shards=args.shards)
     if args.allow_missing:
-        from dataclasses import replace as _replace
-
         from .config import source_names
 
-        cfg = _replace(cfg, allow_missing=source_names("--allow-missing", args.allow_missing))
+        cfg = replace(cfg, allow_missing=source_names("--allow-missing", args.allow_missing))
+    if args.acks is not None:
+        cfg = replace(cfg, acknowledgements_dir=str(args.acks))
     if not args.landing.is_dir():
         raise ConfigError(f"--landing: {args.landing} is not a folder")
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")

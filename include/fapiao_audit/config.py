@@ -141,6 +141,9 @@ class Config:
     duckdb_memory_limit: str = "3GB"
     duckdb_threads: int = 0
     duckdb_temp_directory: str | None = None
+    #: Finance's decision files (the workbook with 处理状态 filled in, or a CSV of finding id, status, note):
+    #: each run reads those it has not read before. None: no decisions are read.
+    acknowledgements_dir: str | None = None
     #: Seconds to wait for another run holding the same DuckDB file before refusing.
     lock_timeout_s: float = 0.0
     #: Workbooks are refused (exit 2, naming the file) beyond these, before memory or time run away.
@@ -206,6 +209,7 @@ _SCALARS: dict[str, type] = {
     "duckdb_memory_limit": str,
     "duckdb_threads": int,
     "duckdb_temp_directory": str,
+    "acknowledgements_dir": str,
     "lock_timeout_s": float,
     "shards": int,
 }

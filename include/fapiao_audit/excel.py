@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
@@ -33,10 +34,14 @@ from fapiao_audit.model import (
     CATEGORY_BY_CODE,
     COMPARED_FIELDS,
     EXCEL_COLUMNS,
+    AGING_BUCKETS,
+    CARRIED_STATUSES,
+    DECISIONS,
     FIELD_LABELS,
     FINDING_STATUSES,
     GONE_STATUSES,
     MISSING_CAUSES,
+    REOPENED,
     NightSummary,
     category_order,
     columns,
@@ -48,14 +53,21 @@ __all__ = ["EXCEL_MAX_DATA_ROWS", "HEADERS", "SUMMARY_SHEET", "RESOLVED_SHEET", 
 EXCEL_MAX_DATA_ROWS = 1_048_575
 SUMMARY_SHEET = "汇总 summary"
 RESOLVED_SHEET = "已解决 resolved"
+CASES_SHEET = "案件 cases"
+CARRIED_SHEET = "离开窗口 open items"
+#: The amount fields whose issuer and registry values are written as numbers.
+MONEY_FIELDS = frozenset({"amount", "tax_amount", "total_amount"})
 
 # Cell kinds of the finding columns here: text | id | date | int | category | status.
-_EXCEL_KIND = {"source": "text", "field": "text", "value": "text", "long": "text"}
+_EXCEL_KIND = {"source": "text", "field": "text", "long": "text"}
+#: The columns finance edits (处理状态, 处理说明): highlighted, 处理状态 with a list of the decision words.
+EDITABLE = ("decision", "decision_note")
 #: (header, source column, kind, width) of the findings sheets.
 HEADERS: tuple[tuple[str, str, str, float], ...] = tuple(
     (c.zh, c.name, _EXCEL_KIND.get(c.kind, c.kind), c.excel_width) for c in columns(EXCEL_COLUMNS)
 )
-_STATUS = {code: zh for code, (zh, _en) in {**FINDING_STATUSES, **GONE_STATUSES}.items()}
+_STATUS = {code: zh for code, (zh, _en) in {**FINDING_STATUSES, **GONE_STATUSES, **CARRIED_STATUSES}.items()}
+_DECISION = {**{code: zh for code, (zh, _en, _closes) in DECISIONS.items()}, "reopened": REOPENED[0]}
 _CAUSE = {code: zh for code, (zh, _en) in MISSING_CAUSES.items()}
 _OUTCOME = {"passed": "通过 passed", "failed": "未通过 failed"}
 _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
@@ -73,8 +85,13 @@ def write_exceptions_xlsx(
     *,
     mask: bool = False,
     max_rows_per_sheet: int = EXCEL_MAX_DATA_ROWS,
+    carried: pa.Table | None = None,
 ) -> None:
-    """Write the workbook: a summary sheet, one sheet per category with findings, the resolved sheet.
+    """Write the workbook: a summary sheet, one sheet per category with findings, the cases of more
+    than one finding together, the open items carried (left the window unresolved), the resolved sheet.
+
+    Finance fills 处理状态 (a list: 已核实 / 已处理 / 无需处理) and 处理说明 on any findings sheet and saves
+    the workbook into the acknowledgements folder: the next run reads the decisions back by 编号.
 
     ``max_rows_per_sheet`` (data rows, header excluded) is Excel's limit by default; it is a
     parameter so the split into ``<name> (2)`` … can be tested on small inputs.
@@ -110,12 +127,20 @@ def write_exceptions_xlsx(
             if cat:
                 ws.set_tab_color(cat.colour)
             sheets.append((ws, code, start, length))
+        cases = _case_rows(findings).slice(0, max_rows_per_sheet)
+        cases_ws = workbook.add_worksheet(CASES_SHEET) if cases.num_rows else None
+        carried = carried if carried is not None and carried.num_rows else None
+        carried_ws = workbook.add_worksheet(CARRIED_SHEET) if carried is not None else None
         resolved_ws = workbook.add_worksheet(RESOLVED_SHEET)
 
         _write_summary(summary_ws, fmt, summary, findings, plan)
         for ws, code, start, length in sheets:
             part = _category_rows(findings, code).slice(start, length)
             _write_findings_sheet(ws, fmt, part, mask=mask)
+        if cases_ws is not None:
+            _write_findings_sheet(cases_ws, fmt, cases, mask=mask)
+        if carried_ws is not None and carried is not None:
+            _write_findings_sheet(carried_ws, fmt, carried.slice(0, max_rows_per_sheet), mask=mask)
         note = None
         if resolved.num_rows > max_rows_per_sheet:
             note = f"仅列出前 {max_rows_per_sheet:,} / {resolved.num_rows:,} 行 · first rows only"
@@ -132,6 +157,21 @@ def _category_order(findings: pa.Table) -> list[str | None]:
     if findings.num_rows == 0:
         return []
     return category_order(r["values"] for r in pc.value_counts(findings.column("category")).to_pylist())
+
+
+def _case_rows(findings: pa.Table) -> pa.Table:
+    """The findings of cases with more than one finding, a case's findings together (by case, then as
+    published)."""
+    if findings.num_rows == 0 or "case_id" not in findings.column_names:
+        return findings.slice(0, 0)
+    counts = pc.value_counts(findings.column("case_id"))
+    multi = [v["values"] for v in counts.to_pylist() if v["values"] is not None and v["counts"] > 1]
+    if not multi:
+        return findings.slice(0, 0)
+    picked = findings.filter(pc.fill_null(pc.is_in(findings.column("case_id"), pa.array(multi)), False))
+    order = pa.array(range(picked.num_rows), pa.int64())
+    picked = picked.append_column("__order", order)
+    return picked.sort_by([("case_id", "ascending"), ("__order", "ascending")]).drop_columns(["__order"])
 
 
 def _category_rows(findings: pa.Table, code: str | None) -> pa.Table:
@@ -155,7 +195,7 @@ def _safe_sheet_name(raw: str, used: set[str], suffix: str = "") -> str:
 
 def _sheet_plan(findings: pa.Table, max_rows: int) -> list[tuple[str | None, int, int, str]]:
     """(category, first row, row count, sheet name) for every category sheet, in display order."""
-    used = {SUMMARY_SHEET.lower(), RESOLVED_SHEET.lower()}
+    used = {SUMMARY_SHEET.lower(), RESOLVED_SHEET.lower(), CASES_SHEET.lower(), CARRIED_SHEET.lower()}
     plan = []
     for code in _category_order(findings):
         count = _category_rows(findings, code).num_rows
@@ -177,6 +217,9 @@ def _formats(workbook: xlsxwriter.Workbook) -> dict[str, Any]:
         "id": workbook.add_format({"num_format": "@", "valign": "top", "font_name": "Consolas"}),
         "date": workbook.add_format({"num_format": "yyyy-mm-dd", "valign": "top", "align": "left"}),
         "int": workbook.add_format({"num_format": "0", "valign": "top"}),
+        "money": workbook.add_format({"num_format": "#,##0.00", "valign": "top"}),
+        "money_bold": workbook.add_format({"num_format": "#,##0.00", "bold": True}),
+        "edit": workbook.add_format({"num_format": "@", "valign": "top", "bg_color": "#FEF9C3"}),
         "title": workbook.add_format({"bold": True, "font_size": 16}),
         "label": workbook.add_format({"bold": True, "font_color": "#374151"}),
         "passed": workbook.add_format({"bold": True, "font_color": "#15803D", "font_size": 13}),
@@ -224,6 +267,22 @@ def _iter_records(table: pa.Table, columns: Sequence[str]) -> Iterator[dict[str,
             yield record
 
 
+def money_number(value: Any) -> str | None:
+    """A yuan amount as the number text of a cell (Decimal, number or numeric text), else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal | int | float):
+        d = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+    else:
+        try:
+            d = Decimal(str(value).strip().replace(",", ""))
+        except InvalidOperation:
+            return None
+    if not d.is_finite() or abs(d) >= Decimal("1e15"):
+        return None
+    return f"{d:.2f}".rstrip("0").rstrip(".") if "." in f"{d:.2f}" else f"{d}"
+
+
 def _write_text(ws: Worksheet, row: int, col: int, value: Any, cell_format: Any) -> None:
     if value is None:
         return
@@ -235,13 +294,21 @@ def _write_findings_sheet(
 ) -> None:
     ws.freeze_panes(1, 0)
     ws.set_row(0, 20)
-    for col, (_header, _key, kind, width) in enumerate(HEADERS):
-        ws.set_column(col, col, width, fmt["id"] if kind == "id" else fmt["text"] if kind == "text" else None)
+    for col, (_header, key, kind, width) in enumerate(HEADERS):
+        style = ("edit" if key in EDITABLE else "id" if kind == "id" else "text" if kind in ("text", "value")
+                 else "money" if kind == "money" else None)
+        ws.set_column(col, col, width, fmt[style] if style else None)
     ws.autofilter(0, 0, max(table.num_rows, 1), len(HEADERS) - 1)
     for col, (header, *_rest) in enumerate(HEADERS):
         ws.write_string(0, col, header, fmt["header"])
     if note:
         ws.write_string(0, len(HEADERS), note, fmt["bad"])
+    decision_col = [key for _h, key, _k, _w in HEADERS].index("decision")
+    ws.data_validation(1, decision_col, max(table.num_rows, 1), decision_col, {
+        "validate": "list", "source": [zh for zh, _en, _c in DECISIONS.values()], "ignore_blank": True,
+        "error_type": "warning", "input_title": "处理状态 Decision",
+        "input_message": "已核实 verified / 已处理 handled / 无需处理 no action needed",
+    })
 
     if table.num_rows == 0:
         return
@@ -268,19 +335,23 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
     if len(HEADERS) > len(_COL_NAMES) or table.num_rows > EXCEL_MAX_DATA_ROWS:
         raise ValueError("a findings sheet holds at most 14 columns and 1,048,575 rows")
     xf = {kind: fmt[name]._get_xf_index() for kind, name in
-          (("text", "text"), ("id", "id"), ("date", "date"), ("int", "int"))}
+          (("text", "text"), ("id", "id"), ("date", "date"), ("int", "int"), ("money", "money"), ("edit", "edit"))}
     text_s, id_s = f'" s="{xf["text"]}" t="inlineStr"><is><t', f'" s="{xf["id"]}" t="inlineStr"><is><t'
-    date_s, int_s = f'" s="{xf["date"]}"><v>', f'" s="{xf["int"]}"><v>'
+    edit_s = f'" s="{xf["edit"]}" t="inlineStr"><is><t'
+    date_s, int_s, money_s = f'" s="{xf["date"]}"><v>', f'" s="{xf["int"]}"><v>', f'" s="{xf["money"]}"><v>'
     escape_control, escape_data = ws._escape_control_characters, ws._escape_data
     zh = {c.code: c.zh for c in CATEGORIES}
     plan = [(_COL_NAMES[col], key, kind) for col, (_h, key, kind, _w) in enumerate(HEADERS)]
+    keys = [key for _c, key, _k in plan]
+    if "field" not in keys:
+        keys.append("field")
 
     ws._write_single_row(1)  # flush the header row (row 0) as XlsxWriter would before row 1
     if ws._check_dimensions(table.num_rows, len(HEADERS) - 1):
         raise ValueError("findings sheet out of Excel's bounds")
     write = ws.fh.write
     out: list[str] = []
-    for row, record in enumerate(_iter_records(table, [key for _c, key, _k in plan]), start=1):
+    for row, record in enumerate(_iter_records(table, keys), start=1):
         if mask:
             record = masking.mask_record(record)
         r = str(row + 1)
@@ -300,6 +371,13 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
                 if isinstance(value, int) and not isinstance(value, bool):
                     cells.append(f'<c r="{name}{r}{int_s}{value:.16G}</v></c>')
                     continue
+            elif kind == "money" or (kind == "value" and record.get("field") in MONEY_FIELDS):
+                number = money_number(value)
+                if number is not None:
+                    cells.append(f'<c r="{name}{r}{money_s}{number}</v></c>')
+                    continue
+            elif kind == "decision":
+                value = _DECISION.get(value, value)
             elif kind == "category":
                 value = zh.get(value, value)
             elif kind == "status":
@@ -316,7 +394,8 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
                 text = escape_control(text)
             # XlsxWriter's test (leading or trailing \s), without two regular expressions per cell.
             preserve = ' xml:space="preserve">' if text[:1].isspace() or text[-1:].isspace() else ">"
-            cells.append(f'<c r="{name}{r}{id_s if kind == "id" else text_s}{preserve}{escape_data(text)}</t></is></c>')
+            style = edit_s if key in EDITABLE else id_s if kind == "id" else text_s
+            cells.append(f'<c r="{name}{r}{style}{preserve}{escape_data(text)}</t></is></c>')
         if cells:
             out.append(f'<row r="{r}">' + "".join(cells) + "</row>")
         if len(out) >= 4096:
@@ -356,9 +435,23 @@ def _write_summary(
         ("持续 Open", summary.open, "num"),
         ("已解决 Resolved", summary.resolved, "num"),
     ]
+    money = summary.amount_at_risk or {}
+    items = summary.open_items or {}
+    if money:
+        facts.append(("涉及金额(元) Amount at risk (CNY)", float(money.get("total") or 0), "money_bold"))
+    if items:
+        facts += [
+            ("未结事项 Open items", int(items.get("total") or 0), "num_bold"),
+            ("离开窗口仍未解决 Left the window unresolved", int(items.get("left_window") or 0), "num"),
+            ("今晚未检查 Not checked tonight", int(items.get("not_checked") or 0), "num"),
+            ("财务已处理 Decided by finance", int(items.get("decided") or 0), "num"),
+            ("决定后重新打开 Re-opened", int(items.get("reopened") or 0), "num"),
+        ]
     for label, value, style in facts:
         ws.write_string(row, 0, label, fmt["label"])
-        if isinstance(value, int):
+        if isinstance(value, float):
+            ws.write_number(row, 1, value, fmt[style])
+        elif isinstance(value, int):
             ws.write_number(row, 1, value, fmt[style])
         elif value is not None:
             ws.write_string(row, 1, str(value), fmt[style])
@@ -366,7 +459,7 @@ def _write_summary(
 
     row += 1
     heads = ("类别代码 Code", "类别 Category (中文)", "Category (English)", "今晚 Tonight", "上一晚 Previous",
-             "变化 Change", "新增 New", "工作表 Sheets")
+             "变化 Change", "新增 New", "工作表 Sheets", "涉及金额(元) At risk")
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
@@ -400,7 +493,47 @@ def _write_summary(
         if names:
             target = "'" + names[0].replace("'", "''") + "'!A1"
             ws.write_url(row, 7, f"internal:{target}", fmt["link"], string=", ".join(names))
+        by_category = money.get("by_category") or {}
+        if code in by_category:
+            ws.write_number(row, 8, float(by_category[code]), fmt["money"])
         row += 1
+
+    if items.get("aging"):
+        row += 1
+        for col, head in enumerate(("账龄 Age (days)", "未结事项 Open items", "涉及金额(元) At risk")):
+            ws.write_string(row, col, head, fmt["header"])
+        row += 1
+        for name, _low, _high in AGING_BUCKETS:
+            bucket = items["aging"].get(name) or {}
+            ws.write_string(row, 0, name)
+            ws.write_number(row, 1, int(bucket.get("count") or 0), fmt["num"])
+            ws.write_number(row, 2, float(bucket.get("amount") or 0), fmt["money"])
+            row += 1
+
+    by_source = money.get("by_source") or {}
+    if by_source:
+        row += 1
+        for col, head in enumerate(("来源系统 Source", "涉及金额(元) At risk")):
+            ws.write_string(row, col, head, fmt["header"])
+        row += 1
+        for source, amount in by_source.items():
+            _write_text(ws, row, 0, source, fmt["mono"])
+            ws.write_number(row, 1, float(amount), fmt["money"])
+            row += 1
+
+    problems = (summary.decisions or {}).get("problems") or []
+    if problems:
+        row += 1
+        for col, head in enumerate(("处理文件 Decision file", "工作表 Sheet", "行 Row", "问题 Problem")):
+            ws.write_string(row, col, head, fmt["header"])
+        row += 1
+        for problem in problems:
+            _write_text(ws, row, 0, problem.get("file"), fmt["mono"])
+            _write_text(ws, row, 1, problem.get("sheet"), None)
+            if problem.get("row") is not None:
+                ws.write_number(row, 2, int(problem["row"]), fmt["num"])
+            _write_text(ws, row, 3, problem.get("reason"), fmt["bad"])
+            row += 1
 
     row += 1
     heads = ("来源系统 Source", "文件 File", "SHA-256", "读取 Read", "载入 Loaded", "拒绝 Rejected", "跳过 Skipped",

@@ -233,7 +233,131 @@ GONE_STATUSES: dict[str, tuple[str, str]] = {
     "resolved": ("已解决", "resolved"),
     "out_of_window": ("已出窗口", "out_of_window"),
     "not_checked": ("今晚未检查", "not checked tonight"),
+    "closed": ("已由财务关闭", "closed by finance"),
 }
+
+#: An open item that is no longer reconciled, and why it is still open (never counted as resolved).
+CARRIED_STATUSES: dict[str, tuple[str, str]] = {
+    "left_window": ("离开窗口仍未解决", "left the window unresolved"),
+    "not_checked": ("今晚未检查", "not checked tonight"),
+}
+#: The aging buckets of open items (days since first seen, inclusive bounds; None: no upper bound).
+AGING_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0-2", 0, 2), ("3-7", 3, 7), ("8-30", 8, 30), (">30", 31, None),
+)
+
+
+def aging_bucket(age_days: int | None) -> str:
+    """The aging bucket of an age in days (a negative or missing age is 0-2)."""
+    age = max(age_days or 0, 0)
+    for name, low, high in AGING_BUCKETS:
+        if age >= low and (high is None or age <= high):
+            return name
+    return AGING_BUCKETS[-1][0]
+
+
+#: Finance's decisions on a finding (处理状态): code -> (Chinese, English, closes the item).
+#: A closing decision ends an open item that left the window; every decision is shown with its finding.
+DECISIONS: dict[str, tuple[str, str, bool]] = {
+    "verified": ("已核实", "verified", False),
+    "handled": ("已处理", "handled", True),
+    "no_action": ("无需处理", "no action needed", True),
+}
+#: Words accepted in a decision file's status column (compared without spaces, case-insensitively).
+DECISION_WORDS: dict[str, str] = {
+    **{zh: code for code, (zh, _en, _c) in DECISIONS.items()},
+    **{en.replace(" ", "").lower(): code for code, (_zh, en, _c) in DECISIONS.items()},
+    "verified": "verified", "checked": "verified", "已确认": "verified", "核实": "verified",
+    "done": "handled", "fixed": "handled", "resolved": "handled", "已解决": "handled", "已修正": "handled",
+    "noaction": "no_action", "accepted": "no_action", "ignore": "no_action", "不处理": "no_action",
+    "无需": "no_action",
+}
+#: The decision a finding shows when its values changed after finance decided on it.
+REOPENED: tuple[str, str] = ("决定后数值已变，重新打开", "re-opened: its values changed after the decision")
+
+#: Who usually acts on a finding.
+ROLES: dict[str, tuple[str, str]] = {
+    "finance": ("财务", "finance"),
+    "it": ("信息技术", "IT"),
+    "tax": ("税务", "tax affairs"),
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do about a finding and who usually does it (Chinese and English)."""
+
+    zh: str
+    en: str
+    role: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.zh} / {self.en}"
+
+    @property
+    def role_label(self) -> str:
+        zh, en = ROLES[self.role]
+        return f"{zh} / {en}"
+
+
+#: The recommended action per category, and per field where the field changes what to do; the one
+#: place the outputs (exceptions.csv, the workbook, the report) take it from.
+ACTIONS: dict[tuple[str, str | None], Action] = {
+    ("MISSING_IN_REGISTRY", None): Action(
+        "检查报送状态，重新上传至税务系统；若发票未真正开具，在开票系统中作废",
+        "Check the upload state and re-upload to the registry; if it was never really issued, void it in "
+        "the issuing system", "it"),
+    ("PENDING_SYNC", None): Action(
+        "暂不处理，等待同步；宽限期后仍缺失再处理", "Wait for the sync; act only if still missing after the "
+        "grace period", "it"),
+    ("NOT_ISSUED", None): Action(
+        "确认开票失败原因，需要时重新开具", "Find why issuance failed and issue again where needed", "finance"),
+    ("MISSING_IN_ISSUER", None): Action(
+        "核实是否为本单位开具；是则补录开票系统，否则向税务机关反映", "Confirm it was issued by us: record it in the "
+        "issuing system, or else report it to the tax bureau", "tax"),
+    ("DUPLICATE_IN_SOURCE", None): Action(
+        "在来源系统中删除或合并重复记录", "Remove or merge the duplicate record in the source system", "it"),
+    ("DUPLICATE_ACROSS_ISSUERS", None): Action(
+        "确定哪个开票系统为准，删除另一系统中的记录", "Decide which issuing system holds the invoice and remove "
+        "it from the other", "it"),
+    ("FIELD_MISMATCH", None): Action(
+        "以税务系统为准更正开票系统（ERP）中的记录", "Correct the issuing system's (ERP) record to match the "
+        "registry", "finance"),
+    ("FIELD_MISMATCH", "amount"): Action(
+        "核对金额；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the amount: if the invoice is wrong, "
+        "issue a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+    ("FIELD_MISMATCH", "tax_amount"): Action(
+        "核对税额；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the tax: if the invoice is wrong, issue "
+        "a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+    ("FIELD_MISMATCH", "total_amount"): Action(
+        "核对价税合计；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the total: if the invoice is wrong, "
+        "issue a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+    ("FIELD_MISMATCH", "buyer_tax_id"): Action(
+        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"),
+    ("FIELD_MISMATCH", "buyer_name"): Action(
+        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"),
+    ("STATUS_MISMATCH", None): Action(
+        "在开票系统中同步作废/红冲状态，或向税务机关核实", "Bring the issuing system's void/red status in line, or "
+        "check it with the tax bureau", "finance"),
+    ("REGISTRY_RISK", None): Action(
+        "联系主管税务机关核实风险，暂停抵扣", "Ask the tax bureau about the risk; hold the input-tax credit", "tax"),
+    ("INVALID_RECORD", None): Action(
+        "更正来源系统中的错误数据", "Correct the record in its source system", "it"),
+    ("INVALID_RECORD", "lines"): Action(
+        "核对明细行与发票金额，更正来源数据", "Reconcile the lines with the invoice and correct the source",
+        "finance"),
+    ("ORPHAN_RED_INVOICE", None): Action(
+        "查找对应蓝字发票；红冲超额须向税务机关说明", "Find the blue invoice; red totals above it must be explained "
+        "to the tax bureau", "tax"),
+}
+_NO_ACTION = Action("人工核查", "Review by hand", "finance")
+
+
+def action_for(category: str | None, field_name: str | None = None) -> Action:
+    """The recommended action for a finding (its category and, where it matters, its field)."""
+    return ACTIONS.get((category or "", field_name)) or ACTIONS.get((category or "", None)) or _NO_ACTION
+
 
 #: Chinese names of the canonical fields (``field`` of a finding, expectation columns).
 FIELD_LABELS: dict[str, str] = {
@@ -304,24 +428,46 @@ FINDING_COLUMNS: tuple[FindingColumn, ...] = (
     FindingColumn("age_days", "账龄(天)", "Age (days)", "int", 9, shard=False),
     # MISSING_IN_REGISTRY / PENDING_SYNC: why, from the issuer's issuance and upload states (MISSING_CAUSES).
     FindingColumn("cause", "原因", "Cause", "cause", 18, shard=False),
+    # Stable across nights (category family, key, field, source): what decisions name.
+    FindingColumn("finding_id", "编号", "Finding id", "id", 15, shard=False),
+    # Findings that are one problem (a typo's pair, a red invoice and its blue, an invoice's rows).
+    FindingColumn("case_id", "案件", "Case", "id", 23, shard=False),
+    # 价税合计 of the invoice on each side; at risk: the larger absolute value.
+    FindingColumn("issuer_total", "开票方价税合计", "Issuer total", "money", 14, shard=False),
+    FindingColumn("registry_total", "税务系统价税合计", "Registry total", "money", 14, shard=False),
+    FindingColumn("amount_at_risk", "涉及金额", "Amount at risk", "money", 14, shard=False),
+    # Finance's decision in force for this finding (DECISIONS; 'reopened' when its values changed since).
+    FindingColumn("decision", "处理状态", "Decision", "decision", 12, shard=False),
+    FindingColumn("decision_note", "处理说明", "Decision note", "long", 30, shard=False),
+    FindingColumn("decided_by", "处理人", "Decided by", "text", 14, shard=False),
+    FindingColumn("decided_on", "处理日期", "Decided on", "date", 11, shard=False),
+    # Not stored: from ACTIONS when published.
+    FindingColumn("action", "建议处理", "Recommended action", "long", 40, shard=False),
+    FindingColumn("owner_role", "处理角色", "Who", "text", 12, shard=False),
 )
 COLUMN_BY_NAME: dict[str, FindingColumn] = {c.name: c for c in FINDING_COLUMNS}
 
 #: exceptions.csv, in this order (DESIGN.md's columns first; the key last, for joins).
 CSV_COLUMNS: tuple[str, ...] = (
     "category", "invoice_code", "invoice_number", "field", "source_system", "issuer_value", "registry_value",
-    "seller_tax_id", "issue_date", "detail", "cause", "suggested_match", "finding_status", "first_seen", "age_days",
-    "invoice_key",
+    "seller_tax_id", "issue_date", "detail", "amount_at_risk", "issuer_total", "registry_total", "action",
+    "owner_role", "case_id", "cause", "suggested_match", "finding_status", "first_seen", "age_days", "decision",
+    "decision_note", "decided_by", "decided_on", "finding_id", "invoice_key",
 )
 #: exceptions.xlsx's findings sheets: the CSV's columns without the key (code and number say it).
 EXCEL_COLUMNS: tuple[str, ...] = CSV_COLUMNS[:-1]
-#: report.html's findings table: the status next to the category.
+#: report.html's findings table: what a clerk scans (the amount next to the category, the action, the case).
 REPORT_COLUMNS: tuple[str, ...] = (
-    "category", "finding_status", "invoice_code", "invoice_number", "field", "source_system", "issuer_value",
-    "registry_value", "seller_tax_id", "issue_date", "detail", "cause", "suggested_match", "first_seen", "age_days",
+    "category", "finding_status", "amount_at_risk", "invoice_code", "invoice_number", "field", "source_system",
+    "issuer_value", "registry_value", "detail", "action", "owner_role", "decision", "age_days", "case_id",
+)
+#: ... and what opens under a finding when it is clicked (with every column above).
+REPORT_DETAIL_COLUMNS: tuple[str, ...] = (
+    "cause", "seller_tax_id", "issue_date", "suggested_match", "first_seen", "issuer_total", "registry_total",
+    "decision_note", "decided_by", "decided_on", "finding_id",
 )
 #: report.html's resolved table: what was found, when it was first seen.
-REPORT_RESOLVED_COLUMNS: tuple[str, ...] = tuple(c for c in REPORT_COLUMNS if c not in ("finding_status", "age_days"))
+REPORT_RESOLVED_COLUMNS: tuple[str, ...] = tuple(c for c in REPORT_COLUMNS if c not in ("age_days",))
 
 
 def columns(names: Iterable[str]) -> tuple[FindingColumn, ...]:
@@ -426,6 +572,7 @@ class SellerCount:
     seller_tax_id: str | None
     seller_name: str | None
     findings: int
+    amount_at_risk: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -479,6 +626,12 @@ class NightSummary:
     warnings: tuple[str, ...] = ()
     #: Files and folders under the night's delivery that were not read, and why.
     unread_files: tuple[UnreadFile, ...] = ()
+    #: Yuan at risk (each invoice counted once per group): total (PENDING_SYNC apart), by category, by source.
+    amount_at_risk: Mapping[str, Any] = field(default_factory=dict)
+    #: The open-items ledger: tonight's findings and the carried items, by state and aging bucket.
+    open_items: Mapping[str, Any] = field(default_factory=dict)
+    #: Finance's decisions: the files read tonight, their problems, how many are in force.
+    decisions: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The published document (summary.json), keys in their documented order."""
@@ -510,6 +663,9 @@ class NightSummary:
             "not_checked": list(self.not_checked),
             "warnings": list(self.warnings),
             "unread_files": [asdict(u) for u in self.unread_files],
+            "amount_at_risk": dict(self.amount_at_risk),
+            "open_items": dict(self.open_items),
+            "decisions": dict(self.decisions),
         }
 
     @classmethod
@@ -539,7 +695,7 @@ class NightSummary:
             sources=tuple(_source_from_dict(s) for s in _list(d.get("sources")) if isinstance(s, Mapping)),
             by_seller=tuple(
                 SellerCount(_str_or_none(s.get("seller_tax_id")), _str_or_none(s.get("seller_name")),
-                            _int(s.get("findings")))
+                            _int(s.get("findings")), float(_number(s.get("amount_at_risk"))))
                 for s in _list(d.get("by_seller")) if isinstance(s, Mapping)
             ),
             registry_other_sellers=_int(_mapping(d.get("out_of_scope")).get("registry_other_sellers")),
@@ -562,6 +718,9 @@ class NightSummary:
                            str(u.get("why") or ""))
                 for u in _list(d.get("unread_files")) if isinstance(u, Mapping)
             ),
+            amount_at_risk=_mapping(d.get("amount_at_risk")),
+            open_items=_mapping(d.get("open_items")),
+            decisions=_mapping(d.get("decisions")),
         )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import duckdb
 from . import __version__
 from .config import SHANGHAI, Config
 from .db import connect, exclusive, pause_point
+from .decisions import night_decisions
 from .errors import ConfigError, FapiaoError, InputError
 from .ingest import (
     Delivery,
@@ -34,9 +36,20 @@ from .ingest import (
     load_ingest_result,
     unread_files,
 )
-from .model import MISSING_CAUSES, NightCounts, NightSummary, RunInfo, SellerCount, UnreadFile, zero_counts
+from .model import (
+    AGING_BUCKETS,
+    CARRIED_STATUSES,
+    MISSING_CAUSES,
+    NightCounts,
+    NightSummary,
+    RunInfo,
+    SellerCount,
+    UnreadFile,
+    aging_bucket,
+    zero_counts,
+)
 from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
-from .reconcile import ReconcileResult, fetch_findings, fetch_resolved, reconcile_night
+from .reconcile import ReconcileResult, fetch_carried, fetch_findings, fetch_resolved, reconcile_night
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 
@@ -238,13 +251,70 @@ def stage_validate(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
 
 def _by_seller(con: duckdb.DuckDBPyConnection, night: date, limit: int = 50) -> tuple[SellerCount, ...]:
     rows = con.execute(
-        "SELECT f.seller_tax_id, any_value(s.seller_name) AS seller_name, count(*) AS findings "
-        "FROM findings f LEFT JOIN (SELECT DISTINCT seller_tax_id, seller_name FROM staged_invoices "
-        "WHERE night = $n AND seller_name IS NOT NULL) s USING (seller_tax_id) "
-        "WHERE f.night = $n GROUP BY 1 ORDER BY findings DESC, 1 LIMIT $lim",
+        "WITH per AS (SELECT seller_tax_id, count(*) AS findings FROM findings WHERE night = $n GROUP BY 1), "
+        "money AS (SELECT seller_tax_id, sum(a) AS amount FROM (SELECT seller_tax_id, invoice_key, "
+        "max(amount_at_risk) AS a FROM findings WHERE night = $n AND category <> 'PENDING_SYNC' GROUP BY 1, 2) "
+        "GROUP BY 1), "
+        "names AS (SELECT seller_tax_id, min(seller_name) AS seller_name FROM staged_invoices "
+        "WHERE night = $n AND seller_name IS NOT NULL GROUP BY 1) "
+        "SELECT per.seller_tax_id, names.seller_name, per.findings, coalesce(money.amount, 0) "
+        "FROM per LEFT JOIN money USING (seller_tax_id) LEFT JOIN names USING (seller_tax_id) "
+        "ORDER BY per.findings DESC, per.seller_tax_id LIMIT $lim",
         {"n": night, "lim": limit},
     ).fetchall()
-    return tuple(SellerCount(a, b, c) for a, b, c in rows)
+    return tuple(SellerCount(a, b, c, _yuan(d)) for a, b, c, d in rows)
+
+
+def _yuan(value: Any) -> float:
+    """A DECIMAL amount for JSON: a number with its fen (exact for any sum below 10^13 yuan)."""
+    return float(round(Decimal(value or 0), 2))
+
+
+def _amount_at_risk(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, Any]:
+    """Yuan at risk on the night: each invoice counted once per group (an invoice with three differing
+    fields is one amount), by category and by source; the total leaves PENDING_SYNC out (informational)."""
+    def grouped(column: str) -> dict[str, float]:
+        rows = con.execute(
+            f"SELECT {column}, sum(a) FROM (SELECT {column}, invoice_key, max(amount_at_risk) AS a FROM findings "
+            f"WHERE night = $n GROUP BY 1, 2) GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1", {"n": night},
+        ).fetchall()
+        return {str(k): _yuan(v) for k, v in rows if k is not None}
+
+    total = con.execute(
+        "SELECT sum(a) FROM (SELECT invoice_key, max(amount_at_risk) AS a FROM findings WHERE night = $n "
+        "AND category <> 'PENDING_SYNC' GROUP BY 1)", {"n": night},
+    ).fetchone()[0]
+    return {"total": _yuan(total), "currency": "CNY", "by_category": grouped("category"),
+            "by_source": grouped("source_system")}
+
+
+def _open_items(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, Any]:
+    """The ledger of open items: tonight's findings and the items carried (left the window, not checked),
+    by aging bucket (items, and yuan at risk with each invoice counted once, PENDING_SYNC apart, as in
+    amount_at_risk), and how many carry a decision."""
+    rows = con.execute(
+        "SELECT 'finding' AS state, age_days, invoice_key, amount_at_risk, decision, category FROM findings "
+        "WHERE night = $n UNION ALL SELECT carried_as, age_days, invoice_key, amount_at_risk, decision, category "
+        "FROM carried_findings WHERE night = $n",
+        {"n": night},
+    ).fetchall()
+    counts = {name: 0 for name, _lo, _hi in AGING_BUCKETS}
+    money: dict[str, dict[Any, Decimal]] = {name: {} for name in counts}
+    states: dict[str, int] = {"finding": 0, **{k: 0 for k in CARRIED_STATUSES}}
+    decided = reopened = 0
+    for state, age, key, amount, decision, category in rows:
+        states[state] = states.get(state, 0) + 1
+        bucket = aging_bucket(age)
+        counts[bucket] += 1
+        if category != "PENDING_SYNC" and amount is not None:
+            per = money[bucket]
+            per[key] = max(per.get(key, Decimal(0)), amount)
+        decided += decision is not None and decision != "reopened"
+        reopened += decision == "reopened"
+    return {
+        "total": len(rows), "findings": states.pop("finding"), **states, "decided": decided, "reopened": reopened,
+        "aging": {k: {"count": counts[k], "amount": _yuan(sum(money[k].values(), Decimal(0)))} for k in counts},
+    }
 
 
 def _history(con: duckdb.DuckDBPyConnection, night: date, tonight: NightCounts) -> tuple[NightCounts, ...]:
@@ -363,6 +433,9 @@ def build_summary(
         not_checked=not_checked,
         warnings=warnings,
         unread_files=unread,
+        amount_at_risk=_amount_at_risk(con, night),
+        open_items=_open_items(con, night),
+        decisions=night_decisions(con, night),
     )
 
 
@@ -399,6 +472,7 @@ def stage_publish(
     summary = build_summary(con, night, cfg, run_id, started, tuple(unread_files(paths.landing, night)))
     findings = fetch_findings(con, night)
     resolved = fetch_resolved(con, night, cfg)
+    carried = fetch_carried(con, night)
     rejected = _rejected_table(con, night)
     mask_csv, mask_excel, mask_html = (cfg.mask_csv or cfg.mask_all, cfg.mask_excel or cfg.mask_all,
                                        cfg.mask_html or cfg.mask_all)
@@ -409,12 +483,12 @@ def stage_publish(
         pause_point("publish")
         write_exceptions_xlsx(
             w.path("exceptions.xlsx"), summary, findings, resolved, mask=mask_excel,
-            max_rows_per_sheet=cfg.excel_max_rows,
+            max_rows_per_sheet=cfg.excel_max_rows, carried=carried,
         )
         document = summary.to_dict()
         write_json(w.path("summary.json"), masked_summary(document) if mask_csv else document)
         html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows,
-                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows))
+                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows), carried=carried)
         write_text(w.path("report.html"), html)
         w.write_manifest({"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"})
         pause_point("commit")

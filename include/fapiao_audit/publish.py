@@ -32,6 +32,7 @@ from .db import _flock
 from .errors import PublishError
 from .files import sha256_file
 from .masking import mark_bidi
+from .index import INDEX_NAME, write_index
 from .model import CSV_COLUMNS
 
 #: exceptions.csv's header row (the columns and their order are the model's).
@@ -230,6 +231,12 @@ class NightWriter:
             raise PublishError(
                 f"{self.final}: published, but {self.reports / 'latest'} could not be moved: {e.strerror or e}"
             ) from None
+        try:
+            write_index(self.reports, published_nights(self.reports))
+        except OSError as e:
+            raise PublishError(
+                f"{self.final}: published, but {self.reports / INDEX_NAME} could not be rewritten: {e.strerror or e}"
+            ) from None
         return self.final
 
 
@@ -253,6 +260,8 @@ def sweep(reports: Path, night: date) -> None:
     for p in leftovers:
         if p.exists():
             shutil.rmtree(p, ignore_errors=True)
+    for p in reports.glob(f".{INDEX_NAME}.tmp-*"):  # an index page a killed run did not finish
+        p.unlink(missing_ok=True)
 
 
 def published_nights(reports: Path) -> list[date]:

@@ -33,11 +33,14 @@ from stdnum.cn import ric, uscc
 from . import __version__
 from .config import SHANGHAI, Config
 from .db import connect, execute_sql, named_sql, sql_statements
+from .decisions import read_folder as read_decisions
 from .errors import FapiaoError
 from .model import (
+    ACTIONS,
     CATEGORIES,
     CATEGORY_CODES,
     COMPARABLE_STATUSES,
+    DECISIONS,
     FINDING_SECTIONS,
     INVOICE_TYPES,
     RISK_STATUSES,
@@ -61,7 +64,8 @@ _PREPARE = (
 _PER_SHARD = _PREPARE + FINDING_SECTIONS
 #: Statements of reconcile.sql that run outside the per-shard sequence.
 _SHARD_RESULT = ("shard_stats", "unmatched")
-_MERGE = ("probable_match", "probable_match_apply", "missing_causes")
+_MERGE = ("probable_match", "probable_match_apply", "missing_causes", "money", "money_apply", "money_at_risk", "cases",
+          "cases_apply")
 
 #: Bumped when the layout of a shard's result changes: older results are then refused, not merged.
 SHARD_FORMAT = 2
@@ -283,14 +287,20 @@ def merge_shards(
     statements = dict(sql_statements("reconcile.sql"))
     p = params_for(night, cfg)
     con.execute("ALTER TABLE rc_all ADD COLUMN cause VARCHAR")
+    for column, kind in (("case_id", "VARCHAR"), ("issuer_total", "DECIMAL(18, 2)"),
+                         ("registry_total", "DECIMAL(18, 2)"), ("amount_at_risk", "DECIMAL(18, 2)")):
+        con.execute(f"ALTER TABLE rc_all ADD COLUMN {column} {kind}")
     for name in _MERGE:
         execute_sql(con, statements[name], p)
+    read_decisions(con, Path(cfg.acknowledgements_dir) if cfg.acknowledgements_dir else None, night)
     prev, new, open_, resolved, gone = store_findings(con, night, cfg)
     counts = zero_counts()
     for cat, n in con.execute("SELECT category, count(*) FROM rc_all GROUP BY 1").fetchall():
         counts[cat] = n
     con.execute("DROP TABLE IF EXISTS rc_unmatched")
     con.execute("DROP TABLE IF EXISTS rc_matches")
+    con.execute("DROP TABLE IF EXISTS rc_money")
+    con.execute("DROP TABLE IF EXISTS rc_cases")
 
     def total(key: str) -> int:
         return sum(int(s[key]) for s in stats)
@@ -344,25 +354,41 @@ def connect_read_only(
     return connect(db_path, cfg, allowed_dirs=allowed_dirs, read_only=True)
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:
-    """Replace the night's findings, each with new/open and first-seen relative to the previous night."""
+def _install_actions(con: duckdb.DuckDBPyConnection) -> None:
+    """model.ACTIONS as a temp table fa_actions(category, field, action, role) for findings.sql."""
+    con.execute("CREATE OR REPLACE TEMP TABLE fa_actions (category VARCHAR, field VARCHAR, action VARCHAR, "
+                "role VARCHAR)")
+    con.executemany("INSERT INTO fa_actions VALUES (?, ?, ?, ?)",
+                    [[cat, fld, a.text, a.role_label] for (cat, fld), a in ACTIONS.items()])
+
+
+def _findings_params(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> dict[str, Any]:
+    """The parameters of findings.sql for a night (and its macros installed)."""
     start, _ = cfg.window_for(night)
-    p: dict[str, Any] = {"night": night, "window_start": start, **_category_params()}
+    p: dict[str, Any] = {"night": night, "window_start": start, **_category_params(),
+                         "closing": [code for code, (_zh, _en, closes) in DECISIONS.items() if closes]}
     execute_sql(con, named_sql("findings.sql", "macros"), p)
-    prev = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchone()[0]
-    p["prev"] = prev
+    p["prev"] = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchone()[0]
     p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchone()[0]
+    return p
+
+
+def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:
+    """Replace the night's findings, each with new/open and first-seen relative to the previous night,
+    the decisions in force, and the open items carried (left the window or not checked, not closed)."""
+    p = _findings_params(con, night, cfg)
+    _install_actions(con)
     con.execute("BEGIN TRANSACTION")
     try:
-        execute_sql(con, named_sql("findings.sql", "delete_night"), p)
-        execute_sql(con, named_sql("findings.sql", "insert_night"), p)
+        for name in ("delete_night", "insert_night", "apply_decisions", "delete_carried", "insert_carried"):
+            execute_sql(con, named_sql("findings.sql", name), p)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     new, open_ = execute_sql(con, named_sql("findings.sql", "status_counts"), p).fetchone()
     resolved, gone = execute_sql(con, named_sql("findings.sql", "resolved_counts"), p).fetchone()
-    return prev, new or 0, open_ or 0, resolved or 0, gone or 0
+    return p["prev"], new or 0, open_ or 0, resolved or 0, gone or 0
 
 
 def fetch_findings(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
@@ -371,10 +397,11 @@ def fetch_findings(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
 
 
 def fetch_resolved(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> pa.Table:
-    """Findings of the previous published night that are gone tonight."""
-    start, _ = cfg.window_for(night)
-    prev = execute_sql(con, named_sql("findings.sql", "previous_night"), {"night": night}).fetchone()[0]
-    p = {"night": night, "prev": prev, "window_start": start, **_category_params()}
-    execute_sql(con, named_sql("findings.sql", "macros"), p)
-    p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchone()[0]
+    """Open items of the previous published night that are no longer open tonight: fixed, or closed by finance."""
+    p = _findings_params(con, night, cfg)
     return execute_sql(con, named_sql("findings.sql", "resolved"), p).to_arrow_table()
+
+
+def fetch_carried(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
+    """The open items carried tonight (left the window unresolved, or not checked)."""
+    return execute_sql(con, named_sql("findings.sql", "carried"), {"night": night, **_category_params()}).to_arrow_table()

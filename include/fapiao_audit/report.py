@@ -42,9 +42,15 @@ from fapiao_audit.model import (
     CATEGORIES,
     CATEGORY_BY_CODE,
     FIELD_LABELS,
+    AGING_BUCKETS,
+    CARRIED_STATUSES,
+    DECISIONS,
     FINDING_STATUSES,
+    GONE_STATUSES,
     MISSING_CAUSES,
+    REOPENED,
     REPORT_COLUMNS,
+    REPORT_DETAIL_COLUMNS,
     REPORT_RESOLVED_COLUMNS,
     NightSummary,
     category_order,
@@ -62,6 +68,9 @@ __all__ = [
 
 # Column specs of the client-side tables: (key, Chinese label, English label, kind).
 _REPORT_KIND = {"id": "mono", "source": "mono", "value": "text", "int": "num"}
+#: Status and decision words of the client-side tables (code -> "中文 English").
+_STATUS_LABELS = {k: f"{zh} {en}" for k, (zh, en) in {**FINDING_STATUSES, **GONE_STATUSES, **CARRIED_STATUSES}.items()}
+_DECISION_LABELS = {**{k: f"{zh} {en}" for k, (zh, en, _c) in DECISIONS.items()}, "reopened": f"{REOPENED[0]} re-opened"}
 
 
 def _view(names: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
@@ -69,6 +78,7 @@ def _view(names: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
 
 
 _FINDINGS_VIEW = _view(REPORT_COLUMNS)
+_DETAIL_VIEW = _view(REPORT_DETAIL_COLUMNS)
 _RESOLVED_VIEW = _view(REPORT_RESOLVED_COLUMNS)
 _REJECTED_VIEW: tuple[tuple[str, str, str, str], ...] = (
     ("source_system", "来源系统", "Source", "mono"),
@@ -187,9 +197,11 @@ def _table_payload(
     total: int,
     mask: bool,
     extra_mask_columns: Sequence[str] = (),
+    detail: Sequence[tuple[str, str, str, str]] = (),
 ) -> dict[str, Any]:
-    """The JSON a client-side table reads: column specs, rows as arrays (compact), totals."""
-    keys = [k for k, *_ in view]
+    """The JSON a client-side table reads: column specs, rows as arrays (compact), totals. ``detail``
+    columns are not shown in the table, only under a clicked row."""
+    keys = [k for k, *_ in view] + [k for k, *_ in detail]
     read = list(dict.fromkeys([*keys, *extra_mask_columns]))
     rows = []
     for record in _records(table, read):
@@ -197,9 +209,12 @@ def _table_payload(
             record = masking.mask_record(record)
         rows.append([masking.mark_bidi(v) if isinstance(v, str) else v for v in (record[k] for k in keys)])
     return {
-        "columns": [{"key": k, "zh": zh, "en": en, "kind": kind} for k, zh, en, kind in view],
+        "columns": [{"key": k, "zh": zh, "en": en, "kind": kind} for k, zh, en, kind in view]
+        + [{"key": k, "zh": zh, "en": en, "kind": kind, "detail": True} for k, zh, en, kind in detail],
         "rows": rows,
         "total": total,
+        "statuses": _STATUS_LABELS,
+        "decisions": _DECISION_LABELS,
     }
 
 
@@ -570,6 +585,7 @@ def render_report_html(
     mask: bool = True,
     max_rows: int = 20000,
     lines: pa.Table | None = None,
+    carried: pa.Table | None = None,
 ) -> str:
     """The night's report page as one HTML string (UTF-8 when written; no external resources).
 
@@ -589,18 +605,24 @@ def render_report_html(
     summary_total = summary.total_findings
     embedded_per_cat = {r["category"]: r["count_all"] for r in _count_by(shown, ["category"])}
 
-    findings_payload = _table_payload(shown, _FINDINGS_VIEW, total=total, mask=mask)
+    findings_payload = _table_payload(shown, _FINDINGS_VIEW, total=total, mask=mask, detail=_DETAIL_VIEW)
     findings_payload["categories"] = [
         {"code": r["code"], "css": r["css"], "zh": r["zh"], "en": r["en"]} for r in category_rows
     ]
     findings_payload["fields"] = FIELD_LABELS
     findings_payload["lines"] = _lines_payload(lines, shown)
-    findings_payload["statuses"] = {k: f"{zh} {en}" for k, (zh, en) in FINDING_STATUSES.items()}
     findings_payload["causes"] = {k: f"{zh} {en}" for k, (zh, en) in MISSING_CAUSES.items()}
-    resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask)
+    resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask,
+                                      detail=_DETAIL_VIEW)
     resolved_payload["categories"] = findings_payload["categories"]
     resolved_payload["fields"] = FIELD_LABELS
     resolved_payload["causes"] = findings_payload["causes"]
+    carried = carried if carried is not None else resolved.slice(0, 0)
+    carried_shown = carried.slice(0, max_rows)
+    carried_payload = _table_payload(carried_shown, _FINDINGS_VIEW, total=carried.num_rows, mask=mask,
+                                     detail=_DETAIL_VIEW)
+    for key in ("categories", "fields", "causes"):
+        carried_payload[key] = resolved_payload[key]
     rejected_payload = _table_payload(rejected_shown, _REJECTED_VIEW, total=rejected.num_rows, mask=mask)
 
     by_source = _source_breakdown(summary, findings)
@@ -672,12 +694,70 @@ def render_report_html(
         "rejected_view": _REJECTED_VIEW,
         "findings_json": json_for_script(findings_payload),
         "resolved_json": json_for_script(resolved_payload),
+        "carried_json": json_for_script(carried_payload),
+        "carried_shown": carried_shown.num_rows,
+        "carried_total": carried.num_rows,
+        "money": _money(summary),
+        "open_items": _open_items_view(summary),
+        "decision_problems": [
+            {k: masking.mark_bidi(v) if isinstance(v, str) else v for k, v in p.items()}
+            for p in (summary.decisions or {}).get("problems") or [] if isinstance(p, dict)
+        ],
+        "decision_files": list((summary.decisions or {}).get("files_read") or []),
+        "headline": _headline(summary),
         "rejected_json": json_for_script(rejected_payload),
         "css": Markup(_asset("report.css")),
         "script": Markup(script),
         "csp": _csp(script),
     }
     return _environment().get_template("report.html.j2").render(context)
+
+
+def _yuan(value: Any) -> str:
+    """Yuan with thousands separators and the fen: 12,345.60."""
+    try:
+        return f"{float(value):,.2f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _money(summary: NightSummary) -> dict[str, Any]:
+    m = summary.amount_at_risk or {}
+    by_cat = m.get("by_category") if isinstance(m.get("by_category"), dict) else {}
+    by_source = m.get("by_source") if isinstance(m.get("by_source"), dict) else {}
+    return {"total": _yuan(m.get("total")), "known": bool(m),
+            "by_category": {str(k): _yuan(v) for k, v in by_cat.items()},
+            "by_source": [(str(k), _yuan(v)) for k, v in by_source.items()]}
+
+
+def _open_items_view(summary: NightSummary) -> dict[str, Any]:
+    items = summary.open_items or {}
+    aging = items.get("aging") if isinstance(items.get("aging"), dict) else {}
+    return {
+        "known": bool(items),
+        "total": int(items.get("total") or 0),
+        "left_window": int(items.get("left_window") or 0),
+        "not_checked": int(items.get("not_checked") or 0),
+        "decided": int(items.get("decided") or 0),
+        "reopened": int(items.get("reopened") or 0),
+        "aging": [(name, int((aging.get(name) or {}).get("count") or 0), _yuan((aging.get(name) or {}).get("amount")))
+                  for name, _lo, _hi in AGING_BUCKETS],
+    }
+
+
+def _headline(summary: NightSummary) -> str:
+    """The one line a reader needs first, in Chinese: new findings, the amount at risk, the worst source."""
+    m = summary.amount_at_risk or {}
+    by_source = m.get("by_source") if isinstance(m.get("by_source"), dict) else {}
+    worst = next(iter(by_source.items()), None)
+    items = summary.open_items or {}
+    text = f"今晚新增 {summary.new:,} 项发现（共 {summary.total_findings:,} 项），涉及金额 {_yuan(m.get('total'))} 元"
+    if worst:
+        text += f"；涉及金额最大的来源：{worst[0]}（{_yuan(worst[1])} 元）"
+    left = int(items.get("left_window") or 0)
+    if left:
+        text += f"；{left:,} 项离开窗口仍未解决"
+    return text + "。"
 
 
 def _history(summary: NightSummary) -> list[dict[str, Any]]:
@@ -688,7 +768,7 @@ def _history(summary: NightSummary) -> list[dict[str, Any]]:
 def _sellers(summary: NightSummary) -> list[dict[str, Any]]:
     top = max([s.findings for s in summary.by_seller] + [1])
     return [
-        {"tax_id": s.seller_tax_id, "name": s.seller_name, "findings": s.findings,
+        {"tax_id": s.seller_tax_id, "name": s.seller_name, "findings": s.findings, "amount": _yuan(s.amount_at_risk),
          "share": round(100 * s.findings / top, 1)}
         for s in summary.by_seller
     ]

@@ -127,7 +127,9 @@ FULL OUTER JOIN (SELECT * FROM rc_one WHERE source_kind = 'registry') r USING (i
 -- invoice_number, field, source_system, issuer_value, registry_value, seller_tax_id, issue_date,
 -- detail, suggested_match).
 CREATE OR REPLACE TEMP TABLE rc_findings AS
-SELECT * EXCLUDE (night, finding_status, first_seen, age_days, cause) FROM findings WHERE false;
+SELECT category, invoice_key, invoice_code, invoice_number, field, source_system, issuer_value, registry_value,
+       seller_tax_id, issue_date, detail, suggested_match
+FROM findings WHERE false;
 
 -- name: missing_in_registry
 -- Issued in a system, absent from the registry: MISSING once the sync grace period has passed. A failed
@@ -449,3 +451,45 @@ FROM (
 ) c
 WHERE f.category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'NOT_ISSUED')
   AND f.source_system = c.source_system AND f.invoice_key = c.invoice_key;
+
+-- name: money
+-- The invoice's 价税合计 on each side (the source's own first record for the key; a registry finding
+-- takes the first issuing system's), and the amount at risk: the larger absolute value of the two.
+CREATE OR REPLACE TEMP TABLE rc_money AS
+SELECT source_kind, source_system, invoice_key,
+       first(coalesce(total_amount, amount + tax_amount) ORDER BY file, line) AS total,
+       first(nullif(original_invoice_key, '') ORDER BY file, line) FILTER (WHERE is_red) AS original_key
+FROM staged_invoices
+WHERE night = $night AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE invoice_key IS NOT NULL)
+GROUP BY ALL;
+
+-- name: money_apply
+UPDATE rc_all f
+SET issuer_total = coalesce(
+        (SELECT m.total FROM rc_money m WHERE m.source_kind = 'issuer' AND m.invoice_key = f.invoice_key
+                                          AND m.source_system = f.source_system),
+        (SELECT first(m.total ORDER BY m.source_system) FROM rc_money m
+         WHERE m.source_kind = 'issuer' AND m.invoice_key = f.invoice_key)),
+    registry_total = (SELECT first(m.total ORDER BY m.source_system) FROM rc_money m
+                      WHERE m.source_kind = 'registry' AND m.invoice_key = f.invoice_key);
+
+-- name: money_at_risk
+UPDATE rc_all SET amount_at_risk = CASE
+    WHEN issuer_total IS NULL THEN abs(registry_total)
+    WHEN registry_total IS NULL THEN abs(issuer_total)
+    ELSE greatest(abs(issuer_total), abs(registry_total)) END;
+
+-- name: cases
+-- Findings that are one problem share a case: an invoice's own findings; a red invoice with its blue
+-- (the case of the blue's key); a probable match's pair (a typo: the smaller of the two keys' cases).
+CREATE OR REPLACE TEMP TABLE rc_cases AS
+WITH keys AS (
+    SELECT invoice_key AS k, min(suggested_match) AS match FROM rc_all WHERE invoice_key IS NOT NULL GROUP BY 1
+),
+red AS (SELECT invoice_key AS k, min(original_key) AS blue FROM rc_money WHERE original_key IS NOT NULL GROUP BY 1),
+base AS (SELECT keys.k, keys.match, coalesce(red.blue, keys.k) AS b FROM keys LEFT JOIN red USING (k))
+SELECT b1.k, least(b1.b, coalesce(b2.b, b1.match, b1.b)) AS root
+FROM base b1 LEFT JOIN base b2 ON b2.k = b1.match;
+
+-- name: cases_apply
+UPDATE rc_all f SET case_id = 'C-' || c.root FROM rc_cases c WHERE f.invoice_key = c.k;

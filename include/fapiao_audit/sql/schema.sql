@@ -104,7 +104,51 @@ CREATE TABLE IF NOT EXISTS findings (
     finding_status   VARCHAR,     -- new | open (relative to the previous published night)
     first_seen       DATE,
     age_days         INTEGER,
-    cause            VARCHAR      -- MISSING_IN_REGISTRY / PENDING_SYNC: why (model.MISSING_CAUSES)
+    cause            VARCHAR,     -- MISSING_IN_REGISTRY / PENDING_SYNC: why (model.MISSING_CAUSES)
+    finding_id       VARCHAR,     -- stable across nights: category family, key, field, source
+    case_id          VARCHAR,     -- findings that are one problem share it
+    issuer_total     DECIMAL(18, 2),  -- the invoice's 价税合计 on the issuer side
+    registry_total   DECIMAL(18, 2),  -- ... and in the registry
+    amount_at_risk   DECIMAL(18, 2),  -- the larger absolute value of the two
+    decision         VARCHAR,     -- finance's decision in force (model.DECISIONS), or 'reopened'
+    decision_note    VARCHAR,
+    decided_by       VARCHAR,
+    decided_on       DATE,
+    action           VARCHAR,     -- the recommended action (model.ACTIONS), Chinese / English
+    owner_role       VARCHAR      -- who usually takes it (model.ROLES)
+);
+
+-- Finance's decisions, as read from the acknowledgements folder: one row per decided finding and file.
+CREATE TABLE IF NOT EXISTS decisions (
+    finding_id     VARCHAR NOT NULL,
+    decision       VARCHAR NOT NULL,  -- model.DECISIONS
+    note           VARCHAR,
+    decided_by     VARCHAR NOT NULL,  -- the file's owner column, else the file's name
+    read_night     DATE    NOT NULL,  -- the night whose run read the file: in force from that night on
+    values_hash    VARCHAR,           -- the finding's values when decided; other values re-open it
+    file           VARCHAR NOT NULL,
+    sheet          VARCHAR,
+    row_number     BIGINT  NOT NULL,
+    file_sha256    VARCHAR NOT NULL,
+    read_at        TIMESTAMPTZ NOT NULL
+);
+
+-- Every decision file read (once per checksum), and the lines of it that could not be taken.
+CREATE TABLE IF NOT EXISTS decision_files (
+    file_sha256    VARCHAR NOT NULL,
+    file           VARCHAR NOT NULL,
+    read_night     DATE    NOT NULL,
+    decisions      BIGINT  NOT NULL,
+    problems       BIGINT  NOT NULL,
+    read_at        TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decision_problems (
+    file_sha256    VARCHAR NOT NULL,
+    file           VARCHAR NOT NULL,
+    read_night     DATE    NOT NULL,
+    sheet          VARCHAR,
+    row_number     BIGINT,
+    reason         VARCHAR NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS runs (
@@ -139,3 +183,21 @@ ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS skipped BOOLEAN DEFAULT false
 ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS upload_status VARCHAR;
 ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS source_document VARCHAR;
 ALTER TABLE findings ADD COLUMN IF NOT EXISTS cause VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS finding_id VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS case_id VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS issuer_total DECIMAL(18, 2);
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS registry_total DECIMAL(18, 2);
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS amount_at_risk DECIMAL(18, 2);
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS decision VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS decision_note VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS decided_by VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS decided_on DATE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS action VARCHAR;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS owner_role VARCHAR;
+
+-- Open items no longer reconciled: a finding whose invoice left the window (or whose system did not
+-- deliver) stays open, night after night, until it is found resolved in the window or finance closes it.
+-- One row per night and item; the columns of a finding, with why it is carried.
+CREATE TABLE IF NOT EXISTS carried_findings AS SELECT * FROM findings WHERE false;
+ALTER TABLE carried_findings ADD COLUMN IF NOT EXISTS carried_as VARCHAR;  -- model.CARRIED_STATUSES
+ALTER TABLE carried_findings ADD COLUMN IF NOT EXISTS last_found DATE;     -- the last night that found it

@@ -4,7 +4,18 @@
   // Data is read from the embedded JSON blocks and written with
   // textContent only; nothing from the data ever becomes markup, a URL or a class name.
   var PAGE_SIZE = 100;
-  var HASH_KEYS = { category: "cat", source_system: "src", finding_status: "st", q: "q" };
+  var HASH_KEYS = { category: "cat", source_system: "src", finding_status: "st", age: "age", min_amount: "amt", q: "q" };
+  // Filters that are not one column's exact value.
+  var SPECIAL = { q: 1, age: 1, min_amount: 1 };
+  var AGE_BUCKETS = { "0-2": [0, 2], "3-7": [3, 7], "8-30": [8, 30], ">30": [31, Infinity] };
+
+  function money(v) {
+    var n = typeof v === "number" ? v : parseFloat(v);
+    if (!isFinite(n)) { return String(v); }
+    var neg = n < 0;
+    var parts = Math.abs(n).toFixed(2).split(".");
+    return (neg ? "-" : "") + fmt(parts[0]) + "." + parts[1];
+  }
   var NONE = "__none__";
 
   function fmt(n) {
@@ -49,6 +60,10 @@
     }
     this.fields = this.data.fields || {};
     this.statuses = this.data.statuses || {};
+    this.decisions = this.data.decisions || {};
+    this.main = [];
+    for (var m = 0; m < this.columns.length; m++) { if (!this.columns[m].detail) { this.main.push(m); } }
+    this.sortNode = root.querySelector("[data-sort]");
     this.causes = this.data.causes || {};
     this.useHash = root.getAttribute("data-hash") === "1";
     this.tbody = root.querySelector("tbody");
@@ -133,7 +148,11 @@
 
   Table.prototype.filter = function () {
     var f = this.filters;
-    var keys = Object.keys(f).filter(function (k) { return k !== "q"; });
+    var keys = Object.keys(f).filter(function (k) { return !SPECIAL[k]; });
+    var age = f.age && AGE_BUCKETS[f.age] ? AGE_BUCKETS[f.age] : null;
+    var ageCol = this.index.age_days;
+    var minAmount = f.min_amount ? parseFloat(f.min_amount) : NaN;
+    var amountCol = this.index.amount_at_risk;
     var cols = [];
     for (var k = 0; k < keys.length; k++) {
       if (this.index[keys[k]] !== undefined) { cols.push([this.index[keys[k]], f[keys[k]]]); }
@@ -147,8 +166,28 @@
         var v = row[cols[c][0]];
         ok = cols[c][1] === NONE ? v === null || v === "" : v === cols[c][1];
       }
+      if (ok && age && ageCol !== undefined) {
+        var a = row[ageCol];
+        ok = typeof a === "number" && a >= age[0] && a <= age[1];
+      }
+      if (ok && isFinite(minAmount) && amountCol !== undefined) {
+        var amount = parseFloat(row[amountCol]);
+        ok = isFinite(amount) && Math.abs(amount) >= minAmount;
+      }
       if (ok && q && this.search(r).indexOf(q) < 0) { ok = false; }
       if (ok) { out.push(r); }
+    }
+    var sortKey = this.sortNode ? this.sortNode.value : "";
+    var sortCol = sortKey ? this.index[sortKey] : undefined;
+    if (sortCol !== undefined) {
+      var rows = this.rows;
+      out.sort(function (x, y) {
+        var a = parseFloat(rows[x][sortCol]);
+        var b = parseFloat(rows[y][sortCol]);
+        a = isFinite(a) ? a : -Infinity;
+        b = isFinite(b) ? b : -Infinity;
+        return b - a || x - y;
+      });
     }
     this.matches = out;
   };
@@ -173,6 +212,10 @@
       td.textContent = this.fields[text] ? this.fields[text] + " " + text : text;
     } else if (col.kind === "num") {
       td.textContent = typeof value === "number" ? fmt(value) : text;
+    } else if (col.kind === "money") {
+      td.textContent = money(value);
+    } else if (col.kind === "decision") {
+      td.textContent = this.decisions[text] || text;
     } else {
       td.textContent = text;
       if (text.length > 24) { td.title = text; }
@@ -183,12 +226,16 @@
   Table.prototype.detail = function (row) {
     var tr = make("tr", "detail");
     var td = make("td");
-    td.colSpan = this.columns.length;
+    td.colSpan = this.main.length;
     var dl = make("dl");
     for (var i = 0; i < this.columns.length; i++) {
       var col = this.columns[i];
+      var v = row[i];
+      var shown = v === null || v === undefined ? "—" : col.kind === "money" ? money(v)
+        : col.kind === "decision" ? (this.decisions[v] || String(v))
+        : col.kind === "status" ? (this.statuses[v] || String(v)) : String(v);
       dl.appendChild(make("dt", null, col.zh + " " + col.en));
-      dl.appendChild(make("dd", null, row[i] === null ? "—" : String(row[i])));
+      dl.appendChild(make("dd", null, shown));
     }
     td.appendChild(dl);
     var lines = this.linesOf(row);
@@ -236,7 +283,9 @@
     for (var m = start; m < end; m++) {
       var row = this.rows[this.matches[m]];
       var tr = make("tr", "row");
-      for (var i = 0; i < this.columns.length; i++) { tr.appendChild(this.cell(this.columns[i], row[i])); }
+      for (var i = 0; i < this.main.length; i++) {
+        tr.appendChild(this.cell(this.columns[this.main[i]], row[this.main[i]]));
+      }
       tr.addEventListener("click", (function (rowData) {
         return function () {
           var next = this.nextSibling;
@@ -254,7 +303,7 @@
     if (end === start) {
       var empty = make("tr", "empty-row");
       var td = make("td", "empty", this.rows.length ? "没有匹配的记录 · No matching rows" : "无记录 · None");
-      td.colSpan = this.columns.length;
+      td.colSpan = this.main.length;
       empty.appendChild(td);
       frag.appendChild(empty);
     }
@@ -301,6 +350,7 @@
         el.addEventListener("change", changed);
       }
     }
+    if (this.sortNode) { this.sortNode.addEventListener("change", changed); }
     var buttons = this.root.querySelectorAll("[data-action]");
     for (var b = 0; b < buttons.length; b++) {
       buttons[b].addEventListener("click", function (ev) {
