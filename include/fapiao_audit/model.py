@@ -354,6 +354,23 @@ ACTIONS: dict[tuple[str, str | None], Action] = {
 _NO_ACTION = Action("人工核查", "Review by hand", "finance")
 
 
+#: The Chinese sentence that starts a finding's detail (the English detail follows it): per category, and
+#: per field where it reads better; {source}, {field}, {issuer} and {registry} are the finding's own.
+DETAIL_ZH: dict[tuple[str, str | None], str] = {
+    ("MISSING_IN_REGISTRY", None): "{source} 已开具，税务系统中没有（已超过同步宽限期）",
+    ("PENDING_SYNC", None): "{source} 已开具，税务系统暂未同步（仍在宽限期内）",
+    ("NOT_ISSUED", None): "{source} 记录开票失败，发票未开具",
+    ("MISSING_IN_ISSUER", None): "税务系统中有该发票，任何开票系统中都没有",
+    ("DUPLICATE_IN_SOURCE", None): "{source} 中同一发票出现多次",
+    ("DUPLICATE_ACROSS_ISSUERS", None): "多个开票系统（{source}）中都有该发票",
+    ("FIELD_MISMATCH", None): "{field}不一致：开票方 {issuer}，税务系统 {registry}",
+    ("STATUS_MISMATCH", None): "发票状态不一致：开票方 {issuer}，税务系统 {registry}",
+    ("REGISTRY_RISK", None): "税务系统标记风险：{registry}",
+    ("INVALID_RECORD", None): "{source} 的记录不符合规则（{field}）",
+    ("ORPHAN_RED_INVOICE", None): "红字发票找不到对应的蓝字发票，或红冲金额超过蓝字发票",
+}
+
+
 def action_for(category: str | None, field_name: str | None = None) -> Action:
     """The recommended action for a finding (its category and, where it matters, its field)."""
     return ACTIONS.get((category or "", field_name)) or ACTIONS.get((category or "", None)) or _NO_ACTION

@@ -41,6 +41,8 @@ from .model import (
     CATEGORY_CODES,
     COMPARABLE_STATUSES,
     DECISIONS,
+    DETAIL_ZH,
+    FIELD_LABELS,
     FINDING_SECTIONS,
     INVOICE_TYPES,
     RISK_STATUSES,
@@ -360,6 +362,11 @@ def _install_actions(con: duckdb.DuckDBPyConnection) -> None:
                 "role VARCHAR)")
     con.executemany("INSERT INTO fa_actions VALUES (?, ?, ?, ?)",
                     [[cat, fld, a.text, a.role_label] for (cat, fld), a in ACTIONS.items()])
+    con.execute("CREATE OR REPLACE TEMP TABLE fa_detail_zh (category VARCHAR, field VARCHAR, template VARCHAR)")
+    con.executemany("INSERT INTO fa_detail_zh VALUES (?, ?, ?)",
+                    [[cat, fld, t] for (cat, fld), t in DETAIL_ZH.items()])
+    con.execute("CREATE OR REPLACE TEMP TABLE fa_field_labels (field VARCHAR, label VARCHAR)")
+    con.executemany("INSERT INTO fa_field_labels VALUES (?, ?)", [[k, v] for k, v in FIELD_LABELS.items()])
 
 
 def _findings_params(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> dict[str, Any]:

@@ -101,7 +101,19 @@ SELECT
         AS finding_id,
     coalesce(a.action, b.action) AS action,
     coalesce(a.role, b.role) AS owner_role
-FROM rc_all f
+FROM (
+    -- The detail in Chinese, then in English.
+    SELECT r.* REPLACE (
+        CASE WHEN t.template IS NULL THEN r.detail ELSE
+            replace(replace(replace(replace(t.template, '{source}', coalesce(r.source_system, '—')),
+                                    '{field}', coalesce(l.label, r.field, '—')),
+                            '{issuer}', coalesce(r.issuer_value, '—')),
+                    '{registry}', coalesce(r.registry_value, '—'))
+            || ' / ' || coalesce(r.detail, '') END AS detail)
+    FROM rc_all r
+    LEFT JOIN fa_detail_zh t ON t.category = r.category AND t.field IS NULL
+    LEFT JOIN fa_field_labels l ON l.field = r.field
+) f
 LEFT JOIN (
     SELECT fa_family(category, $categories, $families) AS family, invoice_key, field, source_system,
            min(first_seen) AS first_seen
