@@ -9,12 +9,13 @@ zeros that must stay text.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fapiao_audit.model import NightSummary
+from fapiao_audit.model import NightSummary, action_for
 
 CATEGORY_CODES = (
     "MISSING_IN_REGISTRY", "PENDING_SYNC", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
@@ -51,6 +52,8 @@ FINDING_TYPES = {
     "issuer_value": pa.string(), "registry_value": pa.string(), "seller_tax_id": pa.string(),
     "issue_date": pa.date32(), "detail": pa.string(), "suggested_match": pa.string(),
     "finding_status": pa.string(), "first_seen": pa.date32(), "age_days": pa.int32(),
+    "amount_at_risk": pa.decimal128(18, 2), "action": pa.string(), "owner_role": pa.string(),
+    "case_id": pa.string(), "decision": pa.string(), "finding_id": pa.string(),
 }
 FINDINGS_SCHEMA = pa.schema(list(FINDING_TYPES.items()))
 REJECTED_SCHEMA = pa.schema([
@@ -83,6 +86,12 @@ def _finding(i: int, category: str) -> dict[str, Any]:
         "finding_status": ("new", "open", None)[i % 3],
         "first_seen": NIGHT - timedelta(days=i % 5),
         "age_days": i % 5,
+        "amount_at_risk": Decimal(i * 137 % 100_000) + Decimal("0.50"),
+        "action": action_for(category).text,
+        "owner_role": action_for(category).role_label,
+        "case_id": "C-" + key,
+        "decision": ("handled", None, "reopened", None)[i % 4],
+        "finding_id": f"F{i:012X}",
     }
     if category == "FIELD_MISMATCH":
         kind = (i // len(CATEGORY_CODES)) % 4
@@ -269,5 +278,7 @@ def big_findings(n: int) -> pa.Table:
         "issue_date": dates, "detail": detail, "suggested_match": nulls,
         "finding_status": pc.take(pa.array(["new", "open"]), pc.bit_wise_and(idx, 1)),
         "first_seen": dates, "age_days": pc.cast(pc.bit_wise_and(idx, 3), pa.int32()),
+        "amount_at_risk": pa.nulls(n, pa.decimal128(18, 2)), "action": nulls, "owner_role": nulls,
+        "case_id": nulls, "decision": nulls, "finding_id": nulls,
     }
     return pa.table(cols, schema=FINDINGS_SCHEMA)

@@ -41,7 +41,7 @@ except ImportError:  # tests/ imported as a package
         build_summary,
     )
 
-from fapiao_audit.model import REPORT_COLUMNS
+from fapiao_audit.model import REPORT_COLUMNS, REPORT_DETAIL_COLUMNS
 from fapiao_audit.report import render_report_html
 
 CHROMIUM = os.environ.get("FAPIAO_CHROMIUM", "/usr/bin/chromium")
@@ -281,9 +281,60 @@ def test_filter_by_category_search_and_paging(browser: Browser, report_file: Pat
 
     # A row opens its details (as text).
     browser.js("document.querySelector('#findings-table tbody tr.row').click()")
-    assert browser.js("document.querySelectorAll('#findings-table tr.detail dd').length") == len(REPORT_COLUMNS)  # every column of the finding
+    # every column of the finding, those of the table and those shown only here
+    assert browser.js("document.querySelectorAll('#findings-table tr.detail dd').length") == \
+        len(REPORT_COLUMNS) + len(REPORT_DETAIL_COLUMNS)
     assert browser.errors() == []
     browser.screenshot(tmp_path / "filtered.png")
+
+
+def amounts_shown(b: Browser) -> list[float]:
+    return b.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-money'))"
+                ".map(td => parseFloat(td.textContent.replace(/,/g, '')))")
+
+
+def test_sort_by_amount_and_filter_by_amount_and_age(browser: Browser, report_file: Path) -> None:
+    """A clerk puts the 50,000-yuan invoice before the 12-yuan one, and narrows to large or old items."""
+    browser.open(report_file.as_uri())
+    browser.js("""(() => { const s = document.querySelector('#findings-view select[data-sort]');
+                 s.value = 'amount_at_risk'; s.dispatchEvent(new Event('change')); })()""")
+    shown = amounts_shown(browser)
+    assert len(shown) == 100 and shown == sorted(shown, reverse=True) and shown[0] > shown[-1]
+    browser.js("""(() => { const s = document.querySelector('#findings-view select[data-filter=min_amount]');
+                 s.value = '10000'; s.dispatchEvent(new Event('change')); })()""")
+    assert all(a >= 10000 for a in amounts_shown(browser)) and amounts_shown(browser)
+    assert browser.js("location.hash").startswith("#amt=10000")
+    browser.js("""(() => { const s = document.querySelector('#findings-view select[data-filter=min_amount]');
+                 s.value = ''; s.dispatchEvent(new Event('change'));
+                 const a = document.querySelector('#findings-view select[data-filter=age]');
+                 a.value = '3-7'; a.dispatchEvent(new Event('change')); })()""")
+    ages = browser.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-num'))"
+                      ".map(td => parseInt(td.textContent, 10))")
+    assert ages and all(3 <= a <= 7 for a in ages)
+    assert browser.errors() == []
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_layout_puts_the_findings_first_at_desktop_and_phone_widths(tmp_path: Path, width: int) -> None:
+    """The one-line summary and the figures on top, the findings right after; nothing wider than the screen."""
+    summary, findings, rejected, resolved = build_inputs(250)
+    path = tmp_path / "report.html"
+    path.write_text(render_report_html(summary, findings, rejected, resolved), encoding="utf-8")
+    b = Browser(tmp_path / "profile", width=width, height=900)
+    try:
+        b.open(path.as_uri())
+        top = {s: b.js(f"document.getElementById('{s}').getBoundingClientRect().top + window.scrollY")
+               for s in ("headline", "findings", "categories", "by-seller", "expectations")}
+        assert top["headline"] < top["findings"] < top["categories"] < top["by-seller"] < top["expectations"]
+        assert top["headline"] < 900, "the one-line summary is on the first screen"
+        assert "涉及金额" in b.js("document.getElementById('headline').textContent")
+        assert b.js("document.documentElement.scrollWidth") <= width, "no sideways scrolling of the page"
+        # Long text wraps in the findings table instead of being cut.
+        assert b.js("getComputedStyle(document.querySelector('#findings-table td.k-long')).whiteSpace") == "normal"
+        b.screenshot(tmp_path / f"layout-{width}.png")
+        assert b.errors() == []
+    finally:
+        b.close()
 
 
 def test_a_finding_shows_its_invoice_lines(browser: Browser, tmp_path: Path) -> None:
