@@ -311,6 +311,13 @@ def test_sort_by_amount_and_filter_by_amount_and_age(browser: Browser, report_fi
     ages = browser.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-num'))"
                       ".map(td => parseInt(td.textContent, 10))")
     assert ages and all(3 <= a <= 7 for a in ages)
+    # A case id shows the case's findings together.
+    browser.js("document.querySelector('#findings-view [data-action=reset]').click()")
+    case = browser.js("document.querySelector('#findings-table button.case-link').textContent")
+    browser.js("document.querySelector('#findings-table button.case-link').click()")
+    cases = browser.js("Array.from(document.querySelectorAll('#findings-table button.case-link'))"
+                       ".map(b => b.textContent)")
+    assert cases and set(cases) == {case}
     assert browser.errors() == []
 
 

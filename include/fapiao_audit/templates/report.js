@@ -64,6 +64,7 @@
     this.main = [];
     for (var m = 0; m < this.columns.length; m++) { if (!this.columns[m].detail) { this.main.push(m); } }
     this.sortNode = root.querySelector("[data-sort]");
+    this.searchNode = root.querySelector("input[data-filter=q]");
     this.causes = this.data.causes || {};
     this.useHash = root.getAttribute("data-hash") === "1";
     this.tbody = root.querySelector("tbody");
@@ -212,6 +213,22 @@
       td.textContent = this.fields[text] ? this.fields[text] + " " + text : text;
     } else if (col.kind === "num") {
       td.textContent = typeof value === "number" ? fmt(value) : text;
+    } else if (col.key === "case_id" && this.searchNode) {
+      // A case's findings together: the case id becomes the search.
+      var link = make("button", "case-link", text);
+      link.type = "button";
+      link.title = "显示同一案件的全部发现 · Show this case's findings";
+      var self = this;
+      link.addEventListener("click", function (ev) {
+        ev.stopPropagation();
+        self.searchNode.value = text;
+        self.readControls();
+        self.page = 0;
+        self.filter();
+        self.render();
+        self.toHash();
+      });
+      td.appendChild(link);
     } else if (col.kind === "money") {
       td.textContent = money(value);
     } else if (col.kind === "decision") {
