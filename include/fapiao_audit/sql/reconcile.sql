@@ -465,13 +465,18 @@ GROUP BY ALL;
 
 -- name: money_apply
 UPDATE rc_all f
-SET issuer_total = coalesce(
-        (SELECT m.total FROM rc_money m WHERE m.source_kind = 'issuer' AND m.invoice_key = f.invoice_key
-                                          AND m.source_system = f.source_system),
-        (SELECT first(m.total ORDER BY m.source_system) FROM rc_money m
-         WHERE m.source_kind = 'issuer' AND m.invoice_key = f.invoice_key)),
-    registry_total = (SELECT first(m.total ORDER BY m.source_system) FROM rc_money m
-                      WHERE m.source_kind = 'registry' AND m.invoice_key = f.invoice_key);
+SET issuer_total = t.issuer_total, registry_total = t.registry_total
+FROM (
+    SELECT k.invoice_key, k.source_system, coalesce(own.total, anyi.total) AS issuer_total, reg.total AS registry_total
+    FROM (SELECT DISTINCT invoice_key, source_system FROM rc_all WHERE invoice_key IS NOT NULL) k
+    LEFT JOIN rc_money own
+           ON own.source_kind = 'issuer' AND own.invoice_key = k.invoice_key AND own.source_system = k.source_system
+    LEFT JOIN (SELECT invoice_key, first(total ORDER BY source_system) AS total FROM rc_money
+               WHERE source_kind = 'issuer' GROUP BY 1) anyi ON anyi.invoice_key = k.invoice_key
+    LEFT JOIN (SELECT invoice_key, first(total ORDER BY source_system) AS total FROM rc_money
+               WHERE source_kind = 'registry' GROUP BY 1) reg ON reg.invoice_key = k.invoice_key
+) t
+WHERE f.invoice_key = t.invoice_key AND f.source_system IS NOT DISTINCT FROM t.source_system;
 
 -- name: money_at_risk
 UPDATE rc_all SET amount_at_risk = CASE
