@@ -54,6 +54,8 @@ def reports_state(reports: Path) -> dict[str, object]:
     for p in sorted(reports.iterdir()):
         if p.name == "latest":
             state["latest"] = os.readlink(p)
+        elif p.name == "index.html":
+            state["index.html"] = hashlib.sha256(p.read_bytes()).hexdigest()
         elif not p.name.startswith("."):
             state[p.name] = night_digest(p)
     return state

@@ -108,7 +108,7 @@ def run_case(build: Callable[[Path], None], check: Callable[[Path], None] | None
             assert not (reports / N).exists()
         else:
             assert "published" in out.getvalue()
-            assert set(os.listdir(reports)) == {N, "latest"}, os.listdir(reports)
+            assert set(os.listdir(reports)) == {N, "latest", "index.html"}, os.listdir(reports)
             assert sorted(os.listdir(reports / N)) == sorted(
                 ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
             if check:
