@@ -78,6 +78,9 @@ def test_a_large_file_is_counted_in_chunks(tmp_path: Path) -> None:
     plain = tmp_path / "plain.csv"
     plain.write_text("a,b,c\n" + row * n, encoding="utf-8")
     assert csv_records(plain, "utf-8", ",") == n + 1
+    quoted_csv = tmp_path / "quoted.csv"
+    quoted_csv.write_bytes(("a,b,c\r\n" + '26112000000000000001,"北\r\n京, ""甲""",1.00\r\n\r\n' * n).encode("gb18030"))
+    assert csv_records(quoted_csv, "gb18030", ",") == n + 1
     quoted = tmp_path / "quoted.jsonl"
     quoted.write_text(json.dumps({"a": "x"}) + "\n" + (json.dumps({"a": "北\n京"}) + "\r\n") * n, encoding="utf-8")
     assert jsonl_records(quoted) == n + 1
