@@ -752,13 +752,16 @@ def test_an_allowed_missing_system_keeps_its_findings_open_as_not_checked(tmp_pa
     con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
     try:
         from fapiao_audit.config import Config
-        from fapiao_audit.reconcile import fetch_resolved
+        from fapiao_audit.reconcile import fetch_carried, fetch_resolved
 
         gone = fetch_resolved(con, date.fromisoformat(NIGHT), Config()).to_pylist()
+        carried = fetch_carried(con, date.fromisoformat(NIGHT)).to_pylist()
     finally:
         con.close()
-    assert [(g["category"], g["source_system"], g["finding_status"]) for g in gone] == [
+    assert gone == []  # nothing resolved: the finding is still open, carried as not checked tonight
+    assert [(c["category"], c["source_system"], c["finding_status"]) for c in carried] == [
         ("MISSING_IN_REGISTRY", "pos", "not_checked")]
+    assert summary["open_items"]["not_checked"] == 1
 
 
 @pytest.mark.parametrize("setting", ['retired_sources = ["pos"]\n', 'source_lookback_nights = 0\n'])
