@@ -8,6 +8,7 @@ clear message on stderr, never a traceback (set FAPIAO_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -15,21 +16,31 @@ import traceback
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NoReturn
 
+from . import __version__
 from .config import load_config
 from .errors import ConfigError, FapiaoError, first_line
+from .progress import Progress
 
 EXIT_OK, EXIT_EXPECTATIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage and exit 2; keep it one line
-        raise ConfigError(f"{self.prog}: {message}")
+    def error(self, message: str) -> NoReturn:  # argparse would print usage and exit 2; keep it one line
+        # main() prefixes "fapiao-audit: error: "; a subcommand's parser adds its own name only.
+        command = self.prog.removeprefix(_PROG).strip()
+        raise ConfigError(f"{command}: {message}" if command else message)
+
+
+_PROG = "fapiao-audit"
+_COMMANDS = ("run", "generate", "demo")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fapiao-audit", description="Nightly reconciliation of issued fapiao against the tax registry.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog=_PROG, description="Nightly reconciliation of issued fapiao against the tax registry.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(_COMMANDS) + "}", parser_class=_Parser)
 
     run = sub.add_parser("run", help="ingest, reconcile, validate and publish one night")
     run.add_argument("--night", required=True, help="business night, YYYY-MM-DD (Asia/Shanghai)")
@@ -45,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="acknowledgements folder: finance's decision files (the workbook with 处理状态 filled "
                           "in, or a CSV of finding id, status, note); overrides acknowledgements_dir")
     run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress on stderr (by default: files read and stages done, one line each when "
+                          "stderr is not a terminal)")
 
     gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
     gen.add_argument("--night", required=True)
@@ -82,7 +96,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--landing: {args.landing} is not a folder")
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")
     log = (lambda msg: print(f"fapiao-audit: {msg}", file=sys.stderr, flush=True)) if args.verbose else None
-    outcome = run_night(Paths(args.landing, args.reports, db), night, cfg, log=log)
+    progress = None if args.quiet else Progress(sys.stderr)
+    try:
+        outcome = run_night(Paths(args.landing, args.reports, db), night, cfg, log=log, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     for warning in outcome.warnings:
         print(f"fapiao-audit: warning: {warning}", file=sys.stderr)
     total = sum(outcome.counts.values())
@@ -172,9 +191,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quiet_libraries() -> None:
+    """GX logs every datasource, asset and batch it builds at INFO (hundreds of lines a night); only its
+    warnings are worth reading. Set before GX is first imported, so nothing slips out during import."""
+    for name in ("great_expectations", "great_expectations.core", "great_expectations.datasource"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     try:
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as e:  # --help, --version: argparse has printed them
+            return e.code if isinstance(e.code, int) else EXIT_OK
+        if args.command is None:
+            raise ConfigError(f"no command given: use one of {', '.join(_COMMANDS)} (see {_PROG} --help)")
         handler = {"run": _cmd_run, "generate": _cmd_generate, "demo": _cmd_demo}[args.command]
         return handler(args)
     except FapiaoError as e:

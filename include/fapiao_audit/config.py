@@ -10,6 +10,7 @@ key is an error (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -302,6 +303,16 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
+def unknown_key(key: str, valid: Any) -> ConfigError:
+    """The error for an unknown key: the closest valid spelling, if any, and every valid key."""
+    prefix, _, name = key.rpartition(".")
+    choices = sorted(str(v) for v in valid)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
+    where = f"[{prefix}]" if prefix else "the top level"
+    return ConfigError(f"unknown config key '{key}'{hint} Valid keys at {where}: {', '.join(choices)}")
+
+
 def build_config(data: dict[str, Any]) -> Config:
     """Build a checked Config from a parsed TOML document (or any such dict)."""
     kwargs: dict[str, Any] = {}
@@ -312,7 +323,7 @@ def build_config(data: dict[str, Any]) -> Config:
             tkw: dict[str, Any] = {}
             for tkey, tval in value.items():
                 if tkey not in Thresholds.__dataclass_fields__:
-                    raise ConfigError(f"unknown config key 'thresholds.{tkey}'")
+                    raise unknown_key(f"thresholds.{tkey}", Thresholds.__dataclass_fields__)
                 kind = int if tkey == "max_duplicate_across_issuers" else float
                 tkw[tkey] = _coerce(f"thresholds.{tkey}", tval, kind)
             kwargs["thresholds"] = Thresholds(**tkw)
@@ -325,8 +336,13 @@ def build_config(data: dict[str, Any]) -> Config:
         elif key in _SCALARS:
             kwargs[key] = _coerce(key, value, _SCALARS[key])
         else:
-            raise ConfigError(f"unknown config key '{key}'")
+            raise unknown_key(key, _TOP_LEVEL_KEYS)
     return _check(Config(**kwargs))
+
+
+#: The keys a configuration file may hold at its top level.
+_TOP_LEVEL_KEYS = ("thresholds", "sources", "database_sources", "expected_sources", "retired_sources",
+                   *_SCALARS)
 
 
 _SOURCE_KEYS = ("columns", "values", "ignore_columns")
@@ -349,7 +365,7 @@ def _sources(
             raise ConfigError(f"config key '{key}': expected a table")
         unknown = sorted(set(spec) - set(_SOURCE_KEYS))
         if unknown:
-            raise ConfigError(f"unknown config key '{key}.{unknown[0]}' (a source takes {', '.join(_SOURCE_KEYS)})")
+            raise unknown_key(f"{key}.{unknown[0]}", _SOURCE_KEYS)
         cols = _table(f"{key}.columns", spec.get("columns", {}))
         mapping: dict[str, str] = {}
         for header, canonical in cols.items():
@@ -397,7 +413,7 @@ def _database_sources(value: Any) -> tuple[DatabaseSource, ...]:
             raise ConfigError(f"config key '{key}': expected a table")
         unknown = set(spec) - allowed
         if unknown:
-            raise ConfigError(f"unknown config key '{key}.{sorted(unknown)[0]}'")
+            raise unknown_key(f"{key}.{sorted(unknown)[0]}", allowed)
         for k, v in spec.items():
             if not isinstance(v, str) or not v.strip():
                 raise ConfigError(f"config key '{key}.{k}': expected a non-empty string")

@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -231,11 +231,30 @@ def unread_files(landing: Path, night: date) -> list[UnreadFile]:
 _COMPRESSED = {".gz", ".zip", ".bz2", ".xz", ".7z", ".rar", ".zst"}
 
 
+_NIGHT_FOLDER_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def landing_hint(landing: Path) -> str:
+    """Where ``landing`` is itself a night's folder (or a folder inside one), the landing it belongs to.
+
+    The landing is the folder that holds the nights (``<landing>/<night>/registry``); pointing it at
+    ``landing/2026-11-20`` or ``landing/2026-11-20/issuers/erp`` is an easy slip.
+    """
+    parts = Path(landing).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if _NIGHT_FOLDER_RE.fullmatch(parts[i]) and i > 0:
+            parent = Path(*parts[:i])
+            return (f"; {landing} looks like a night's folder (or a folder inside one): --landing takes the folder "
+                    f"that holds the nights, here --landing {parent}")
+    return ""
+
+
 def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
     """Find the night's deliveries; refuse a missing night, registry or issuer folder."""
     night_dir = landing / night.isoformat()
     if not night_dir.is_dir():
-        raise InputError(f"{night_dir}: no delivery folder for night {night.isoformat()}")
+        raise InputError(f"{night_dir}: no delivery folder for night {night.isoformat()}"
+                         + landing_hint(landing))
     root = os.path.realpath(night_dir)
     ignored: list[str] = []
 
@@ -792,8 +811,12 @@ def ingest_source(
     delivery: Delivery,
     cfg: Config,
     tmp_dir: Path,
+    on_file: Callable[[FileReport], None] | None = None,
 ) -> tuple[FileReport, ...]:
-    """Stage one source of a night, replacing its rows of that night in one transaction."""
+    """Stage one source of a night, replacing its rows of that night in one transaction.
+
+    ``on_file`` is told about each file as soon as it has been read (progress on long nights).
+    """
     night_dir = landing / night.isoformat()
     _install_macros(con, cfg.value_maps.get(delivery.source_system))
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -817,6 +840,8 @@ def ingest_source(
             report, tables = _ingest_file(con, reader, path, rel, d, night, cfg, seen, i)
             staged.extend((rel, t) for t in tables)
             reports.append(report)
+            if on_file is not None:
+                on_file(report)
         if sum(r.rows_loaded for r in reports) == 0:
             where = night_dir / ("registry" if d.source_kind == "registry" else f"issuers/{d.source_system}")
             raise InputError(
@@ -898,13 +923,14 @@ def ingest_night(
     night: date,
     cfg: Config,
     tmp_dir: Path,
+    on_file: Callable[[FileReport], None] | None = None,
 ) -> IngestResult:
     """Stage every source of a night (the command line's path; the DAG maps ingest_source)."""
     deliveries, ignored = discover(landing, night)
     prune_sources(con, night, [d.source_system for d in deliveries])
     reports: list[FileReport] = []
     for d in deliveries:
-        reports.extend(ingest_source(con, landing, night, d, cfg, tmp_dir))
+        reports.extend(ingest_source(con, landing, night, d, cfg, tmp_dir, on_file))
     systems = tuple(d.source_system for d in deliveries if d.source_kind == "issuer")
     return IngestResult(night, tuple(reports), systems, tuple(ignored))
 
@@ -1005,7 +1031,8 @@ def _ingest_file(
             shown = ", ".join(repr(h) for h in part.headers[:30]) or "none"
             raise InputError(
                 f"{where}: missing required column(s): " + "; ".join(_REQUIRED_HINT[c] for c in missing)
-                + f" (headers found: {shown})"
+                + f" (headers found: {shown}). If the export renamed a header, map it in the configuration "
+                f"file (--config): [sources.{d.source_system}.columns] \"<header as delivered>\" = \"{missing[0]}\""
             )
         if part.relation != "ing_raw":
             con.execute(f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM {part.relation}")

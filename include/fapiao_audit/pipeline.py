@@ -11,7 +11,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -48,6 +48,7 @@ from .model import (
     aging_bucket,
     zero_counts,
 )
+from .progress import Progress
 from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
 from .reconcile import ReconcileResult, fetch_carried, fetch_findings, fetch_resolved, reconcile_night
 
@@ -208,9 +209,10 @@ def check_sources(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg
         )
 
 
-def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config) -> list[FileReport]:
+def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config,
+                 on_file: Callable[[FileReport], None] | None = None) -> list[FileReport]:
     check_sources(con, paths, night, cfg, list_sources(paths, night))
-    return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir).files)
+    return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir, on_file).files)
 
 
 def stage_ingest_source(
@@ -513,24 +515,32 @@ def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = N
     ]
 
 
-def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None) -> RunOutcome:
-    """The whole night on one connection: what ``fapiao-audit run`` does."""
+def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None,
+              progress: Progress | None = None) -> RunOutcome:
+    """The whole night on one connection: what ``fapiao-audit run`` does.
+
+    ``log`` gets each stage's wall time; ``progress`` is told of every file read and stage done.
+    """
     paths.check_overlap()
     started = datetime.now(SHANGHAI)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *args: Any) -> Any:
+        if progress:
+            progress.stage_started(name)
         t0 = time.perf_counter()
         out = fn(*args)
         timings[name] = time.perf_counter() - t0
         if log:
             log(f"{name}: {timings[name]:.2f} s")
+        if progress:
+            progress.stage_done(name, timings[name])
         return out
 
     if cfg.database_sources:
         timed("extract", stage_extract, paths, night, cfg)
     with open_db(paths, cfg) as con:
-        timed("ingest", stage_ingest, con, paths, night, cfg)
+        timed("ingest", stage_ingest, con, paths, night, cfg, progress.file_read if progress else None)
         timed("reconcile", stage_reconcile, con, night, cfg)
         timed("validate", stage_validate, con, night, cfg)
         return timed("publish", stage_publish, con, paths, night, cfg, started)
