@@ -49,10 +49,21 @@ from .model import (
     zero_counts,
 )
 from .progress import Progress
-from .publish import NightWriter, masked_summary, write_exceptions_csv, write_json, write_text
+from .publish import (
+    GX_RESULTS_FILE,
+    NightWriter,
+    gx_results_digest,
+    masked_gx_results,
+    masked_summary,
+    write_exceptions_csv,
+    write_json,
+    write_text,
+)
 from .reconcile import ReconcileResult, fetch_carried, fetch_findings, fetch_resolved, reconcile_night
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+#: run_state's stage holding the night's ExpectationSuiteValidationResults, as GX wrote them.
+GX_RESULTS_STATE = "gx_results"
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,8 @@ def stage_validate(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
     thresholds = {**asdict(cfg.thresholds), "window_start": start, "window_end": end,
                   "amount_tolerance": cfg.amount_tolerance}
     result = run_expectations(con, night, sources=systems, suites_dir=expectations_dir(), thresholds=thresholds)
+    # GX's own results are published as they are (gx_results.json); summary.json keeps the digest.
+    _put_state(con, night, GX_RESULTS_STATE, {"results": result.pop("gx_results", [])})
     _put_state(con, night, "validate", result)
     return result
 
@@ -489,8 +502,11 @@ def stage_publish(
         )
         document = summary.to_dict()
         write_json(w.path("summary.json"), masked_summary(document) if mask_csv else document)
+        gx_results = _get_state(con, night, GX_RESULTS_STATE)["results"]
+        write_json(w.path(GX_RESULTS_FILE), masked_gx_results(gx_results) if mask_csv else gx_results)
         html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows,
-                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows), carried=carried)
+                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows), carried=carried,
+                                  gx_results=gx_results_digest(gx_results))
         write_text(w.path("report.html"), html)
         w.write_manifest({"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"})
         pause_point("commit")

@@ -57,13 +57,12 @@ class Progress:
         """One delivered file has been read (ingest)."""
         self._files += 1
         self._rows += report.rows_read
-        where = f"{report.source_system}/{report.file}" if report.source_kind == "issuer" else report.file
         if report.duplicate_of is not None:
             what = f"same bytes as {report.duplicate_of}, not read again"
         else:
             what = (f"{report.rows_read:,} rows read ({report.rows_loaded:,} loaded, "
                     f"{report.rows_rejected:,} rejected)")
-        self._line(f"{self._stage or 'ingest'}: {where}: {what}")
+        self._line(f"{self._stage or 'ingest'}: {report.file}: {what}")
 
     def stage_done(self, name: str, seconds: float | None = None) -> None:
         if seconds is None:

@@ -37,7 +37,10 @@ from .model import CSV_COLUMNS
 
 #: exceptions.csv's header row (the columns and their order are the model's).
 EXCEPTIONS_COLUMNS = CSV_COLUMNS
-OUTPUT_FILES = ("exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json")
+#: GX's own validation results of the night: a list of ExpectationSuiteValidationResult.to_json_dict(),
+#: one per suite run (registry, each issuing system, reconciliation).
+GX_RESULTS_FILE = "gx_results.json"
+OUTPUT_FILES = ("exceptions.csv", "exceptions.xlsx", "summary.json", GX_RESULTS_FILE, "report.html", "manifest.json")
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -334,3 +337,56 @@ def masked_summary(summary: dict[str, Any]) -> dict[str, Any]:
         return v
 
     return walk(summary)
+
+
+def masked_gx_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of the night's GX results fit for publishing with masking on (as :func:`masked_summary`).
+
+    A buyer column's values (a column-map expectation's unexpected values, a row's ``buyer_name``)
+    are masked like a finding's buyer values; every other text has resident identity numbers masked.
+    """
+    from .masking import BUYER_FIELDS, mask_free_text, mask_record
+
+    def buyer(column: str, value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_record({"field": column, "issuer_value": value})["issuer_value"]
+        return walk(value, None)
+
+    def walk(v: Any, column: str | None) -> Any:
+        if isinstance(v, str):
+            return mask_free_text(v)
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                if k in BUYER_FIELDS:
+                    out[k] = buyer(k, x)
+                elif column is not None and k in ("partial_unexpected_list", "unexpected_list") and isinstance(x, list):
+                    out[k] = [buyer(column, y) for y in x]
+                elif column is not None and k == "partial_unexpected_counts" and isinstance(x, list):
+                    out[k] = [{**walk(c, None), "value": buyer(column, c.get("value"))} if isinstance(c, dict)
+                              else walk(c, None) for c in x]
+                else:
+                    out[k] = walk(x, column)
+            return out
+        if isinstance(v, list | tuple):
+            return [walk(x, column) for x in v]
+        return v
+
+    out = []
+    for suite_result in results:
+        evrs = []
+        for evr in suite_result.get("results") or []:
+            kwargs = ((evr.get("expectation_config") or {}).get("kwargs") or {}) if isinstance(evr, dict) else {}
+            column = kwargs.get("column") if kwargs.get("column") in BUYER_FIELDS else None
+            evrs.append(walk(evr, column))
+        out.append({**walk({k: v for k, v in suite_result.items() if k != "results"}, None), "results": evrs})
+    return out
+
+
+def gx_results_digest(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the report says of gx_results.json: the file, suite runs, expectations evaluated, passed, failed."""
+    runs = len(results)
+    evaluated = sum(int((r.get("statistics") or {}).get("evaluated_expectations") or 0) for r in results)
+    passed = sum(int((r.get("statistics") or {}).get("successful_expectations") or 0) for r in results)
+    return {"file": GX_RESULTS_FILE, "suite_runs": runs, "failed_runs": sum(1 for r in results if not r.get("success")),
+            "evaluated": evaluated, "passed": passed, "failed": evaluated - passed}

@@ -586,8 +586,12 @@ def render_report_html(
     max_rows: int = 20000,
     lines: pa.Table | None = None,
     carried: pa.Table | None = None,
+    gx_results: Mapping[str, Any] | None = None,
 ) -> str:
     """The night's report page as one HTML string (UTF-8 when written; no external resources).
+
+    ``gx_results`` (publish.gx_results_digest) names the file beside the report holding GX's own
+    validation results, with its counts; the report says where they are.
 
     ``findings`` / ``resolved`` / ``rejected`` are embedded up to ``max_rows`` rows each; the
     counts, breakdowns and charts always use all rows and ``summary``. With ``mask`` (the
@@ -678,6 +682,7 @@ def render_report_html(
         "version": r.version,
         "suites": suites,
         "tally": tally,
+        "gx_results": gx_results,
         "config_rows": config_rows,
         "field_labels": FIELD_LABELS,
         "mask": mask,

@@ -2,8 +2,8 @@
 
 The heavy row-level work stays in DuckDB: each batch is a temporary relation on the caller's
 connection (views ``gx_registry`` and ``gx_issuer_<system>`` over ``staged_invoices``,
-``gx_lines`` over ``staged_lines``, ``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats`` and
-``gx_finding_categories``, the model's category codes), and
+``gx_lines`` over ``staged_lines``, ``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats``,
+``gx_finding_categories``, the model's category codes, and ``gx_thresholds``, the suite's thresholds), and
 GX runs its metrics as SQL on that same connection through :mod:`fapiao_audit.gx_duckdb`.
 GX only judges thresholds and shapes the results. The relations are dropped afterwards.
 
@@ -11,15 +11,21 @@ Suite files (``SUITE_FILES``): ``staged_registry.json`` runs on the registry's r
 ``staged_issuer.json`` once per issuing system, ``reconciliation.json`` on the stats row
 (its queries also read ``gx_findings``).
 
-Suites are GX 1.x JSON. Two kinds of placeholders let thresholds be configuration:
+Suites are GX 1.x JSON that stock GX runs as they are; nothing in them is rewritten here.
+Thresholds are configuration through GX's own mechanism and through data:
 
 * ``{"$PARAMETER": "name"}`` as a kwarg value is a GX suite parameter, passed to GX as
   ``expectation_parameters``;
-* ``$name`` inside an ``unexpected_rows_query`` is replaced here by a SQL literal (a number or
-  a ``DATE``), rendered from a checked value, never from data.
+* an ``unexpected_rows_query`` reads a number from ``gx_thresholds``, a one-row temp table with a
+  column per numeric parameter of the suite (``(SELECT amount_tolerance FROM gx_thresholds)``),
+  created with bound values before the suite runs. (GX substitutes parameters for whole kwarg
+  values only, never inside a query's text.)
 
 Values come from the ``thresholds`` argument, else from the suite's ``meta.parameters``
 defaults; ``window_start``/``window_end`` default to the night's window.
+
+Each suite run's result is also kept as GX wrote it (``ExpectationSuiteValidationResult``, as its
+``to_json_dict()``), for publishing beside the report (``gx_results.json``).
 
 The views are rendered only from the checked night (a ``date``) and from source names that
 match the configured pattern; DuckDB cannot bind parameters inside a view definition.
@@ -69,17 +75,22 @@ DEFAULT_WINDOW_DAYS = 7
 SAMPLE_SIZE = 5
 _MAX_ERROR_CHARS = 2000
 
+# A ``$name`` placeholder of the earlier suite format; GX would hand it to DuckDB as a bind parameter.
 _QUERY_PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _GX_PARAM_KEY = "$PARAMETER"
 _SQLALCHEMY_BACKGROUND_RE = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 _QUERY_TYPE = "unexpected_rows_expectation"
+#: Where an expectation sat in its suite file, kept in its meta while GX runs it (removed from saved results).
+_POSITION = "suite_position"
 
 _REGISTRY_VIEW = "gx_registry"
 _FINDINGS_VIEW = "gx_findings"
 _STATS_VIEW = "gx_reconciliation_stats"
 #: The model's finding categories, one row each (code, family): suites name it instead of listing codes.
 _CATEGORIES_TABLE = "gx_finding_categories"
-_TABLES = (_STATS_VIEW, _CATEGORIES_TABLE)
+#: The suite's numeric thresholds, one row, one column each: what a query compares with.
+_THRESHOLDS_TABLE = "gx_thresholds"
+_TABLES = (_STATS_VIEW, _CATEGORIES_TABLE, _THRESHOLDS_TABLE)
 
 # Rendered with {night} = DATE 'YYYY-MM-DD' from a checked date, {view} = a quoted identifier
 # and {system_filter} holding a checked source name as a literal.
@@ -195,6 +206,13 @@ class _SuiteFile:
                 raise SuiteError(
                     f"expectation suite {path}: expectation #{i + 1}: unexpected_rows_query must use {{batch}}"
                 )
+            if isinstance(query, str) and _QUERY_PARAM_RE.search(query):
+                name = _QUERY_PARAM_RE.search(query).group(1)  # type: ignore[union-attr]
+                raise SuiteError(
+                    f"expectation suite {path}: expectation #{i + 1}: ${name} in unexpected_rows_query: a query "
+                    f"reads its thresholds from the gx_thresholds table, write (SELECT {name} FROM gx_thresholds) "
+                    "and declare it in meta.parameters"
+                )
             exp_meta = exp.get("meta") or {}
             if not isinstance(exp_meta, dict):
                 raise SuiteError(f"expectation suite {path}: expectation #{i + 1}: 'meta' must be an object")
@@ -220,16 +238,13 @@ class _SuiteFile:
         self.sample_columns: list[str] = sample_columns
 
     def parameter_names(self) -> tuple[set[str], set[str]]:
-        """(GX suite parameters, query placeholders) the expectations use."""
+        """(GX suite parameters the kwargs use, parameters declared in meta.parameters)."""
         gx_params: set[str] = set()
-        query_params: set[str] = set()
         for exp in self.expectations:
-            for key, value in (exp.get("kwargs") or {}).items():
+            for value in (exp.get("kwargs") or {}).values():
                 if isinstance(value, dict) and _GX_PARAM_KEY in value:
                     gx_params.add(str(value[_GX_PARAM_KEY]))
-                elif key == "unexpected_rows_query" and isinstance(value, str):
-                    query_params.update(_QUERY_PARAM_RE.findall(value))
-        return gx_params, query_params
+        return gx_params, set(self.parameter_defaults)
 
 
 def _label(exp: Mapping[str, Any]) -> str:
@@ -339,8 +354,8 @@ def _check_night(night: Any) -> date:
 
 def _resolve_parameters(
     suite_file: _SuiteFile, night: date, thresholds: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
-    """(GX expectation_parameters, SQL literals for query placeholders, values as JSON) of a suite."""
+) -> tuple[dict[str, Any], dict[str, Decimal], dict[str, Any]]:
+    """(GX expectation_parameters, the numbers of gx_thresholds, values as JSON) of a suite."""
     window_days = thresholds.get("window_days", DEFAULT_WINDOW_DAYS)
     if isinstance(window_days, bool) or not isinstance(window_days, int) or not 1 <= window_days <= 366:
         raise SuiteError(
@@ -348,11 +363,11 @@ def _resolve_parameters(
         )
     computed = {"window_start": night - timedelta(days=window_days - 1), "window_end": night}
 
-    gx_names, query_names = suite_file.parameter_names()
+    gx_names, declared = suite_file.parameter_names()
     gx_params: dict[str, Any] = {}
-    literals: dict[str, str] = {}
+    numbers: dict[str, Decimal] = {}
     used: dict[str, Any] = {}
-    for name in sorted(gx_names | query_names):
+    for name in sorted(gx_names | declared):
         if name in thresholds and thresholds[name] is not None:
             raw = thresholds[name]
         elif suite_file.parameter_defaults.get(name) is not None:
@@ -367,28 +382,50 @@ def _resolve_parameters(
         if name.startswith("window_"):
             day = _check_date(name, raw)
             gx_params[name] = day.isoformat()
-            literals[name] = f"DATE '{day.isoformat()}'"
             used[name] = day.isoformat()
         else:
             number = _check_number(name, raw)
             as_json = raw if isinstance(raw, int) else float(number)
             gx_params[name] = as_json
-            literals[name] = format(number, "f")
+            numbers[name] = number
             used[name] = as_json
     if "window_start" in used and "window_end" in used and used["window_start"] > used["window_end"]:
         raise SuiteError(f"window_start {used['window_start']} is after window_end {used['window_end']}")
-    return {k: v for k, v in gx_params.items() if k in gx_names}, literals, used
+    return {k: v for k, v in gx_params.items() if k in gx_names}, numbers, used
 
 
-def _render_queries(suite_file: _SuiteFile, literals: Mapping[str, str]) -> list[dict[str, Any]]:
+def _sql_type(number: Decimal) -> str:
+    """The type DuckDB gives the number written as a literal (``0.01`` is DECIMAL(3,2), ``3`` INTEGER):
+    a threshold compares exactly as it would written into the query."""
+    text = format(number, "f")
+    whole, _, fraction = text.partition(".")
+    if not fraction:
+        return "INTEGER" if abs(number) < 2**31 else "BIGINT"
+    width = len(whole.lstrip("-")) + len(fraction)
+    return f"DECIMAL({width}, {len(fraction)})" if width <= 38 else "DOUBLE"
+
+
+def _create_thresholds(con: duckdb.DuckDBPyConnection, numbers: Mapping[str, Decimal], views: list[str]) -> None:
+    """(Re)create ``gx_thresholds``: one row, a column per number, values bound, never written into SQL."""
+    names = sorted(numbers)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SuiteError(f"threshold {name!r}: not a column name")
+    columns = ", ".join(f"CAST(? AS {_sql_type(numbers[n])}) AS {quote_ident(n)}" for n in names)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_THRESHOLDS_TABLE} AS SELECT {columns or 'NULL AS none'}",
+        [format(numbers[n], "f") for n in names],
+    )
+    if _THRESHOLDS_TABLE not in views:
+        views.append(_THRESHOLDS_TABLE)
+
+
+def _positioned(suite_file: _SuiteFile) -> list[dict[str, Any]]:
+    """The suite's expectations as they are, each told its position (results come back per group)."""
     expectations = copy.deepcopy(suite_file.expectations)
     for i, exp in enumerate(expectations):
-        kwargs = exp.get("kwargs") or {}
-        query = kwargs.get("unexpected_rows_query")
-        if isinstance(query, str):
-            kwargs["unexpected_rows_query"] = _QUERY_PARAM_RE.sub(lambda m: literals[m.group(1)], query)
         meta = dict(exp.get("meta") or {})
-        meta["suite_position"] = i
+        meta[_POSITION] = i
         exp["meta"] = meta
     return expectations
 
@@ -561,15 +598,19 @@ def _make_context() -> Any:
 
 
 def _validate_suite(
+    con: duckdb.DuckDBPyConnection,
+    views: list[str],
     datasource: Any,
     view: str,
     suite_file: _SuiteFile,
     target: str,
     night: date,
     thresholds: Mapping[str, Any],
-) -> dict[str, Any]:
-    gx_params, literals, used = _resolve_parameters(suite_file, night, thresholds)
-    expectations = _render_queries(suite_file, literals)
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the suite's entry in run_expectations' result, GX's ExpectationSuiteValidationResult as JSON)."""
+    gx_params, numbers, used = _resolve_parameters(suite_file, night, thresholds)
+    _create_thresholds(con, numbers, views)
+    expectations = _positioned(suite_file)
 
     import great_expectations as gx
 
@@ -595,27 +636,73 @@ def _validate_suite(
         },
     }
     by_position: dict[int, Any] = {}
+    outcomes: list[Any] = []
     for group, exps in groups.items():
         if not exps:
             continue
         with _gx_quiet():
-            suite = gx.ExpectationSuite(name=f"{suite_file.name}__{group}", expectations=exps)
+            suite = gx.ExpectationSuite(name=suite_file.name, expectations=exps)
             if len(suite.expectations) != len(exps):  # pragma: no cover - _build_suite checked this
                 raise SuiteError(f"expectation suite {suite_file.path}: GX dropped expectations")
             outcome = batch.validate(suite, result_format=formats[group], expectation_parameters=gx_params)
+        outcomes.append(outcome)
         for evr in outcome.results:
-            position = (evr.expectation_config.meta or {}).get("suite_position")
+            position = (evr.expectation_config.meta or {}).get(_POSITION)
             if isinstance(position, int):
                 by_position[position] = evr
 
     results = [_result_entry(exp, by_position.get(i)) for i, exp in enumerate(suite_file.expectations)]
-    return {
+    entry = {
         "suite": suite_file.name,
         "target": target,
         "success": all(r["success"] for r in results),
         "parameters": used,
         "results": results,
     }
+    return entry, _gx_result(suite_file, target, outcomes, by_position, gx_params, used)
+
+
+def _gx_result(
+    suite_file: _SuiteFile,
+    target: str,
+    outcomes: list[Any],
+    by_position: Mapping[int, Any],
+    gx_params: Mapping[str, Any],
+    used: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One ExpectationSuiteValidationResult for the whole suite, in the suite file's order, as JSON.
+
+    The suite runs in two groups (each with its own result_format); their results are put back
+    together as GX would report the suite validated at once: GX's statistics, GX's meta (with the
+    target and the thresholds added), ``expectation_config`` exactly as in the suite file.
+    """
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+
+    evrs = [by_position[i] for i in sorted(by_position)]
+    evaluated = len(evrs)
+    successful = sum(1 for evr in evrs if evr.success)
+    meta = dict(outcomes[0].meta or {}) if outcomes else {}
+    meta.update({"fapiao_audit_target": target, "thresholds": dict(used)})
+    result = ExpectationSuiteValidationResult(
+        success=all(evr.success for evr in evrs),
+        results=evrs,
+        suite_name=suite_file.name,
+        suite_parameters=dict(gx_params),
+        statistics={
+            "evaluated_expectations": evaluated,
+            "successful_expectations": successful,
+            "unsuccessful_expectations": evaluated - successful,
+            "success_percent": 100.0 * successful / evaluated if evaluated else None,
+        },
+        meta=_jsonable(meta),
+        batch_id=outcomes[0].batch_id if outcomes else None,
+    )
+    document: dict[str, Any] = result.to_json_dict()
+    for evr_json in document.get("results") or []:
+        config = evr_json.get("expectation_config") or {}
+        if isinstance(config.get("meta"), dict):
+            config["meta"].pop(_POSITION, None)
+    return document
 
 
 def run_expectations(
@@ -633,9 +720,11 @@ def run_expectations(
     expectation is such a statement). ``sources`` are the issuing systems of the night.
     ``thresholds`` override the suites' parameter defaults (see the module docstring).
 
-    Returns ``{"success", "suites": [{"suite", "target", "success", "parameters", "results"}]}``;
-    each result has ``expectation, type, column, success, error, observed_value,
-    unexpected_count, unexpected_sample, description``. An expectation that crashed has
+    Returns ``{"success", "suites": [{"suite", "target", "success", "parameters", "results"}],
+    "gx_results": [...]}``; each result has ``expectation, type, column, success, error,
+    observed_value, unexpected_count, unexpected_sample, description``. ``gx_results`` holds, per
+    suite run and in the same order, GX's own ``ExpectationSuiteValidationResult.to_json_dict()``
+    (``ExpectationSuiteValidationResult(**d)`` or GX's schema load it back). An expectation that crashed has
     ``success`` False and ``error`` set. Raises SuiteError for an unreadable suite file, one
     with expectations GX rejects, a bad threshold or a bad source name.
     """
@@ -648,8 +737,8 @@ def run_expectations(
     suites_dir = Path(suites_dir)
     suite_files = {stage: _SuiteFile(suites_dir / filename) for stage, filename in SUITE_FILES.items()}
     for suite_file in suite_files.values():  # fail before touching the database
-        _, literals, _ = _resolve_parameters(suite_file, night, thresholds)
-        _build_suite(suite_file, _render_queries(suite_file, literals))
+        _resolve_parameters(suite_file, night, thresholds)
+        _build_suite(suite_file, suite_file.expectations)
 
     from . import gx_duckdb
 
@@ -659,6 +748,7 @@ def run_expectations(
 
     views: list[str] = []
     suites: list[dict[str, Any]] = []
+    gx_results: list[dict[str, Any]] = []
     try:
         _create_views(con, night, systems, views)
         with _gx_quiet(), gx_duckdb.borrowed_connection(con) as connection_id:
@@ -666,9 +756,13 @@ def run_expectations(
             datasource = context.data_sources.add_duckdb(name="fapiao_audit", connection_id=connection_id)
             try:
                 for view, suite_file, target in plan:
-                    suites.append(_validate_suite(datasource, view, suite_file, target, night, thresholds))
+                    entry, gx_result = _validate_suite(
+                        con, views, datasource, view, suite_file, target, night, thresholds
+                    )
+                    suites.append(entry)
+                    gx_results.append(gx_result)
             finally:
                 gx_duckdb.close_datasource(datasource)
     finally:
         _drop_views(con, views)
-    return {"success": all(s["success"] for s in suites), "suites": suites}
+    return {"success": all(s["success"] for s in suites), "suites": suites, "gx_results": gx_results}
