@@ -85,11 +85,11 @@ def test_findings_equal_expected_at_100k_invoices(tmp_path):
             assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]
 
 
-def test_exit_code_and_five_files(published):
+def test_exit_code_and_published_files(published):
     base, code = published
     night_dir = base / "reports" / NIGHT
     assert sorted(p.name for p in night_dir.iterdir()) == sorted(
-        ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
+        ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
     summary = json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
     # Injected cross-issuer duplicates break a threshold of 0: published, exit 1.
     assert summary["outcome"] == "failed" and code == 1

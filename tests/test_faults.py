@@ -42,7 +42,7 @@ def night_digest(night_dir: Path) -> dict[str, str]:
     """sha256 of every file of a published night, after checking them against its manifest."""
     manifest = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in night_dir.iterdir()}
-    assert set(files) == {"exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"}
+    assert set(files) == {"exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"}
     for f in manifest["files"]:
         assert files[f["name"]] == f["sha256"], f"{night_dir.name}/{f['name']} does not match its manifest"
     return files
@@ -269,7 +269,7 @@ def xlsx_enospc(self, *_a, **_k):
         raise FileCreateError(e) from None  # the way XlsxWriter reports it (the OSError is its context)
 
 
-@pytest.mark.parametrize("victim", ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
+@pytest.mark.parametrize("victim", ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
 def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, tmp_path, capsys, monkeypatch, victim):
     import xlsxwriter
 
@@ -288,6 +288,14 @@ def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, 
         monkeypatch.setattr(xlsxwriter.Workbook, "_store_workbook", xlsx_enospc)
     elif victim == "summary.json":
         monkeypatch.setattr(pipeline, "write_json", enospc)
+    elif victim == "gx_results.json":  # summary.json written, then the disk is full
+        real_json = pipeline.write_json
+
+        def json_then_full(path, data):
+            if path.name == "gx_results.json":
+                enospc()
+            real_json(path, data)
+        monkeypatch.setattr(pipeline, "write_json", json_then_full)
     elif victim == "report.html":
         monkeypatch.setattr(pipeline, "write_text", enospc)
     else:

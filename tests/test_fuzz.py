@@ -110,7 +110,7 @@ def run_case(build: Callable[[Path], None], check: Callable[[Path], None] | None
             assert "published" in out.getvalue()
             assert set(os.listdir(reports)) == {N, "latest", "index.html"}, os.listdir(reports)
             assert sorted(os.listdir(reports / N)) == sorted(
-                ["exceptions.csv", "exceptions.xlsx", "summary.json", "report.html", "manifest.json"])
+                ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
             if check:
                 check(reports / N)
         # nothing written beside the sandbox's three folders, the landing untouched
@@ -274,7 +274,7 @@ def check_outputs(night: Path) -> None:
                 assert b"<f>" not in z.read(name) and b"<f " not in z.read(name), name  # no formulas
     json.loads((night / "summary.json").read_text(encoding="utf-8"))
     manifest = json.loads((night / "manifest.json").read_text(encoding="utf-8"))
-    assert {f["name"] for f in manifest["files"]} == {"exceptions.csv", "exceptions.xlsx", "summary.json", "report.html"}
+    assert {f["name"] for f in manifest["files"]} == {"exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html"}
 
 
 # ------------------------------------------------------------------ 4. path-like and odd names

@@ -223,7 +223,7 @@ def privacy_night(landing: Path) -> Path:
 
 def published_text(night_dir: Path) -> dict[str, str]:
     out = {}
-    for name in ("exceptions.csv", "summary.json", "report.html", "manifest.json"):
+    for name in ("exceptions.csv", "summary.json", "gx_results.json", "report.html", "manifest.json"):
         out[name] = (night_dir / name).read_text(encoding="utf-8-sig")
     z = zipfile.ZipFile(night_dir / "exceptions.xlsx")
     out["exceptions.xlsx"] = "".join(z.read(n).decode("utf-8") for n in z.namelist() if n.endswith(".xml"))
