@@ -21,10 +21,14 @@ N = NIGHT.isoformat()
 
 
 def small_night(landing: Path) -> Path:
-    write_csv(landing / N / "registry" / "registry.csv",
-              [invoice("26110000000000000001"), invoice("26110000000000000002")])
-    write_csv(landing / N / "issuers" / "erp" / "erp.csv",
-              [invoice("26110000000000000001"), invoice("26110000000000000003")])
+    write_csv(
+        landing / N / "registry" / "registry.csv",
+        [invoice("26110000000000000001"), invoice("26110000000000000002")],
+    )
+    write_csv(
+        landing / N / "issuers" / "erp" / "erp.csv",
+        [invoice("26110000000000000001"), invoice("26110000000000000003")],
+    )
     write_csv(landing / N / "issuers" / "pos" / "pos.csv", [invoice("26110000000000000002")])
     return landing
 
@@ -32,8 +36,14 @@ def small_night(landing: Path) -> Path:
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The installed command's code in a child process: stderr is a pipe, not a terminal."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "fapiao_audit.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fapiao_audit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 # --------------------------------------------------------------------------- usage
@@ -77,10 +87,29 @@ def _published(night_dir: Path) -> dict[str, str]:
 
 def test_progress_lines_on_stderr_and_quiet_turns_them_off(tmp_path):
     landing = small_night(tmp_path / "landing")
-    loud = cli("run", "--night", N, "--landing", str(landing), "--reports", str(tmp_path / "r1"),
-               "--db", str(tmp_path / "d1.duckdb"))
-    quiet = cli("run", "--night", N, "--landing", str(landing), "--reports", str(tmp_path / "r2"),
-                "--db", str(tmp_path / "d2.duckdb"), "--quiet")
+    loud = cli(
+        "run",
+        "--night",
+        N,
+        "--landing",
+        str(landing),
+        "--reports",
+        str(tmp_path / "r1"),
+        "--db",
+        str(tmp_path / "d1.duckdb"),
+    )
+    quiet = cli(
+        "run",
+        "--night",
+        N,
+        "--landing",
+        str(landing),
+        "--reports",
+        str(tmp_path / "r2"),
+        "--db",
+        str(tmp_path / "d2.duckdb"),
+        "--quiet",
+    )
     assert loud.returncode == quiet.returncode == 1, loud.stderr  # a tiny night breaks the rate thresholds
     lines = loud.stderr.splitlines()
     assert "\r" not in loud.stderr and "\x1b" not in loud.stderr  # not a terminal: plain lines
@@ -90,9 +119,12 @@ def test_progress_lines_on_stderr_and_quiet_turns_them_off(tmp_path):
         assert sum(line.startswith(f"fapiao-audit: {stage} done in ") for line in lines) == 1, lines
     assert any(line.endswith("(3 files, 5 rows read)") for line in lines), lines
     assert [line for line in lines if " done in " in line or " rows read (" in line] == [
-        line for line in lines if line.startswith("fapiao-audit: ") and "warning" not in line]
+        line for line in lines if line.startswith("fapiao-audit: ") and "warning" not in line
+    ]
     # --quiet: none of it, and nothing else changes
-    assert not any(" done in " in line or "rows read" in line for line in quiet.stderr.splitlines()), quiet.stderr
+    assert not any(" done in " in line or "rows read" in line for line in quiet.stderr.splitlines()), (
+        quiet.stderr
+    )
     assert quiet.stdout.replace("r2", "r1") == loud.stdout
     assert _published(tmp_path / "r1" / N) == _published(tmp_path / "r2" / N)
     assert "GX" not in loud.stderr and "INFO" not in loud.stderr  # GX's logging stays out of the job's stderr
@@ -107,7 +139,9 @@ def test_live_progress_on_a_terminal_rewrites_one_line():
     out = io.StringIO()
     progress = Progress(out, live=True)
     progress.stage_started("ingest")
-    progress.file_read(FileReport("issuer", "erp", "issuers/erp/a.csv", "x", "csv", "utf-8", 10, 1200, 1199, 1))
+    progress.file_read(
+        FileReport("issuer", "erp", "issuers/erp/a.csv", "x", "csv", "utf-8", 10, 1200, 1199, 1)
+    )
     progress.stage_done("ingest", 1.0)
     progress.stage_started("publish")
     progress.stage_done("publish", 0.5)
@@ -122,12 +156,34 @@ def test_live_progress_on_a_terminal_rewrites_one_line():
 
 def test_renamed_header_points_at_the_sources_columns_table(tmp_path, capsys):
     landing = small_night(tmp_path / "landing")
-    write_rows(landing / N / "issuers" / "erp" / "erp.csv",
-               ["invoice_number", "开票时间点", "seller_tax_id", "amount", "tax_amount", "total_amount"],
-               [["26110000000000000001", "2026-11-18 10:00:00", "91110108551385082Q", "1000.00", "130.00",
-                 "1130.00"]])
-    code = main(["run", "--night", N, "--landing", str(landing), "--reports", str(tmp_path / "r"),
-                 "--db", str(tmp_path / "d.duckdb"), "--quiet"])
+    write_rows(
+        landing / N / "issuers" / "erp" / "erp.csv",
+        ["invoice_number", "开票时间点", "seller_tax_id", "amount", "tax_amount", "total_amount"],
+        [
+            [
+                "26110000000000000001",
+                "2026-11-18 10:00:00",
+                "91110108551385082Q",
+                "1000.00",
+                "130.00",
+                "1130.00",
+            ]
+        ],
+    )
+    code = main(
+        [
+            "run",
+            "--night",
+            N,
+            "--landing",
+            str(landing),
+            "--reports",
+            str(tmp_path / "r"),
+            "--db",
+            str(tmp_path / "d.duckdb"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "missing required column(s): issue_time / 开票日期" in err
@@ -135,13 +191,22 @@ def test_renamed_header_points_at_the_sources_columns_table(tmp_path, capsys):
     assert "'开票时间点'" in err  # the headers found, to pick the one to map
 
 
-@pytest.mark.parametrize(("text", "suggestion", "where"), [
-    ("window_dayz = 7", "did you mean 'window_days'?", "Valid keys at the top level: "),
-    ("[thresholds]\nmax_rejected_rat = 0.1", "did you mean 'thresholds.max_rejected_rate'?",
-     "Valid keys at [thresholds]: "),
-    ("[sources.erp]\ncolumn = {}", "did you mean 'sources.erp.columns'?",
-     "Valid keys at [sources.erp]: columns, ignore_columns, values"),
-])
+@pytest.mark.parametrize(
+    ("text", "suggestion", "where"),
+    [
+        ("window_dayz = 7", "did you mean 'window_days'?", "Valid keys at the top level: "),
+        (
+            "[thresholds]\nmax_rejected_rat = 0.1",
+            "did you mean 'thresholds.max_rejected_rate'?",
+            "Valid keys at [thresholds]: ",
+        ),
+        (
+            "[sources.erp]\ncolumn = {}",
+            "did you mean 'sources.erp.columns'?",
+            "Valid keys at [sources.erp]: columns, ignore_columns, values",
+        ),
+    ],
+)
 def test_unknown_config_key_gets_did_you_mean_and_the_valid_keys(tmp_path, text, suggestion, where):
     path = tmp_path / "c.toml"
     path.write_text(text, encoding="utf-8")
@@ -165,8 +230,20 @@ def test_unknown_config_key_without_a_close_match_lists_the_keys(tmp_path):
 @pytest.mark.parametrize("inside", [N, f"{N}/issuers/erp", f"{N}/registry"])
 def test_landing_pointing_into_a_night_suggests_its_parent(tmp_path, capsys, inside):
     landing = small_night(tmp_path / "landing")
-    code = main(["run", "--night", N, "--landing", str(landing / inside), "--reports", str(tmp_path / "r"),
-                 "--db", str(tmp_path / "d.duckdb"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--night",
+            N,
+            "--landing",
+            str(landing / inside),
+            "--reports",
+            str(tmp_path / "r"),
+            "--db",
+            str(tmp_path / "d.duckdb"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert f"--landing {landing}" in err and "looks like a night's folder" in err

@@ -21,9 +21,17 @@ from great_expectations.core.expectation_validation_result import (
 
 from fapiao_audit import gx_duckdb
 from fapiao_audit.publish import gx_results_digest
-from test_validate import SOURCES, SUITES, by_name, clean_night, con, insert_finding, run  # noqa: F401 (con: fixture)
+from test_validate import SCHEMA, SOURCES, SUITES, by_name, clean_night, insert_finding, run
 
 SUITE_FILES = sorted(SUITES.glob("*.json"))
+
+
+@pytest.fixture()
+def con(tmp_path):
+    connection = duckdb.connect(str(tmp_path / "audit.duckdb"))
+    connection.execute(SCHEMA.read_text(encoding="utf-8"))
+    yield connection
+    connection.close()
 
 
 @pytest.mark.parametrize("path", SUITE_FILES, ids=lambda p: p.name)
@@ -60,10 +68,17 @@ def test_stock_gx_runs_the_reconciliation_suite_with_expectation_parameters(tmp_
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_duckdb(name="night", connection_string=f"duckdb:///{db}")
     try:
-        batch = source.add_table_asset("stats", table_name="gx_reconciliation_stats") \
-            .add_batch_definition_whole_table("whole").get_batch()
-        params = {"max_missing_in_registry_rate": 0.01, "max_missing_in_issuer_rate": 0.01,
-                  "max_field_mismatch_rate": 0.01, "max_rejected_rate": 0.001}
+        batch = (
+            source.add_table_asset("stats", table_name="gx_reconciliation_stats")
+            .add_batch_definition_whole_table("whole")
+            .get_batch()
+        )
+        params = {
+            "max_missing_in_registry_rate": 0.01,
+            "max_missing_in_issuer_rate": 0.01,
+            "max_field_mismatch_rate": 0.01,
+            "max_rejected_rate": 0.001,
+        }
         strict = batch.validate(suite, expectation_parameters=params)
         loose = batch.validate(suite, expectation_parameters={**params, "max_missing_in_registry_rate": 0.05})
     finally:
@@ -86,7 +101,8 @@ def test_saved_results_load_back_in_plain_gx(con):
     report = run(con, amount_tolerance=0.01)
     saved = json.loads(json.dumps(report["gx_results"]))  # as gx_results.json holds them
     assert [r["meta"]["fapiao_audit_target"] for r in saved] == ["registry"] + [
-        f"issuer:{s}" for s in SOURCES] + ["reconciliation"]
+        f"issuer:{s}" for s in SOURCES
+    ] + ["reconciliation"]
 
     for doc, suite in zip(saved, report["suites"], strict=True):
         plain = ExpectationSuiteValidationResult(**doc)
@@ -94,12 +110,15 @@ def test_saved_results_load_back_in_plain_gx(con):
         loaded = expectationSuiteValidationResultSchema.load(doc)
         assert isinstance(loaded, ExpectationSuiteValidationResult)
         assert [r.expectation_config.meta["name"] for r in loaded.results] == [
-            r["expectation"] for r in suite["results"]]
+            r["expectation"] for r in suite["results"]
+        ]
         assert [r.success for r in loaded.results] == [r["success"] for r in suite["results"]]
         assert loaded.statistics["evaluated_expectations"] == len(suite["results"])
         # the expectations as the suite file has them (nothing the runner added or rewrote)
         file_doc = json.loads((SUITES / f"{suite['suite']}.json").read_text(encoding="utf-8"))
-        assert [r.expectation_config.meta for r in loaded.results] == [e["meta"] for e in file_doc["expectations"]]
+        assert [r.expectation_config.meta for r in loaded.results] == [
+            e["meta"] for e in file_doc["expectations"]
+        ]
 
     recon = ExpectationSuiteValidationResult(**saved[-1])
     assert recon.success is False
@@ -126,7 +145,8 @@ def test_a_query_placeholder_of_the_old_format_is_refused_with_the_fix(con, tmp_
         query = exp["kwargs"].get("unexpected_rows_query")
         if query and "(SELECT amount_tolerance FROM gx_thresholds)" in query:
             exp["kwargs"]["unexpected_rows_query"] = query.replace(
-                "(SELECT amount_tolerance FROM gx_thresholds)", "$amount_tolerance")
+                "(SELECT amount_tolerance FROM gx_thresholds)", "$amount_tolerance"
+            )
     (suites / "staged_issuer.json").write_text(json.dumps(doc), encoding="utf-8")
     clean_night(con)
     with pytest.raises(SuiteError, match=r"\(SELECT amount_tolerance FROM gx_thresholds\)"):

@@ -60,8 +60,10 @@ class Progress:
         if report.duplicate_of is not None:
             what = f"same bytes as {report.duplicate_of}, not read again"
         else:
-            what = (f"{report.rows_read:,} rows read ({report.rows_loaded:,} loaded, "
-                    f"{report.rows_rejected:,} rejected)")
+            what = (
+                f"{report.rows_read:,} rows read ({report.rows_loaded:,} loaded, "
+                f"{report.rows_rejected:,} rejected)"
+            )
         self._line(f"{self._stage or 'ingest'}: {report.file}: {what}")
 
     def stage_done(self, name: str, seconds: float | None = None) -> None:
