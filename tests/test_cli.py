@@ -248,3 +248,29 @@ def test_landing_pointing_into_a_night_suggests_its_parent(tmp_path, capsys, ins
     assert code == 2 and err.count("\n") == 1, err
     assert f"--landing {landing}" in err and "looks like a night's folder" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_refused_night_ends_stderr_with_its_one_message_after_the_progress(tmp_path):
+    landing = small_night(tmp_path / "landing")
+    write_rows(
+        landing / N / "issuers" / "pos" / "pos.csv",
+        ["invoice_number", "when", "seller_tax_id", "amount"],
+        [["26110000000000000002", "2026-11-18 10:00:00", "91110108551385082Q", "1000.00"]],
+    )
+    result = cli(
+        "run",
+        "--night",
+        N,
+        "--landing",
+        str(landing),
+        "--reports",
+        str(tmp_path / "r"),
+        "--db",
+        str(tmp_path / "d.duckdb"),
+    )
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "fapiao-audit: ingest: registry/registry.csv: 2 rows read (2 loaded, 0 rejected)" in lines
+    assert [line for line in lines if line.startswith("fapiao-audit: error: ")] == [lines[-1]]
+    assert "[sources.pos.columns]" in lines[-1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()

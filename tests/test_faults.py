@@ -82,7 +82,7 @@ def db_state(db: Path, night: str = NIGHT) -> dict[str, int]:
 
 def run_args(base: Path, landing: Path, night: str = NIGHT, config: Path | None = None) -> list[str]:
     args = ["run", "--night", night, "--landing", str(landing), "--reports", str(base / "reports"),
-            "--db", str(base / "db" / "fapiao.duckdb")]
+            "--db", str(base / "db" / "fapiao.duckdb"), "--quiet"]  # stderr: only the message (progress: test_cli)
     return [*args, "--config", str(config)] if config else args
 
 

@@ -98,7 +98,8 @@ def run_case(build: Callable[[Path], None], check: Callable[[Path], None] | None
         before = tree(landing)
         err, out = io.StringIO(), io.StringIO()
         with no_hang(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = main(["run", "--night", N, "--landing", str(landing), "--reports", str(reports), "--db", str(db)])
+            code = main(["run", "--night", N, "--landing", str(landing), "--reports", str(reports), "--db", str(db),
+                         "--quiet"])
         message = err.getvalue()
         assert code in (0, 1, 2), code
         assert "Traceback" not in message and "Traceback" not in out.getvalue()
