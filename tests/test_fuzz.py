@@ -45,6 +45,7 @@ def fast_validate() -> Iterator[None]:
     def stub(con, night, cfg):
         payload = {"success": True, "suites": []}
         pipeline._put_state(con, night, "validate", payload)
+        pipeline._put_state(con, night, pipeline.GX_RESULTS_STATE, {"results": []})
         return payload
 
     with pytest.MonkeyPatch.context() as mp:
