@@ -312,7 +312,7 @@ def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, 
 
 @pytest.fixture
 def small_tmpfs(tmp_path) -> Iterator[Path]:
-    """A real 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    """A real 4 MiB tmpfs (root only; skipped where mounting is not allowed)."""
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
