@@ -1018,7 +1018,9 @@ def test_a_long_line_under_a_tiny_memory_limit_says_out_of_memory_and_the_databa
     tight.write_text('duckdb_memory_limit = "32MB"\n', encoding="utf-8")
     assert main(run_args(tmp_path, landing, config=tight)) == 2
     err = capsys.readouterr().err
-    assert "out of memory in the database" in err and "raise duckdb_memory_limit" in err
+    # Where DuckDB runs out (reading the file, or checkpointing after it) varies with the machine's load;
+    # either way the message says it is memory and what to change.
+    assert "out of memory" in err and "raise duckdb_memory_limit" in err
     assert "unexpected" not in err and "invalidated" not in err
     assert not (tmp_path / "reports" / NIGHT).exists()
     assert main(run_args(tmp_path, landing)) in (0, 1)
