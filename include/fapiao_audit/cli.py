@@ -234,7 +234,8 @@ def _describe(e: Exception) -> str:
         # the cause is the original error it quotes (under a tight memory limit, a block it could not pin).
         text = str(e)
         original = text.split('Original error: "', 1)[1] if 'Original error: "' in text else text
-        cause = first_line(original.removeprefix("FATAL Error: "), 500).rstrip('"')
+        cause_lines = original.removeprefix("FATAL Error: ").strip().splitlines()
+        cause = (cause_lines[0][:500] if cause_lines else type(e).__name__).rstrip('"')
         if re.search(r"pin block|could not allocate|out of memory|memory_limit", original, re.IGNORECASE):
             return (f"out of memory in the database ({cause}); raise duckdb_memory_limit or lower "
                     "duckdb_threads in the configuration. Nothing was published for this night; the "
