@@ -23,6 +23,7 @@ PUBLISHED_NIGHT = Asset("fapiao_published_night")
     schedule=[PUBLISHED_NIGHT],
     start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
     catchup=False,
+    dagrun_timeout=timedelta(hours=1),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "execution_timeout": timedelta(minutes=30)},
     tags=["fapiao", "example"],
     doc_md=__doc__,

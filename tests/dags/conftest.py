@@ -50,12 +50,11 @@ def alert_receivers():
     import email
     import email.policy
     import json
+    import logging
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from aiosmtpd.controller import Controller
-
-    import logging
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP line at INFO
     got = AlertReceivers()
