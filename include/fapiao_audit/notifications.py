@@ -317,9 +317,22 @@ def send_late_alert(context: dict[str, Any] | None = None, publish_by: str = "?"
                     smtp_conn_id: str | None = None, chat_conn_id: str = DEFAULT_CHAT_CONN_ID) -> None:
     """The deadline was missed: tell the same people, through the same notifiers.
 
-    A backfill replays past nights whose deadline passed long ago: no alert for those."""
-    if ((context or {}).get("dag_run") or {}).get("run_type") == "backfill":
-        log.info("deadline of a backfill run passed: no alert")
+    Only the scheduled night is due by the morning: a backfill or a manual rerun of an old night passed its
+    deadline before it started. A run that published its night and then failed (the quality gate) keeps
+    its deadline in Airflow; the night is published, so no alert either.
+    """
+    run = dict((context or {}).get("dag_run") or {})
+    if run.get("run_type") != "scheduled":
+        log.info("deadline of a %s run passed: no alert (only scheduled nights are due)", run.get("run_type"))
+        return
+    from types import SimpleNamespace
+
+    as_run = SimpleNamespace(conf=run.get("conf") or {}, data_interval_start=_as_datetime(run.get("data_interval_start")),
+                             start_date=_as_datetime(run.get("start_date")))
+    published = _published_on_disk({"dag_run": as_run})
+    if published:
+        log.info("night %s was published (expectations %s): no deadline alert", published["night"],
+                 published["outcome"])
         return
     ctx = _late_context(context, publish_by)
     for notifier in night_notifiers(smtp_conn_id, chat_conn_id):

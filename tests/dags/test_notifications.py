@@ -36,12 +36,30 @@ def test_deadline_callback_reaches_mail_and_chat(alert_receivers, monkeypatch, t
     assert [p["json"] for p in alert_receivers.posts] == [{"msgtype": "text", "text": {"content": line}}]
 
 
-def test_no_late_alert_for_a_backfill(alert_receivers):
+@pytest.mark.parametrize("run_type", ["backfill", "manual"])
+def test_no_late_alert_for_a_rerun_of_a_past_night(alert_receivers, run_type):
     alert_receivers.clear()
     ctx = json.loads(json.dumps(LATE_RUN))
-    ctx["dag_run"]["run_type"] = "backfill"
+    ctx["dag_run"]["run_type"] = run_type
     send_late_alert(ctx, "08:00 Asia/Shanghai")
     assert alert_receivers.mails == [] and alert_receivers.posts == []
+
+
+def test_no_late_alert_when_the_run_published_its_night_then_failed(alert_receivers, monkeypatch, tmp_path):
+    night_dir = tmp_path / "reports" / "2026-11-21"
+    night_dir.mkdir(parents=True)
+    (night_dir / "summary.json").write_text(json.dumps(
+        {"night": "2026-11-21", "outcome": "failed", "counts": {"MISSING_IN_REGISTRY": 3},
+         "run": {"started_at": "2026-11-22T01:05:00+08:00"}}), encoding="utf-8")
+    monkeypatch.setenv("FAPIAO_REPORTS", str(tmp_path / "reports"))
+    ctx = json.loads(json.dumps(LATE_RUN))
+    ctx["dag_run"]["start_date"] = "2026-11-21T17:00:00Z"  # 01:00 Beijing: the report is this run's
+    alert_receivers.clear()
+    send_late_alert(ctx, "08:00 Asia/Shanghai")
+    assert alert_receivers.mails == [] and alert_receivers.posts == []
+    ctx["dag_run"]["start_date"] = "2026-11-21T17:10:00Z"  # the report is older than the run: not this run's
+    send_late_alert(ctx, "08:00 Asia/Shanghai")
+    assert len(alert_receivers.mails) == 1 and len(alert_receivers.posts) == 1
 
 
 def test_unconfigured_channels_are_skipped_with_one_line_each(alert_receivers, monkeypatch, caplog):
