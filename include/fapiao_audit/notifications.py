@@ -117,9 +117,21 @@ def _published_on_disk(context: dict[str, Any]) -> dict[str, Any] | None:
             "counts": summary.get("counts") or {}}
 
 
+def _report_path(night: str) -> str:
+    """Where the night's report is (or would be); a message must go out even if the settings cannot be read."""
+    from .orchestration import report_dir
+
+    if night == "?":
+        return "-"
+    try:
+        return f"{report_dir(night)}/report.html"
+    except Exception as e:  # noqa: BLE001
+        return f"<reports>/{night}/report.html (settings unreadable: {e})"
+
+
 def night_outcome(context: dict[str, Any]) -> NightOutcome:
     """The run's night, state and published report, from a DAG callback's context."""
-    from .orchestration import night_for, report_dir
+    from .orchestration import night_for
 
     dag_run = context.get("dag_run")
     ti = context.get("ti") or context.get("task_instance")
@@ -149,7 +161,7 @@ def night_outcome(context: dict[str, Any]) -> NightOutcome:
         outcome = str(published["outcome"])
         counts = {str(k): int(v) for k, v in (published.get("counts") or {}).items()}
     else:
-        report = f"{report_dir(night)}/report.html (not published by this run)" if night != "?" else "-"
+        report = f"{_report_path(night)} (not published by this run)"
         outcome, counts = "not published", {}
     return NightOutcome(night=night, state=state, outcome=outcome, report=report,
                         run_id=str(getattr(dag_run, "run_id", None) or context.get("run_id") or "?"),
@@ -273,7 +285,7 @@ def night_notifiers(smtp_conn_id: str | None = None, chat_conn_id: str = DEFAULT
 
 
 def _late_context(context: dict[str, Any] | None, publish_by: str) -> dict[str, Any]:
-    from .orchestration import night_for, report_dir
+    from .orchestration import night_for
 
     run = dict((context or {}).get("dag_run") or {})
     try:
@@ -281,7 +293,7 @@ def _late_context(context: dict[str, Any] | None, publish_by: str) -> dict[str, 
     except Exception:  # noqa: BLE001
         night = "?"
     outcome = NightOutcome(night=night, state=str(run.get("state") or "running"), outcome="not published",
-                           report=f"{report_dir(night)}/report.html" if night != "?" else "-",
+                           report=_report_path(night),
                            run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"))
     return {"fapiao": _Late(outcome, publish_by), "dag_run": run}
 
