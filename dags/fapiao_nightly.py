@@ -97,7 +97,8 @@ def _night() -> str:
     on_failure_callback=night_notifiers(),
     on_success_callback=night_notifiers(),
     # The logical date is the night's 00:00 in Beijing: the night is due at PUBLISH_BY_HOUR the next morning.
-    # Runs without a logical date (a triggered rerun of a night) get no deadline.
+    # Runs without a logical date (a triggered rerun of a night) get no deadline; the callback alerts only for
+    # scheduled runs that have not published their night (a backfill or a rerun is late by definition).
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
         interval=timedelta(hours=24 + PUBLISH_BY_HOUR),
