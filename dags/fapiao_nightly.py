@@ -19,6 +19,19 @@ Beijing time and the night comes from that interval, never from "now". Trigger w
    into `<reports>/<D>/`, atomically.
 6. **quality_gate**: fails the run (no retry) when an expectation failed; the report is already published.
 
+**Notifications**, once per run (never per task): e-mail through Airflow's SMTP connection `smtp_default`
+to the Variable `FAPIAO_ALERT_EMAIL`, and a DingTalk or WeCom robot through the connection `fapiao_chat`
+(host: the robot's webhook URL; password: a DingTalk robot's signing secret). Each carries the night's
+one-line summary and the report's path; an unconfigured channel is skipped with one log line.
+
+**Asset**: `publish` updates the asset `fapiao_published_night`; each event's extra holds the night, its
+outcome (`passed` / `failed`), the findings per category and the report folder. `fapiao_after_publish`
+is an example of a DAG scheduled on it.
+
+**Time limits**: a run is failed after `DAGRUN_TIMEOUT`, a task attempt after `TASK_TIMEOUT`, and a deadline
+alert goes out when the night is not published by `FAPIAO_PUBLISH_BY_HOUR` o'clock (Beijing, default 8) the
+morning after it (environment variable of the DAG processor; a run's deadline is fixed when it is created).
+
 Paths: Airflow Variables or environment variables `FAPIAO_LANDING`, `FAPIAO_REPORTS`, `FAPIAO_DB`,
 `FAPIAO_CONFIG`. DuckDB has one writer: every task that writes to it runs in the one-slot pool
 `fapiao_duckdb`, and `max_active_runs=1`; shard tasks only read it (shared lock) and run in
@@ -27,12 +40,37 @@ Paths: Airflow Variables or environment variables `FAPIAO_LANDING`, `FAPIAO_REPO
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    PokeReturnValue,
+    dag,
+    get_current_context,
+    task,
+)
+
+from fapiao_audit.notifications import night_not_published, night_notifiers
 
 POOL = "fapiao_duckdb"
+#: One event per published night; the extra says which night, how it went and where the report is.
+PUBLISHED_NIGHT = Asset("fapiao_published_night")
+#: A run that has not finished by then is failed, so that the next night (max_active_runs=1) can start.
+DAGRUN_TIMEOUT = timedelta(hours=20)
+#: Per task attempt; the sensor's own `timeout` (6 h) bounds the wait for deliveries across reschedules.
+TASK_TIMEOUT = timedelta(hours=2)
+#: The night D must be published by this hour (Asia/Shanghai) on D+1. Read from the environment only: no
+#: Variable or database at parse time.
+PUBLISH_BY_HOUR = int(os.environ.get("FAPIAO_PUBLISH_BY_HOUR", "8"))
+if not 0 <= PUBLISH_BY_HOUR <= 23:
+    raise ValueError(f"FAPIAO_PUBLISH_BY_HOUR must be an hour 0-23, got {PUBLISH_BY_HOUR}")
 
 
 def _night() -> str:
@@ -43,24 +81,29 @@ def _night() -> str:
     return night_for(ctx["params"], ctx.get("data_interval_start")).isoformat()
 
 
-def _on_failure(context) -> None:
-    from fapiao_audit.orchestration import notify_failure
-
-    notify_failure(context)
-
-
 @dag(
     dag_id="fapiao_nightly",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="Asia/Shanghai"),
     start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=DAGRUN_TIMEOUT,
     default_args={
         "retries": 2,
         "retry_delay": timedelta(minutes=5),
         "pool": POOL,
-        "on_failure_callback": _on_failure,
+        "execution_timeout": TASK_TIMEOUT,
     },
+    on_failure_callback=night_notifiers(),
+    on_success_callback=night_notifiers(),
+    # The logical date is the night's 00:00 in Beijing: the night is due at PUBLISH_BY_HOUR the next morning.
+    # Runs without a logical date (a triggered rerun of a night) get no deadline; the callback alerts only for
+    # scheduled runs that have not published their night (a backfill or a rerun is late by definition).
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=timedelta(hours=24 + PUBLISH_BY_HOUR),
+        callback=AsyncCallback(night_not_published, kwargs={"publish_by": f"{PUBLISH_BY_HOUR:02d}:00 Asia/Shanghai"}),
+    ),
     params={
         "night": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
                        description="Business night YYYY-MM-DD; overrides the night of the data interval"),
@@ -118,9 +161,11 @@ def fapiao_nightly():
     def reconcile(night: str, shard_results: list[dict]) -> dict:
         from fapiao_audit.orchestration import reconcile as run
 
-        shards = {r["shards"] for r in shard_results}
-        if len(shards) != 1 or len(shard_results) != next(iter(shards)):
-            raise ValueError(f"shard results do not add up: {sorted((r['shard'], r['shards']) for r in shard_results)}")
+        # Index within len(): iterating the lazy XCom sequence probes one past its end and logs an error.
+        results = [shard_results[i] for i in range(len(shard_results))]
+        shards = {r["shards"] for r in results}
+        if len(shards) != 1 or len(results) != next(iter(shards)):
+            raise ValueError(f"shard results do not add up: {sorted((r['shard'], r['shards']) for r in results)}")
         return run(date.fromisoformat(night), shards.pop())
 
     @task
@@ -129,11 +174,16 @@ def fapiao_nightly():
 
         return run(date.fromisoformat(night))
 
-    @task
+    @task(outlets=[PUBLISHED_NIGHT])
     def publish(night: str, passed: bool) -> dict:
         from fapiao_audit.orchestration import publish as run
 
-        return run(date.fromisoformat(night))
+        result = run(date.fromisoformat(night))
+        get_current_context()["outlet_events"][PUBLISHED_NIGHT].extra = {
+            "night": result["night"], "outcome": result["outcome"], "counts": result["counts"],
+            "findings": sum(result["counts"].values()), "report": result["published"],
+        }
+        return result
 
     @task(retries=0, pool="default_pool")
     def quality_gate(result: dict) -> None:

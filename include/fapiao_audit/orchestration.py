@@ -36,23 +36,34 @@ PROJECT_DATA = Path(__file__).resolve().parents[2] / "data"
 TASK_LOCK_TIMEOUT_S = 900.0
 
 
-def _setting(name: str, default: str | None) -> str | None:
-    """An Airflow Variable if Airflow is there and it is set, else the environment, else the default."""
-    value = None
+def setting(name: str, default: str | None) -> str | None:
+    """An Airflow Variable where Airflow is installed and the Variable is set, else the environment, else
+    the default.
+
+    Only an absent Variable falls back: an error from the Variables backend (a secrets backend down, the
+    API server unreachable) fails the task, naming the Variable. Falling back then could point the night
+    at another landing folder or another DuckDB file without a word.
+    """
     try:
         from airflow.sdk import Variable
-
-        value = Variable.get(name, default=None)
-    except Exception:  # outside a task (tests, CLI) there is no Variable backend
+    except ImportError:  # the library without Airflow (the CLI's own set-up)
         value = None
+    else:
+        try:
+            value = Variable.get(name, default=None)
+        except Exception as e:
+            raise ConfigError(
+                f"Airflow Variable {name}: the Variables backend failed ({type(e).__name__}: {e}); not "
+                f"falling back to the environment or the default. Fix the backend, or retry the task"
+            ) from e
     return value or os.environ.get(name) or default
 
 
 def settings() -> tuple[Paths, Config]:
-    landing = Path(_setting("FAPIAO_LANDING", str(PROJECT_DATA / "landing")))
-    reports = Path(_setting("FAPIAO_REPORTS", str(PROJECT_DATA / "reports")))
-    db = Path(_setting("FAPIAO_DB", str(PROJECT_DATA / "fapiao.duckdb")))
-    cfg_path = _setting("FAPIAO_CONFIG", None)
+    landing = Path(setting("FAPIAO_LANDING", str(PROJECT_DATA / "landing")))
+    reports = Path(setting("FAPIAO_REPORTS", str(PROJECT_DATA / "reports")))
+    db = Path(setting("FAPIAO_DB", str(PROJECT_DATA / "fapiao.duckdb")))
+    cfg_path = setting("FAPIAO_CONFIG", None)
     cfg = load_config(Path(cfg_path) if cfg_path else None)
     cfg = replace(cfg, lock_timeout_s=max(cfg.lock_timeout_s, TASK_LOCK_TIMEOUT_S))
     paths = Paths(landing, reports, db)
@@ -164,7 +175,14 @@ def reconcile_shard(night: date, shard: int, shards: int) -> dict[str, Any]:
     return out
 
 
+def quiet_gx_logs() -> None:
+    """GX logs about 220 INFO lines while it imports (its docs registry); a task log wants none of them.
+    Called before anything imports great_expectations; warnings and errors still show."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
 def validate(night: date) -> bool:
+    quiet_gx_logs()
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
         return bool(stage_validate(con, night, cfg)["success"])
@@ -180,41 +198,10 @@ def publish(night: date) -> dict[str, Any]:
             "warnings": list(out.warnings)}
 
 
-def failure_summary(context: dict[str, Any]) -> str:
-    """One readable line for the on-failure callback (logged; e-mailed where SMTP is configured)."""
-    ti = context.get("task_instance") or context.get("ti")
-    dag_run = context.get("dag_run")
-    exc = context.get("exception")
-    night = None
-    try:
-        night = night_for(context.get("params"), getattr(dag_run, "data_interval_start", None))
-    except Exception:
-        night = None
-    return (
-        f"fapiao_nightly failed: night={night.isoformat() if night else '?'} "
-        f"task={getattr(ti, 'task_id', '?')} run={getattr(dag_run, 'run_id', '?')} "
-        f"error={str(exc).splitlines()[0] if exc else 'see task log'}"
-    )
-
-
-def notify_failure(context: dict[str, Any]) -> None:
-    message = failure_summary(context)
-    log.error(message)
-    if os.environ.get("AIRFLOW__SMTP__SMTP_HOST") and os.environ.get("FAPIAO_ALERT_EMAIL"):
-        try:
-            import smtplib
-            from email.message import EmailMessage
-
-            msg = EmailMessage()
-            msg["Subject"] = message[:120]
-            msg["From"] = os.environ.get("AIRFLOW__SMTP__SMTP_MAIL_FROM", "fapiao-audit@localhost")
-            msg["To"] = os.environ["FAPIAO_ALERT_EMAIL"]
-            msg.set_content(message)
-            with smtplib.SMTP(os.environ["AIRFLOW__SMTP__SMTP_HOST"], int(os.environ.get("AIRFLOW__SMTP__SMTP_PORT", "25")),
-                              timeout=10) as s:
-                s.send_message(msg)
-        except OSError as e:
-            log.error("failure e-mail not sent: %s", e)
+def report_dir(night: str) -> Path:
+    """Where a night is published (for messages about it)."""
+    paths, _ = settings()
+    return paths.reports / night
 
 
 def extract_sources(night: date) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""fapiao_nightly under dag.test(): a full night, a rerun that replaces it, a failing expectation."""
+"""fapiao_nightly under dag.test(): a full night, a rerun that replaces it, a failing expectation; each run's
+one notification reaching a local SMTP server and a local chat-robot endpoint; the published night's Asset event."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ NIGHT = pendulum.date(2026, 11, 21)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, airflow_db):
+def env(tmp_path_factory, airflow_db, alert_receivers):
     base = tmp_path_factory.mktemp("dagrun")
     mp = pytest.MonkeyPatch()
     mp.setenv("FAPIAO_LANDING", str(base / "landing"))
@@ -43,8 +44,27 @@ def _task_states(dagrun) -> dict[str, str]:
     return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dagrun.get_task_instances()}
 
 
-def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag):
+def _asset_events(run_id: str) -> list[dict]:
+    """The `fapiao_published_night` events this run emitted, from Airflow's metadata DB."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "fapiao_published_night", AssetEvent.source_run_id == run_id)
+        ).all()
+        return [dict(e.extra or {}) for e in rows]
+
+
+def _html(mail) -> str:
+    return mail.get_body(preferencelist=("html", "plain")).get_content()
+
+
+def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag, alert_receivers):
     dag = dagbag.dags["fapiao_nightly"]
+    alert_receivers.clear()
     # A manual run at 2026-11-22 00:00 Beijing covers the interval [11-21, 11-22): night 2026-11-21.
     dagrun = dag.test(logical_date=pendulum.datetime(2026, 11, 22, tz="Asia/Shanghai"))
     states = _task_states(dagrun)
@@ -57,6 +77,27 @@ def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag):
     assert _state(dagrun) == "failed"
     summary = json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["outcome"] == "failed"
+
+    # One e-mail and one chat message for the failed run (not one per failed or mapped task).
+    report = f"{night_dir}/report.html"
+    assert len(alert_receivers.mails) == 1, [m["Subject"] for m in alert_receivers.mails]
+    mail = alert_receivers.mails[0]
+    assert mail["Subject"] == "[fapiao] night 2026-11-21: run failed, expectations failed"
+    assert mail["From"] == "fapiao-audit@example.test"
+    assert mail["X-Envelope-To"] == "finance-ops@example.test, data-eng@example.test"
+    total = sum(summary["counts"].values())
+    line = (f"fapiao_nightly night 2026-11-21: run failed at quality_gate; published, {total} findings, "
+            f"expectations failed; report {report}")
+    assert line in _html(mail)
+    assert len(alert_receivers.posts) == 1
+    post = alert_receivers.posts[0]
+    assert post["path"] == "/robot/send?access_token=test-token"
+    assert post["json"] == {"msgtype": "text", "text": {"content": line}}
+
+    # The published night is an Asset event whose extra says which night, how it went, and where.
+    events = _asset_events(dagrun.run_id)
+    assert events == [{"night": "2026-11-21", "outcome": "failed", "counts": summary["counts"],
+                       "findings": total, "report": str(night_dir)}]
 
 
 def test_rerun_with_night_param_replaces_the_night(env, dagbag):
@@ -80,8 +121,9 @@ def test_rerun_with_night_param_replaces_the_night(env, dagbag):
         con.close()
 
 
-def test_passing_night_succeeds(env, dagbag, tmp_path):
+def test_passing_night_succeeds(env, dagbag, tmp_path, alert_receivers):
     dag = dagbag.dags["fapiao_nightly"]
+    alert_receivers.clear()
     cfg = tmp_path / "lenient.toml"
     cfg.write_text("[thresholds]\nmax_duplicate_across_issuers = 1000\nmax_missing_in_registry_rate = 1\n"
                    "max_missing_in_issuer_rate = 1\nmax_field_mismatch_rate = 1\nmax_rejected_rate = 1\n"
@@ -98,6 +140,13 @@ def test_passing_night_succeeds(env, dagbag, tmp_path):
         assert _state(dagrun) == "success"
     else:  # staged-data suites may still fail on injected defects; then the gate must fail the run
         assert _task_states(dagrun)["quality_gate"] == "failed"
+    # The outcome goes out once either way, saying which.
+    state = "success" if summary["outcome"] == "passed" else "failed"
+    assert [m["Subject"] for m in alert_receivers.mails] == [
+        f"[fapiao] night 2026-11-21: run {state}, expectations {summary['outcome']}"]
+    assert len(alert_receivers.posts) == 1
+    assert f"expectations {summary['outcome']}" in alert_receivers.posts[0]["json"]["text"]["content"]
+    assert [e["outcome"] for e in _asset_events(dagrun.run_id)] == [summary["outcome"]]
 
 
 def test_sharded_run_maps_one_task_per_shard_and_publishes_the_same_night(env, dagbag):
