@@ -216,7 +216,8 @@ def _api_rows(ws, fmt, table, *, mask):
     from fapiao_audit import excel, masking
 
     zh = {c.code: c.zh for c in CATEGORIES}
-    for row, record in enumerate(excel._iter_records(table, [key for _h, key, _k, _w in HEADERS]), start=1):
+    keys = [key for _h, key, _k, _w in HEADERS]
+    for row, record in enumerate(excel._iter_records(table, keys), start=1):
         if mask:
             record = masking.mask_record(record)
         for col, (_h, key, kind, _w) in enumerate(HEADERS):
@@ -229,14 +230,20 @@ def _api_rows(ws, fmt, table, *, mask):
             if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
                 ws.write_number(row, col, value, fmt["int"])
                 continue
+            if kind == "money" or (kind == "value" and record.get("field") in excel.MONEY_FIELDS):
+                number = excel.money_number(value)
+                if number is not None:
+                    ws.write_number(row, col, float(number), fmt["money"])
+                    continue
             value = zh.get(value, value) if kind == "category" else excel._STATUS.get(value, value) \
-                if kind == "status" else value
+                if kind == "status" else excel._DECISION.get(value, value) if kind == "decision" else value
             text = str(value).replace("\ufffe", "\ufffd").replace("\uffff", "\ufffd")
             if len(text) > 32_767 // 2 and len(text.encode("utf-16-le", "surrogatepass")) // 2 > 32_767:
                 from xlsxwriter.utility import _utf16_truncate
 
                 text = _utf16_truncate(text, 32_766) + "…"
-            ws.write_string(row, col, text, fmt["id"] if kind == "id" else fmt["text"])
+            style = "edit" if key in excel.EDITABLE else "id" if kind == "id" else "text"
+            ws.write_string(row, col, text, fmt[style])
 
 
 @pytest.mark.parametrize("mask", [False, True])

@@ -30,13 +30,13 @@ from xlsxwriter.worksheet import Worksheet
 
 from fapiao_audit import masking
 from fapiao_audit.model import (
+    AGING_BUCKETS,
+    CARRIED_STATUSES,
     CATEGORIES,
     CATEGORY_BY_CODE,
     COMPARED_FIELDS,
-    EXCEL_COLUMNS,
-    AGING_BUCKETS,
-    CARRIED_STATUSES,
     DECISIONS,
+    EXCEL_COLUMNS,
     FIELD_LABELS,
     FINDING_STATUSES,
     GONE_STATUSES,
@@ -292,6 +292,9 @@ def _write_text(ws: Worksheet, row: int, col: int, value: Any, cell_format: Any)
 def _write_findings_sheet(
     ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask: bool, note: str | None = None
 ) -> None:
+    # Cell formats get their index on first use: fix the order here, whatever writes the rows.
+    for name in ("header", "text", "id", "date", "int", "money", "edit"):
+        fmt[name]._get_xf_index()
     ws.freeze_panes(1, 0)
     ws.set_row(0, 20)
     for col, (_header, key, kind, width) in enumerate(HEADERS):
@@ -458,7 +461,7 @@ def _write_summary(
         row += 1
 
     row += 1
-    heads = ("类别代码 Code", "类别 Category (中文)", "Category (English)", "今晚 Tonight", "上一晚 Previous",
+    heads: tuple[str, ...] = ("类别代码 Code", "类别 Category (中文)", "Category (English)", "今晚 Tonight", "上一晚 Previous",
              "变化 Change", "新增 New", "工作表 Sheets", "涉及金额(元) At risk")
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])

@@ -71,7 +71,7 @@ def _query(src: DatabaseSource) -> Any:
 
     if src.query:
         return src.query
-    schema_table = src.table.split(".")
+    schema_table = (src.table or "").split(".")
     return sql.SQL("SELECT * FROM {t} WHERE {c} >= %(window_start)s AND {c} < %(window_end_exclusive)s ORDER BY {c}").format(
         t=sql.Identifier(*schema_table), c=sql.Identifier(src.time_column)
     )

@@ -26,6 +26,7 @@ Importing this module registers the ``"duckdb"`` datasource type, so
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import threading
 import uuid
@@ -197,7 +198,7 @@ class DuckDBDatasource(SQLDatasource):
     _own_execution_engines: list[DuckDBExecutionEngine] = pydantic.PrivateAttr(default_factory=list)
 
     @property
-    def execution_engine_type(self) -> type[SqlAlchemyExecutionEngine]:
+    def execution_engine_type(self) -> builtins.type[SqlAlchemyExecutionEngine]:
         return DuckDBExecutionEngine
 
     def _create_engine(self) -> sa.Engine:
@@ -211,7 +212,7 @@ class DuckDBDatasource(SQLDatasource):
         return engine
 
     def get_engine(self) -> sa.Engine:
-        key = (str(self.connection_string), self.connection_id)
+        key = repr((str(self.connection_string), self.connection_id))  # the parent caches a string
         if self._engine is None or self._cached_connection_string != key:
             self._engine = self._create_engine()
             self._cached_connection_string = key

@@ -221,7 +221,7 @@ class NightMailNotifier(_NightContext, SmtpNotifier):
             log.warning("e-mail not sent: no Airflow connection %r (an SMTP connection)", self.smtp_conn_id)
             return
         super().notify(context)
-        log.info("e-mail sent to %s: %s", ", ".join(self.to if isinstance(self.to, list) else [self.to]),
+        log.info("e-mail sent to %s: %s", ", ".join([self.to] if isinstance(self.to, str) else list(self.to)),
                  self.subject)
 
 

@@ -60,9 +60,9 @@ def setting(name: str, default: str | None) -> str | None:
 
 
 def settings() -> tuple[Paths, Config]:
-    landing = Path(setting("FAPIAO_LANDING", str(PROJECT_DATA / "landing")))
-    reports = Path(setting("FAPIAO_REPORTS", str(PROJECT_DATA / "reports")))
-    db = Path(setting("FAPIAO_DB", str(PROJECT_DATA / "fapiao.duckdb")))
+    landing = Path(setting("FAPIAO_LANDING", str(PROJECT_DATA / "landing")) or PROJECT_DATA / "landing")
+    reports = Path(setting("FAPIAO_REPORTS", str(PROJECT_DATA / "reports")) or PROJECT_DATA / "reports")
+    db = Path(setting("FAPIAO_DB", str(PROJECT_DATA / "fapiao.duckdb")) or PROJECT_DATA / "fapiao.duckdb")
     cfg_path = setting("FAPIAO_CONFIG", None)
     cfg = load_config(Path(cfg_path) if cfg_path else None)
     cfg = replace(cfg, lock_timeout_s=max(cfg.lock_timeout_s, TASK_LOCK_TIMEOUT_S))

@@ -31,8 +31,8 @@ import pyarrow as pa
 from .db import _flock
 from .errors import PublishError
 from .files import sha256_file
-from .masking import mark_bidi
 from .index import INDEX_NAME, write_index
+from .masking import mark_bidi
 from .model import CSV_COLUMNS
 
 #: exceptions.csv's header row (the columns and their order are the model's).
@@ -268,7 +268,7 @@ def sweep(reports: Path, night: date) -> None:
 
 
 def published_nights(reports: Path) -> list[date]:
-    out = []
+    out: list[date] = []
     if not reports.is_dir():
         return out
     for p in reports.iterdir():

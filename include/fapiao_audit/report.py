@@ -39,12 +39,12 @@ from markupsafe import Markup, escape
 
 from fapiao_audit import masking
 from fapiao_audit.model import (
-    CATEGORIES,
-    CATEGORY_BY_CODE,
-    FIELD_LABELS,
     AGING_BUCKETS,
     CARRIED_STATUSES,
+    CATEGORIES,
+    CATEGORY_BY_CODE,
     DECISIONS,
+    FIELD_LABELS,
     FINDING_STATUSES,
     GONE_STATUSES,
     MISSING_CAUSES,
@@ -726,10 +726,14 @@ def _yuan(value: Any) -> str:
         return "—"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _money(summary: NightSummary) -> dict[str, Any]:
     m = summary.amount_at_risk or {}
-    by_cat = m.get("by_category") if isinstance(m.get("by_category"), dict) else {}
-    by_source = m.get("by_source") if isinstance(m.get("by_source"), dict) else {}
+    by_cat = _dict(m.get("by_category"))
+    by_source = _dict(m.get("by_source"))
     return {"total": _yuan(m.get("total")), "known": bool(m),
             "by_category": {str(k): _yuan(v) for k, v in by_cat.items()},
             "by_source": [(str(k), _yuan(v)) for k, v in by_source.items()]}
@@ -737,7 +741,7 @@ def _money(summary: NightSummary) -> dict[str, Any]:
 
 def _open_items_view(summary: NightSummary) -> dict[str, Any]:
     items = summary.open_items or {}
-    aging = items.get("aging") if isinstance(items.get("aging"), dict) else {}
+    aging = _dict(items.get("aging"))
     return {
         "known": bool(items),
         "total": int(items.get("total") or 0),
@@ -753,7 +757,7 @@ def _open_items_view(summary: NightSummary) -> dict[str, Any]:
 def _headline(summary: NightSummary) -> str:
     """The one line a reader needs first, in Chinese: new findings, the amount at risk, the worst source."""
     m = summary.amount_at_risk or {}
-    by_source = m.get("by_source") if isinstance(m.get("by_source"), dict) else {}
+    by_source = _dict(m.get("by_source"))
     worst = next(iter(by_source.items()), None)
     items = summary.open_items or {}
     text = f"今晚新增 {summary.new:,} 项发现（共 {summary.total_findings:,} 项），涉及金额 {_yuan(m.get('total'))} 元"

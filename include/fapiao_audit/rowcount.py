@@ -41,6 +41,11 @@ def _nonblank_lines(path: Path, *, blank_chars: bytes, split_cr: bool) -> int:
     return count
 
 
+def _outside(positions: np.ndarray, quotes: np.ndarray, parity: int) -> np.ndarray:
+    """The positions not inside quotes (an even number of quotes before them, counting the carried parity)."""
+    return positions[((np.searchsorted(quotes, positions) + parity) & 1) == 0]
+
+
 class _Irregular(Exception):
     """The file's quotes or line ends are not the regular kind the fast count reads."""
 
@@ -84,15 +89,12 @@ def _quoted_records(path: Path, delimiter: str) -> int:
             if not starts_ok[before].all() or not starts_ok[after].all():
                 raise _Irregular
 
-            def outside(positions: np.ndarray) -> np.ndarray:
-                return positions[((np.searchsorted(quotes, positions) + parity) & 1) == 0]
-
-            cr = outside(special[kinds == 13])
+            cr = _outside(special[kinds == 13], quotes, parity)
             if cr.size:
                 cr_next = np.where(cr < arr.size - 1, arr[np.minimum(cr + 1, arr.size - 1)], nxt)
                 if not (cr_next == 10).all():
                     raise _Irregular  # a lone CR ends a line for a CSV parser: not read here
-            ends = outside(special[kinds == 10])
+            ends = _outside(special[kinds == 10], quotes, parity)
             if ends.size:
                 seg_start = np.empty_like(ends)
                 seg_start[0] = 0

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "NotPlain", "Workbook", "XlsxError"]
 
@@ -48,7 +48,7 @@ def _local(name: str) -> str:
     return name.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
 
 
-def _parse(stream: IO[bytes], start: object, end: object = None, chars: object = None) -> None:
+def _parse(stream: IO[bytes], start: Any, end: Any = None, chars: Any = None) -> None:
     parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
     parser.buffer_text = True
     parser.StartElementHandler = start
