@@ -1,4 +1,4 @@
-"""The ``fapiao-audit`` command: run, generate, demo.
+"""The ``fapiao-audit`` command: run, generate, compact, demo.
 
 Exit codes (DESIGN.md): 0 published and every expectation passed; 1 published but expectations
 failed (the findings are the output, not an error); 2 could not run: nothing published, one
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _PROG = "fapiao-audit"
-_COMMANDS = ("run", "generate", "demo")
+_COMMANDS = ("run", "generate", "compact", "demo")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--layout", choices=("real", "flat"), default="real",
                      help="real: the registry's two-sheet workbook with invoice lines and the issuers' own "
                           "exports (default); flat: one row per invoice everywhere (the benchmarks' layout)")
+
+    comp = sub.add_parser("compact", help="remove staged rows outside retain_nights and rewrite the database "
+                                           "file so that it shrinks (waits for, and blocks, any run)")
+    comp.add_argument("--db", required=True, type=Path, help="the DuckDB file the nights run on")
+    comp.add_argument("--config", type=Path, default=None, help="TOML configuration file (retain_nights, "
+                                                                "lock_timeout_s, DuckDB resources)")
 
     demo = sub.add_parser("demo", help="generate a few nights, run them, print where the report is")
     demo.add_argument("--dir", type=Path, default=Path("data/demo"), help="working folder (default data/demo)")
@@ -162,6 +168,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from .storage import compact
+
+    cfg = load_config(args.config)
+    res = compact(args.db, cfg)
+    nights = res.sweep.nights
+    swept = (f"staged rows of {len(nights)} night(s) {nights[0].isoformat()}..{nights[-1].isoformat()} removed; "
+             if nights else "no night outside retention; ")
+    leftovers = f"; removed {len(res.leftovers_removed)} file(s) a stopped compaction left" if res.leftovers_removed else ""
+    print(f"{res.db}: {swept}{res.bytes_before / 1e6:.1f} MB -> {res.bytes_after / 1e6:.1f} MB{leftovers}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .generate import SOURCES_TOML, generate_night
     from .pipeline import Paths, parse_night, run_night
@@ -207,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else EXIT_OK
         if args.command is None:
             raise ConfigError(f"no command given: use one of {', '.join(_COMMANDS)} (see {_PROG} --help)")
-        handler = {"run": _cmd_run, "generate": _cmd_generate, "demo": _cmd_demo}[args.command]
+        handler = {"run": _cmd_run, "generate": _cmd_generate, "compact": _cmd_compact, "demo": _cmd_demo}[args.command]
         return handler(args)
     except FapiaoError as e:
         print(f"fapiao-audit: error: {e}", file=sys.stderr)

@@ -157,6 +157,11 @@ class Config:
     #: published nights (or is named in ``expected_sources``) must deliver tonight, unless it is retired or
     #: allowed to be missing for this run (``--allow-missing``); else the night is refused.
     source_lookback_nights: int = 7
+    #: Nights whose staged rows (invoices, lines, rejected rows) are kept: the newest night in the database
+    #: and the ``retain_nights - 1`` calendar nights before it. Older nights' staged rows are removed after
+    #: each published night (findings, runs, summaries and the ingested files' audit trail are kept
+    #: forever); such a night can no longer be rerun. 0 keeps every night.
+    retain_nights: int = 35
     expected_sources: tuple[str, ...] = ()
     retired_sources: tuple[str, ...] = ()
     allow_missing: tuple[str, ...] = ()
@@ -198,6 +203,7 @@ _SCALARS: dict[str, type] = {
     "tax_tolerance": Decimal,
     "monitored_sellers": list,
     "source_lookback_nights": int,
+    "retain_nights": int,
     "xlsx_max_uncompressed_mb": int,
     "xlsx_max_shared_strings": int,
     "xlsx_max_columns": int,
@@ -280,6 +286,8 @@ def _check(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}': must be at least 1")
     if not 0 <= cfg.source_lookback_nights <= 366:
         raise ConfigError("config key 'source_lookback_nights': must be between 0 and 366")
+    if not 0 <= cfg.retain_nights <= 3660:
+        raise ConfigError(f"config key 'retain_nights': must be between 0 (keep every night) and 3660, got {cfg.retain_nights}")
     if not 1 <= cfg.shards <= 1024:
         raise ConfigError(f"config key 'shards': must be between 1 and 1024, got {cfg.shards}")
     if cfg.report_max_rows < 0:

@@ -25,8 +25,10 @@ from .pipeline import (
     stage_publish,
     stage_reconcile,
     stage_reconcile_shard,
+    stage_retention,
     stage_validate,
 )
+from .storage import check_retained
 
 log = logging.getLogger("fapiao_audit")
 
@@ -116,6 +118,7 @@ def prune(night: date, sources: list[str]) -> None:
 
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
+        check_retained(con, night, cfg)
         check_sources(con, paths, night, cfg, sources)
         prune_sources(con, night, sources)
 
@@ -191,7 +194,7 @@ def validate(night: date) -> bool:
 def publish(night: date) -> dict[str, Any]:
     paths, cfg = settings()
     with open_db(paths, cfg) as con:
-        out = stage_publish(con, paths, night, cfg)
+        out = stage_retention(con, cfg, stage_publish(con, paths, night, cfg))
     for warning in out.warnings:  # in the task's log, as the CLI prints them on stderr
         log.warning("%s", warning)
     return {"night": night.isoformat(), "outcome": out.outcome, "published": str(out.published), "counts": out.counts,

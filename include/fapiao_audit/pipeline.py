@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +60,7 @@ from .publish import (
     write_text,
 )
 from .reconcile import ReconcileResult, fetch_carried, fetch_findings, fetch_resolved, reconcile_night
+from .storage import check_retained, sweep
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 #: run_state's stage holding the night's ExpectationSuiteValidationResults, as GX wrote them.
@@ -222,6 +223,7 @@ def check_sources(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg
 
 def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config,
                  on_file: Callable[[FileReport], None] | None = None) -> list[FileReport]:
+    check_retained(con, night, cfg)
     check_sources(con, paths, night, cfg, list_sources(paths, night))
     return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir, on_file).files)
 
@@ -229,6 +231,7 @@ def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg:
 def stage_ingest_source(
     con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, source_system: str
 ) -> list[FileReport]:
+    check_retained(con, night, cfg)
     delivery: Delivery = find_delivery(paths.landing, night, source_system)
     return list(ingest_source(con, paths.landing, night, delivery, cfg, paths.tmp_dir))
 
@@ -559,7 +562,19 @@ def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None,
         timed("ingest", stage_ingest, con, paths, night, cfg, progress.file_read if progress else None)
         timed("reconcile", stage_reconcile, con, night, cfg)
         timed("validate", stage_validate, con, night, cfg)
-        return timed("publish", stage_publish, con, paths, night, cfg, started)
+        outcome = timed("publish", stage_publish, con, paths, night, cfg, started)
+        return timed("retention", stage_retention, con, cfg, outcome)
+
+
+def stage_retention(con: duckdb.DuckDBPyConnection, cfg: Config, outcome: RunOutcome) -> RunOutcome:
+    """After a published night: remove the staged rows of nights outside ``retain_nights``. The night is
+    published whatever happens here; a failure is a warning (the next night sweeps again)."""
+    try:
+        sweep(con, cfg)
+    except duckdb.Error as e:
+        return replace(outcome, warnings=(*outcome.warnings, f"retention of old nights' staged rows failed: "
+                                          f"{str(e).splitlines()[0]}; the next night tries again"))
+    return outcome
 
 
 def stage_reconcile_shard(

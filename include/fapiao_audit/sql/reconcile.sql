@@ -354,6 +354,11 @@ blues AS (
         SELECT invoice_key, total_amount, $night - night, source_kind = 'registry', source_system
         FROM staged_invoices
         WHERE night < $night AND invoice_key IN (SELECT original_invoice_key FROM reds) AND NOT is_red
+        UNION ALL
+        -- nights whose staged rows retention removed (storage.sweep kept their blue invoices)
+        SELECT invoice_key, total_amount, $night - night, source_kind = 'registry', source_system
+        FROM retired_blues
+        WHERE night < $night AND invoice_key IN (SELECT original_invoice_key FROM reds)
     )
     QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY age, reg DESC, source_system) = 1
 ),

@@ -161,6 +161,16 @@ CREATE TABLE IF NOT EXISTS runs (
     counts        JSON
 );
 
+-- The blue originals of nights whose staged rows retention removed (storage.sweep): one row per key and
+-- source, the latest night it was seen. A red invoice's original is looked for here too (orphan_red_invoices).
+CREATE TABLE IF NOT EXISTS retired_blues (
+    invoice_key    VARCHAR NOT NULL,
+    source_kind    VARCHAR NOT NULL,
+    source_system  VARCHAR NOT NULL,
+    night          DATE    NOT NULL,
+    total_amount   DECIMAL(18, 2)
+);
+
 -- Results handed from one stage to the next (Airflow runs stages in separate processes).
 CREATE TABLE IF NOT EXISTS run_state (
     night    DATE    NOT NULL,

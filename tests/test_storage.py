@@ -1,0 +1,181 @@
+"""Months of nights: retention of staged rows, compaction of the database file, old nights refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from factories import invoice
+from fapiao_audit.cli import main
+from fapiao_audit.config import Config
+from fapiao_audit.errors import InputError
+from fapiao_audit.generate import generate_night
+from fapiao_audit.pipeline import Paths, run_night
+from fapiao_audit.storage import compact
+
+FIRST = date(2026, 11, 1)
+NIGHTS = [FIRST + timedelta(days=i) for i in range(4)]
+
+
+def _count(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def months(tmp_path_factory):
+    """Four consecutive generated nights (flat layout, 2,000 invoices a side) run twice: keeping every
+    night, and with retain_nights = 2."""
+    base = tmp_path_factory.mktemp("months")
+    landing = base / "landing"
+    for n in NIGHTS:
+        generate_night(landing, n, rows=2000, seed=5, layout="flat")
+    out = {}
+    for name, keep in (("all", 0), ("two", 2)):
+        paths = Paths(landing, base / name / "reports", base / name / "fapiao.duckdb")
+        for n in NIGHTS:
+            run_night(paths, n, Config(retain_nights=keep))
+        out[name] = paths
+    return base, out
+
+
+def test_retention_removes_old_nights_staged_rows_only(months):
+    _, runs = months
+    db = runs["two"].db
+    assert _count(db, "SELECT DISTINCT night FROM staged_invoices ORDER BY 1") == [(NIGHTS[2],), (NIGHTS[3],)]
+    assert _count(db, "SELECT count(*) FROM rejected_rows WHERE night < DATE '2026-11-03'") == [(0,)]
+    # findings, runs and the ingested files' audit trail are kept for every night
+    for table in ("findings", "runs", "ingested_files", "run_state"):
+        assert _count(db, f"SELECT count(DISTINCT night) FROM {table}") == [(4,)], table
+    assert _count(runs["all"].db, "SELECT count(DISTINCT night) FROM staged_invoices") == [(4,)]
+    # what was published does not depend on retention
+    for n in NIGHTS:
+        name = f"{n.isoformat()}/exceptions.csv"
+        assert (runs["all"].reports / name).read_bytes() == (runs["two"].reports / name).read_bytes(), name
+
+
+def test_night_outside_retention_is_refused(months, capsys):
+    base, runs = months
+    paths = runs["two"]
+    published = (paths.reports / NIGHTS[1].isoformat() / "exceptions.csv").read_bytes()
+    staged = _count(paths.db, "SELECT night, count(*) FROM staged_invoices GROUP BY 1 ORDER BY 1")
+    cfg = base / "two.toml"
+    cfg.write_text("retain_nights = 2\n", encoding="utf-8")
+    code = main(["run", "--night", NIGHTS[1].isoformat(), "--landing", str(paths.landing), "--reports",
+                 str(paths.reports), "--db", str(paths.db), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "2026-11-02 is outside the retention of 2 nights" in err and "2026-11-03 to 2026-11-04" in err
+    assert "Traceback" not in err
+    # nothing changed: neither the published night nor the database
+    assert (paths.reports / NIGHTS[1].isoformat() / "exceptions.csv").read_bytes() == published
+    assert _count(paths.db, "SELECT night, count(*) FROM staged_invoices GROUP BY 1 ORDER BY 1") == staged
+    # a backfill of a night never run, older still, is refused the same way
+    with pytest.raises(InputError, match="outside the retention"):
+        run_night(paths, FIRST - timedelta(days=10), Config(retain_nights=2))
+
+
+def test_compact_shrinks_the_file_and_a_rerun_stays_byte_identical(months, tmp_path):
+    _, runs = months
+    # a copy of the database that kept every night: compaction with retain_nights = 2 removes two nights
+    db = tmp_path / "fapiao.duckdb"
+    db.write_bytes(runs["all"].db.read_bytes())
+    before = db.stat().st_size
+    res = compact(db, Config(retain_nights=2))
+    assert res.sweep.nights == (NIGHTS[0], NIGHTS[1])
+    assert res.bytes_before == before and res.bytes_after == db.stat().st_size
+    assert db.stat().st_size < 0.75 * before, (before, db.stat().st_size)
+    assert not list(tmp_path.glob(".fapiao.duckdb.compact-*"))
+    assert _count(db, "SELECT count(DISTINCT night) FROM findings") == [(4,)]
+    assert _count(db, "SELECT DISTINCT night FROM staged_invoices ORDER BY 1") == [(NIGHTS[2],), (NIGHTS[3],)]
+    # the newest night rerun on the compacted file publishes the same bytes
+    paths = Paths(runs["all"].landing, tmp_path / "reports", db)
+    run_night(paths, NIGHTS[3], Config(retain_nights=2))
+    for name in ("exceptions.csv",):
+        assert (paths.reports / NIGHTS[3].isoformat() / name).read_bytes() == (
+            runs["all"].reports / NIGHTS[3].isoformat() / name).read_bytes()
+    # compacting again: nothing left to remove, the file stays about the size it is
+    again = compact(db, Config(retain_nights=2))
+    assert again.sweep.nights == () and again.bytes_after <= 1.1 * again.bytes_before
+
+
+def test_compact_command(months, tmp_path, capsys):
+    _, runs = months
+    db = tmp_path / "fapiao.duckdb"
+    db.write_bytes(runs["all"].db.read_bytes())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("retain_nights = 3\n", encoding="utf-8")
+    assert main(["compact", "--db", str(db), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "staged rows of 1 night(s) 2026-11-01..2026-11-01 removed" in out and "MB ->" in out
+    assert main(["compact", "--db", str(tmp_path / "nope.duckdb")]) == 2
+    assert "is not a database file" in capsys.readouterr().err
+
+
+def test_kill_during_compaction_leaves_the_old_database_usable(months, tmp_path):
+    _, runs = months
+    db = tmp_path / "fapiao.duckdb"
+    db.write_bytes(runs["two"].db.read_bytes())
+    findings = _count(db, "SELECT night, count(*) FROM findings GROUP BY 1 ORDER BY 1")
+    marker = tmp_path / "paused"
+    env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": "compact", "FAPIAO_TEST_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "fapiao_audit.cli", "compact", "--db", str(db)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()
+        leftovers = list(tmp_path.glob(".fapiao.duckdb.compact-*"))
+        assert leftovers  # the new file is being written beside the old one
+        # a run waiting for the lock meanwhile is refused, not let in
+        with pytest.raises(Exception, match="another fapiao-audit run is using this database"):
+            run_night(Paths(runs["two"].landing, tmp_path / "r", db), NIGHTS[3], Config(retain_nights=2))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # the old file is the database, whole
+    assert _count(db, "SELECT night, count(*) FROM findings GROUP BY 1 ORDER BY 1") == findings
+    paths = Paths(runs["two"].landing, tmp_path / "reports", db)
+    run_night(paths, NIGHTS[3], Config(retain_nights=2))
+    assert (paths.reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes() == (
+        runs["two"].reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes()
+    # the next compaction removes what the killed one left
+    res = compact(db, Config(retain_nights=2))
+    assert res.leftovers_removed and not list(tmp_path.glob(".fapiao.duckdb.compact-*"))
+
+
+def test_a_red_invoice_still_finds_its_blue_after_retention(make_night, tmp_path):
+    """orphan_red_invoices looks for the blue original in every earlier night: retention keeps the
+    blue invoices of the nights it removes, so the finding does not change."""
+    blue_no = "26110000000000000020"
+    blue = invoice(blue_no, day="2026-10-01", status="red_reversed")
+    other = invoice("26110000000000000030", day="2026-10-20")
+    red = invoice("26110000000000000021", day="2026-10-20", amount="-1000.00",
+                  remark=f"被红冲蓝字数电票号码：{blue_no}")
+    landing = tmp_path / "landing"
+    make_night([blue], {"erp": [blue]}, night=date(2026, 10, 1), landing=landing)
+    make_night([other], {"erp": [other]}, night=date(2026, 10, 10), landing=landing)
+    make_night([other, red], {"erp": [other, red]}, night=date(2026, 10, 20), landing=landing)
+    got = {}
+    for keep in (0, 2):
+        paths = Paths(landing, tmp_path / f"r{keep}", tmp_path / f"db{keep}" / "fapiao.duckdb")
+        for n in (date(2026, 10, 1), date(2026, 10, 10), date(2026, 10, 20)):
+            run_night(paths, n, replace(Config(), retain_nights=keep))
+        got[keep] = (paths.reports / "2026-10-20" / "exceptions.csv").read_bytes()
+        if keep:
+            assert _count(paths.db, "SELECT count(DISTINCT night) FROM staged_invoices") == [(1,)]
+    assert b"ORPHAN_RED_INVOICE" not in got[0]
+    assert got[2] == got[0]
