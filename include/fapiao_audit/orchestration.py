@@ -216,3 +216,15 @@ def extract_sources(night: date) -> list[dict[str, Any]]:
         {"source": r.source_system, "rows": r.rows, "file": str(r.file), "target": r.target}
         for r in stage_extract(paths, night, cfg)
     ]
+
+
+def compact_database() -> dict[str, Any]:
+    """Retention, then the database rewritten into a smaller file (the monthly DAG's one task)."""
+    from .storage import compact
+
+    paths, cfg = settings()
+    res = compact(paths.db, cfg)  # settings() gives tasks the longer lock wait
+    log.info("compacted %s: %.1f MB -> %.1f MB; staged rows of %d night(s) removed", res.db,
+             res.bytes_before / 1e6, res.bytes_after / 1e6, len(res.sweep.nights))
+    return {"db": str(res.db), "bytes_before": res.bytes_before, "bytes_after": res.bytes_after,
+            "nights_removed": [n.isoformat() for n in res.sweep.nights]}
