@@ -66,6 +66,22 @@ def test_retention_removes_old_nights_staged_rows_only(months):
         assert (runs["all"].reports / name).read_bytes() == (runs["two"].reports / name).read_bytes(), name
 
 
+def test_retention_counts_nights_run(tmp_path):
+    """A night run by mistake far in the future takes one place among the kept nights; it does not push
+    every other night out (calendar days would)."""
+    from fapiao_audit.db import connect
+    from fapiao_audit.storage import retention_horizon
+
+    con = connect(tmp_path / "f.duckdb", Config())
+    for n in (*NIGHTS, date(2036, 11, 1)):
+        con.execute("INSERT INTO ingested_files VALUES ($n, 'registry', 'registry', 'r.csv', 'x', 'csv', NULL, 1, 1, "
+                    "1, 0, NULL, 0)", {"n": n})
+    assert retention_horizon(con, Config(retain_nights=3)) == NIGHTS[2]
+    assert retention_horizon(con, Config(retain_nights=9)) is None
+    assert retention_horizon(con, Config(retain_nights=0)) is None
+    con.close()
+
+
 def test_night_outside_retention_is_refused(months, capsys):
     base, runs = months
     paths = runs["two"]
@@ -175,7 +191,9 @@ def test_a_red_invoice_still_finds_its_blue_after_retention(make_night, tmp_path
         for n in (date(2026, 10, 1), date(2026, 10, 10), date(2026, 10, 20)):
             run_night(paths, n, replace(Config(), retain_nights=keep))
         got[keep] = (paths.reports / "2026-10-20" / "exceptions.csv").read_bytes()
-        if keep:
-            assert _count(paths.db, "SELECT count(DISTINCT night) FROM staged_invoices") == [(1,)]
+        if keep:  # the first night's rows are gone; its blue invoice is kept
+            assert _count(paths.db, "SELECT min(night) FROM staged_invoices") == [(date(2026, 10, 10),)]
+            assert _count(paths.db, "SELECT invoice_key, night FROM retired_blues WHERE invoice_key = "
+                          f"'{blue_no}' ORDER BY ALL") == [(blue_no, date(2026, 10, 1))] * 2
     assert b"ORPHAN_RED_INVOICE" not in got[0]
     assert got[2] == got[0]

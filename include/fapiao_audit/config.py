@@ -157,8 +157,8 @@ class Config:
     #: published nights (or is named in ``expected_sources``) must deliver tonight, unless it is retired or
     #: allowed to be missing for this run (``--allow-missing``); else the night is refused.
     source_lookback_nights: int = 7
-    #: Nights whose staged rows (invoices, lines, rejected rows) are kept: the newest night in the database
-    #: and the ``retain_nights - 1`` calendar nights before it. Older nights' staged rows are removed after
+    #: Nights whose staged rows (invoices, lines, rejected rows) are kept: the ``retain_nights`` newest
+    #: nights run (counted in nights run, not calendar days). Older nights' staged rows are removed after
     #: each published night (findings, runs, summaries and the ingested files' audit trail are kept
     #: forever); such a night can no longer be rerun. 0 keeps every night.
     retain_nights: int = 35

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -31,34 +31,36 @@ from .errors import InputError, LockError
 RETAINED_TABLES = ("staged_invoices", "staged_lines", "rejected_rows")
 
 
-def newest_night(con: duckdb.DuckDBPyConnection) -> date | None:
-    """The newest night anything was ingested for."""
-    return con.execute("SELECT max(night) FROM ingested_files").fetchone()[0]
+def kept_nights(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None) -> list[date]:
+    """The nights whose staged rows are kept, newest first: the ``retain_nights`` newest nights run (with
+    ``tonight``). Counted in nights run, not calendar days: a night run by mistake far in the future takes
+    one place, it does not push every other night out."""
+    nights = {n for (n,) in con.execute("SELECT DISTINCT night FROM ingested_files").fetchall()}
+    if tonight is not None:
+        nights.add(tonight)
+    return sorted(nights, reverse=True)[: cfg.retain_nights] if cfg.retain_nights else sorted(nights, reverse=True)
 
 
 def retention_horizon(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None) -> date | None:
     """The oldest night whose staged rows are kept (None: every night is kept)."""
-    if cfg.retain_nights == 0:
+    kept = kept_nights(con, cfg, tonight)
+    if cfg.retain_nights == 0 or len(kept) < cfg.retain_nights:
         return None
-    newest = newest_night(con)
-    if tonight is not None and (newest is None or tonight > newest):
-        newest = tonight
-    if newest is None:
-        return None
-    return newest - timedelta(days=cfg.retain_nights - 1)
+    return kept[-1]
 
 
 def check_retained(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> None:
-    """Refuse a night older than the retention horizon (exit 2): its staged rows are gone (or would be
-    removed at once), and the earlier nights it is compared with may be too, so a rerun or a late
-    backfill could not reproduce what was published for it."""
+    """Refuse a night outside retention (exit 2): ``retain_nights`` newer nights have run, so its staged
+    rows are gone (or would be removed at once), and so may be the earlier nights it is compared with: a
+    rerun or a late backfill could not reproduce what was published for it."""
     horizon = retention_horizon(con, cfg, night)
     if horizon is not None and night < horizon:
+        newest = kept_nights(con, cfg)[0]
         raise InputError(
             f"night {night.isoformat()} is outside the retention of {cfg.retain_nights} nights (the database "
-            f"keeps the staged rows of nights {horizon.isoformat()} to {(horizon + timedelta(days=cfg.retain_nights - 1)).isoformat()}); "
-            "it cannot be run or rerun. Its published files stay as they are; to run it anyway, raise "
-            "retain_nights in the configuration above the nights between it and the newest night"
+            f"keeps the staged rows of the {cfg.retain_nights} newest nights run, {horizon.isoformat()} to "
+            f"{newest.isoformat()}); it cannot be run or rerun. Its published files stay as they are; to run it "
+            "anyway, raise retain_nights in the configuration above the number of nights run since"
         )
 
 

@@ -30,7 +30,7 @@ def test_compact_task_uses_the_configured_database(tmp_path, monkeypatch):
                 "NULL, false FROM range(200000) t(i)")
     con.execute("CHECKPOINT")
     con.close()
-    (tmp_path / "c.toml").write_text("retain_nights = 7\n", encoding="utf-8")
+    (tmp_path / "c.toml").write_text("retain_nights = 1\n", encoding="utf-8")
     for name, value in (("FAPIAO_DB", db), ("FAPIAO_LANDING", tmp_path / "landing"),
                         ("FAPIAO_REPORTS", tmp_path / "reports"), ("FAPIAO_CONFIG", tmp_path / "c.toml")):
         monkeypatch.setenv(name, str(value))
