@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _PROG = "fapiao-audit"
-_COMMANDS = ("run", "generate", "compact", "demo")
+_COMMANDS = ("run", "generate", "demo", "compact")
 
 
 def _parser() -> argparse.ArgumentParser:
