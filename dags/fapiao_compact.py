@@ -28,7 +28,11 @@ POOL = "fapiao_duckdb"
     start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=30), "pool": POOL},
+    # The lock wait (15 min) plus a rewrite of the retained nights, with room: a hung compaction must not
+    # hold the writers' pool into the next night.
+    dagrun_timeout=timedelta(hours=6),
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=30), "pool": POOL,
+                  "execution_timeout": timedelta(hours=2)},
     tags=["fapiao", "maintenance"],
     doc_md=__doc__,
 )
