@@ -109,6 +109,9 @@ def _night() -> str:
                        description="Business night YYYY-MM-DD; overrides the night of the data interval"),
         "shards": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
                         description="Reconciliation shards (one task each); default: the configuration's `shards`"),
+        "allow_missing": Param([], type="array", items={"type": "string"},
+                               description="Issuing systems allowed to deliver nothing tonight (their open findings "
+                                           "are carried as not checked); as `fapiao-audit run --allow-missing`"),
     },
     tags=["fapiao", "reconciliation", "data-quality"],
     doc_md=__doc__,
@@ -133,7 +136,7 @@ def fapiao_nightly():
         from fapiao_audit.orchestration import prune, sources_of
 
         sources = sources_of(date.fromisoformat(night))
-        prune(date.fromisoformat(night), sources)
+        prune(date.fromisoformat(night), sources, get_current_context()["params"].get("allow_missing") or [])
         return sources
 
     @task(max_active_tis_per_dag=1)

@@ -1025,3 +1025,21 @@ def test_a_long_line_under_a_tiny_memory_limit_says_out_of_memory_and_the_databa
     assert not (tmp_path / "reports" / NIGHT).exists()
     assert main(run_args(tmp_path, landing)) in (0, 1)
     assert erp_counts(tmp_path) == (3, 2, 1, 0)
+
+
+def test_the_dags_allow_missing_param_accepts_a_missing_system(tmp_path, monkeypatch):
+    """The DAG's `allow_missing` param does what `run --allow-missing` does, in the task that checks sources."""
+    from fapiao_audit import orchestration
+    from fapiao_audit.errors import FapiaoError
+
+    landing, _ = two_nights(tmp_path)
+    env = {"FAPIAO_LANDING": str(landing), "FAPIAO_REPORTS": str(tmp_path / "reports"),
+           "FAPIAO_DB": str(tmp_path / "db" / "fapiao.duckdb")}
+    monkeypatch.setattr(orchestration, "setting", lambda name, default: env.get(name, default))
+    night = date.fromisoformat(NIGHT)
+    sources = orchestration.sources_of(night)
+    with pytest.raises(FapiaoError, match="'pos'"):
+        orchestration.prune(night, sources)
+    orchestration.prune(night, sources, ["pos"])  # accepted: no error
+    with pytest.raises(FapiaoError, match="allow_missing"):
+        orchestration.prune(night, sources, ["../x"])

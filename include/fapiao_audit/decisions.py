@@ -259,5 +259,5 @@ def night_decisions(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, An
     ]
     in_force = con.execute(
         "SELECT count(DISTINCT finding_id) FROM decisions WHERE read_night <= $n", {"n": night}
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return {"files_read": files, "problems": problems, "in_force": int(in_force)}

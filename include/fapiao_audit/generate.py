@@ -2155,7 +2155,7 @@ def _write_registry_real(
 
     DuckDB writes each sheet's rows as XML (no XML library, no per-cell Python); Python zips them.
     """
-    total_lines = int(con.execute("SELECT coalesce(sum(n_lines), 0) FROM rr WHERE copy_no = 0").fetchone()[0])
+    total_lines = int(con.execute("SELECT coalesce(sum(n_lines), 0) FROM rr WHERE copy_no = 0").fetchall()[0][0])
     con.execute(
         _REG_UNITS_SQL,
         {"total": total_lines, "max_rows": _SHEET_MAX_ROWS, "cap": _SHEET_MAX_ROWS - _MAX_LINES},
@@ -2202,7 +2202,7 @@ def _write_registry_real(
 
 def _write_batch_real(con: duckdb.DuckDBPyConnection, target: Path, scratch: Path, instructions: int) -> None:
     """The batch-invoicing template: ``instructions`` instruction rows, the header row, one row an invoice."""
-    rows = int(con.execute("SELECT count(*) FROM iss_txt WHERE src = 'batch'").fetchone()[0])
+    rows = int(con.execute("SELECT count(*) FROM iss_txt WHERE src = 'batch'").fetchall()[0][0])
     rows_path = scratch / "batch-rows.xml"
     _copy_rows(con, _BATCH_XML.format(first_row=int(instructions) + 2), rows_path)
     head, tail = _template_sheet_xml(BATCH_COLUMNS, _BATCH_INSTRUCTIONS[:instructions], rows)

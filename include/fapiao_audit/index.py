@@ -57,8 +57,9 @@ def night_rows(reports: Path, nights: list[date]) -> list[dict[str, Any]]:
     rows = []
     for night in sorted(nights, reverse=True):
         s = _summary(reports / night.isoformat())
-        money = s.get("amount_at_risk") if isinstance(s.get("amount_at_risk"), dict) else {}
-        items = s.get("open_items") if isinstance(s.get("open_items"), dict) else {}
+        money_value, items_value = s.get("amount_at_risk"), s.get("open_items")
+        money: dict[str, Any] = money_value if isinstance(money_value, dict) else {}
+        items: dict[str, Any] = items_value if isinstance(items_value, dict) else {}
         rows.append({
             "night": night.isoformat(),
             "outcome": s.get("outcome") if s.get("outcome") in _OUTCOME else "unknown",

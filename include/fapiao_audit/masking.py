@@ -196,7 +196,7 @@ def mask_record(record: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("issuer_value", "registry_value"):
             value = out.get(key)
             masked = _mask_buyer_value(field, value)
-            if masked != value:
+            if masked != value and value is not None:
                 out[key] = masked
                 replacements[value] = masked
 

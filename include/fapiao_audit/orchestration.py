@@ -68,6 +68,9 @@ def settings() -> tuple[Paths, Config]:
     cfg_path = setting("FAPIAO_CONFIG", None)
     cfg = load_config(Path(cfg_path) if cfg_path else None)
     cfg = replace(cfg, lock_timeout_s=max(cfg.lock_timeout_s, TASK_LOCK_TIMEOUT_S))
+    acks = setting("FAPIAO_ACKS", None)  # finance's decision files; overrides acknowledgements_dir
+    if acks:
+        cfg = replace(cfg, acknowledgements_dir=acks)
     paths = Paths(landing, reports, db)
     paths.check_overlap()
     return paths, cfg
@@ -112,11 +115,16 @@ def ingest_one(night: date, source: str) -> dict[str, Any]:
     }
 
 
-def prune(night: date, sources: list[str]) -> None:
+def prune(night: date, sources: list[str], allow_missing: list[str] | None = None) -> None:
+    """Check that every expected issuing system delivered (``allow_missing``: the DAG's param, as the CLI's
+    ``--allow-missing``), then drop staged rows of sources that no longer deliver."""
+    from .config import source_names
     from .ingest import prune_sources
     from .pipeline import check_sources
 
     paths, cfg = settings()
+    if allow_missing:
+        cfg = replace(cfg, allow_missing=source_names("allow_missing", list(allow_missing)))
     with open_db(paths, cfg) as con:
         check_retained(con, night, cfg)
         check_sources(con, paths, night, cfg, sources)
