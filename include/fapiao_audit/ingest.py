@@ -571,7 +571,7 @@ class _Reader:
                 "WHERE obj) GROUP BY k ORDER BY first, k"
             ).fetchall()
         ]
-        valid = self.con.execute("SELECT count(*) FILTER (WHERE obj), count(*) FROM ing_json").fetchone()
+        valid = self.con.execute("SELECT count(*) FILTER (WHERE obj), count(*) FROM ing_json").fetchall()[0]
         if valid[1] and not valid[0]:
             raise InputError(f"{path}: no line is a JSON object; not a JSON Lines file")
         pointers = ["/" + k.replace("~", "~0").replace("/", "~1") for k in keys]
@@ -600,7 +600,8 @@ class _Reader:
                 invoices = _sheets_named(names, INVOICE_SHEET)
                 plan: list[tuple[str, str | None]] = [(names[0], None)]
                 if invoices:
-                    plan = [(n, "invoices") for n in invoices] + [(n, "lines") for n in _sheets_named(names, LINE_SHEET)]
+                    plan = [(n, "invoices") for n in invoices]
+                    plan += [(n, "lines") for n in _sheets_named(names, LINE_SHEET)]
                 parts = []
                 for k, (name, role) in enumerate(plan):
                     relation = f"ing_sheet_{k}"
@@ -1043,7 +1044,7 @@ def _ingest_file(
             execute_sql(con, named_sql("ingest.sql", "normalize"), params)
             con.execute(_raw_line_sql(len(part.headers), "__text" if fmt == "jsonl" else None))
             execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
-            normalised, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchone()
+            normalised, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchall()[0]
             if part.rejects:
                 con.executemany(
                     "INSERT INTO ing_rejected (night, source_system, file, line, raw, reason, sheet) "

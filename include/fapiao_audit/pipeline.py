@@ -301,7 +301,7 @@ def _amount_at_risk(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, An
     total = con.execute(
         "SELECT sum(a) FROM (SELECT invoice_key, max(amount_at_risk) AS a FROM findings WHERE night = $n "
         "AND category <> 'PENDING_SYNC' GROUP BY 1)", {"n": night},
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return {"total": _yuan(total), "currency": "CNY", "by_category": grouped("category"),
             "by_source": grouped("source_system")}
 

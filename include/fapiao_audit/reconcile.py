@@ -191,7 +191,7 @@ def night_fingerprint(con: duckdb.DuckDBPyConnection, night: date, cfg: Config, 
         "SELECT source_system, file, sha256, rows_loaded FROM ingested_files WHERE night = $n ORDER BY ALL",
         {"n": night},
     ).fetchall()
-    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchone()[0]
+    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchall()[0][0]
     p = params_for(night, cfg, shards)
     p.pop("shard")
     payload = {"version": __version__, "format": SHARD_FORMAT, "files": files, "staged": staged, "params": p}
@@ -216,8 +216,8 @@ def reconcile_shard(
     p = params_for(night, cfg, shards, shard)
     for name in _PER_SHARD:
         execute_sql(con, statements[name], p)
-    issuer_keys, registry_keys, issuer_only, other = execute_sql(con, statements["shard_stats"], p).fetchone()
-    findings = con.execute("SELECT count(*) FROM rc_findings").fetchone()[0]
+    issuer_keys, registry_keys, issuer_only, other = execute_sql(con, statements["shard_stats"], p).fetchall()[0]
+    findings = con.execute("SELECT count(*) FROM rc_findings").fetchall()[0][0]
     folder = shard_folder(root, shard, shards)
     part = folder.with_name(f".{folder.name}.{os.getpid()}.part")
     shutil.rmtree(part, ignore_errors=True)
@@ -226,7 +226,7 @@ def reconcile_shard(
     con.table("rc_findings").write_parquet(str(part / "findings.parquet"))
     unmatched_rel = con.sql(statements["unmatched"])
     unmatched_rel.write_parquet(str(part / "unmatched.parquet"))
-    unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchone()[0]
+    unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchall()[0][0]
     seconds = round(time.perf_counter() - t0, 3)
     stats = {
         "format": SHARD_FORMAT, "fingerprint": fingerprint, "night": night.isoformat(), "shard": shard,
@@ -310,7 +310,7 @@ def merge_shards(
     issuer_sellers = con.execute(
         "SELECT count(DISTINCT seller_tax_id) FROM staged_invoices WHERE night = $n AND source_kind = 'issuer'",
         {"n": night},
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     monitored_from = "configured" if cfg.monitored_sellers else "issuers" if issuer_sellers else "none"
     return ReconcileResult(
         night, counts, total("issuer_keys"), total("registry_keys"), total("matched_keys"),
@@ -375,8 +375,8 @@ def _findings_params(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -
     p: dict[str, Any] = {"night": night, "window_start": start, **_category_params(),
                          "closing": [code for code, (_zh, _en, closes) in DECISIONS.items() if closes]}
     execute_sql(con, named_sql("findings.sql", "macros"), p)
-    p["prev"] = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchone()[0]
-    p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchone()[0]
+    p["prev"] = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchall()[0][0]
+    p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchall()[0][0]
     return p
 
 
@@ -393,8 +393,8 @@ def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    new, open_ = execute_sql(con, named_sql("findings.sql", "status_counts"), p).fetchone()
-    resolved, gone = execute_sql(con, named_sql("findings.sql", "resolved_counts"), p).fetchone()
+    new, open_ = execute_sql(con, named_sql("findings.sql", "status_counts"), p).fetchall()[0]
+    resolved, gone = execute_sql(con, named_sql("findings.sql", "resolved_counts"), p).fetchall()[0]
     return p["prev"], new or 0, open_ or 0, resolved or 0, gone or 0
 
 

@@ -107,7 +107,7 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
         )
         for table in RETAINED_TABLES:
             # Table names come from the fixed tuple above.
-            removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchone()[0]
+            removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -202,7 +202,7 @@ def _copy_database(src: Path, dst: Path, cfg: Config) -> None:
     """Every table of ``src`` into a fresh file ``dst`` (checkpointed, closed)."""
     from .db import pause_point
 
-    config = {"memory_limit": cfg.duckdb_memory_limit, "autoinstall_known_extensions": False,
+    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": cfg.duckdb_memory_limit, "autoinstall_known_extensions": False,
               "autoload_known_extensions": False}
     if cfg.duckdb_threads:
         config["threads"] = cfg.duckdb_threads
