@@ -36,8 +36,12 @@ FIRST = date(2026, 11, 1)
 
 def night_files(landing: Path, night: date) -> list[Path]:
     folder = landing / night.isoformat()
-    return sorted(p for sub in ("registry", "issuers") for p in (folder / sub).rglob("*")
-                  if p.is_file() and p.suffix in (".csv", ".parquet", ".jsonl", ".xlsx"))
+    return sorted(
+        p
+        for sub in ("registry", "issuers")
+        for p in (folder / sub).rglob("*")
+        if p.is_file() and p.suffix in (".csv", ".parquet", ".jsonl", ".xlsx")
+    )
 
 
 def generate(work: Path, rows: int, seed: int, nights: list[date]) -> Path:
@@ -45,9 +49,26 @@ def generate(work: Path, rows: int, seed: int, nights: list[date]) -> Path:
     for n in nights:
         if not (landing / n.isoformat() / "generation.json").is_file():
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "fapiao_audit.cli", "generate", "--night", n.isoformat(), "--out",
-                            str(landing), "--rows", str(rows), "--seed", str(seed), "--layout", "flat"],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fapiao_audit.cli",
+                    "generate",
+                    "--night",
+                    n.isoformat(),
+                    "--out",
+                    str(landing),
+                    "--rows",
+                    str(rows),
+                    "--seed",
+                    str(seed),
+                    "--layout",
+                    "flat",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             print(f"generated {n} ({rows:,} a side) in {time.perf_counter() - t0:.0f} s", flush=True)
     return landing
 
@@ -74,8 +95,14 @@ def child_night(ns: argparse.Namespace) -> None:
         m = re.match(r"(\w+): ([\d.]+) s", msg)
         if m:
             cpu = base._cpu()
-            stages.append({"stage": m.group(1), "seconds": float(m.group(2)),
-                           "cpu_seconds": round(cpu - mark["cpu"], 2), "peak_rss": base._vm("VmHWM")})
+            stages.append(
+                {
+                    "stage": m.group(1),
+                    "seconds": float(m.group(2)),
+                    "cpu_seconds": round(cpu - mark["cpu"], 2),
+                    "peak_rss": base._vm("VmHWM"),
+                }
+            )
             mark["cpu"] = cpu
             base._reset_hwm()
 
@@ -87,16 +114,23 @@ def child_night(ns: argparse.Namespace) -> None:
     con = duckdb.connect(ns.db, read_only=True)
     try:
         staged_total, nights_kept = con.execute(
-            "SELECT count(*), count(DISTINCT night) FROM staged_invoices").fetchone()
+            "SELECT count(*), count(DISTINCT night) FROM staged_invoices"
+        ).fetchone()
     finally:
         con.close()
     db = Path(ns.db)
     wal = db.with_name(db.name + ".wal")
-    out = {"night": ns.night, "seconds": round(total, 3), "stages": stages, "findings": summary["total_findings"],
-           "rows_read": sum(s["rows_read"] for s in summary["sources"]),
-           "rows_staged": sum(s["rows_loaded"] for s in summary["sources"]),
-           "staged_rows_in_db": staged_total, "staged_nights_in_db": nights_kept,
-           "db_bytes": db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)}
+    out = {
+        "night": ns.night,
+        "seconds": round(total, 3),
+        "stages": stages,
+        "findings": summary["total_findings"],
+        "rows_read": sum(s["rows_read"] for s in summary["sources"]),
+        "rows_staged": sum(s["rows_loaded"] for s in summary["sources"]),
+        "staged_rows_in_db": staged_total,
+        "staged_nights_in_db": nights_kept,
+        "db_bytes": db.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
+    }
     print("BENCH_JSON " + json.dumps(out), flush=True)
 
 
@@ -127,17 +161,42 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True)
     db = run_dir / "fapiao.duckdb"
     machine = base._machine()
-    print(f"machine: {machine['cores']} cores, {machine['memory_gib']} GiB; duckdb {machine['duckdb']}; "
-          f"load average {base._load()}", flush=True)
+    print(
+        f"machine: {machine['cores']} cores, {machine['memory_gib']} GiB; duckdb {machine['duckdb']}; "
+        f"load average {base._load()}",
+        flush=True,
+    )
     script = str(Path(__file__).resolve())
     results: list[dict] = []
     for n in nights:
         floor = None
         if not ns.no_floor:
-            floor, _ = base._child(["_floor", "--persist", "--scratch", str(run_dir / "floor"), "--memory-limit",
-                                    ns.memory_limit, *map(str, night_files(landing, n))])
-        proc_args = ["_month_night", "--landing", str(landing), "--reports", str(run_dir / "reports"), "--db",
-                     str(db), "--night", n.isoformat(), "--memory-limit", ns.memory_limit, "--retain", str(ns.retain)]
+            floor, _ = base._child(
+                [
+                    "_floor",
+                    "--persist",
+                    "--scratch",
+                    str(run_dir / "floor"),
+                    "--memory-limit",
+                    ns.memory_limit,
+                    *map(str, night_files(landing, n)),
+                ]
+            )
+        proc_args = [
+            "_month_night",
+            "--landing",
+            str(landing),
+            "--reports",
+            str(run_dir / "reports"),
+            "--db",
+            str(db),
+            "--night",
+            n.isoformat(),
+            "--memory-limit",
+            ns.memory_limit,
+            "--retain",
+            str(ns.retain),
+        ]
         night, peak = _child(script, proc_args)
         night["peak_rss"] = peak
         night["load"] = base._load()
@@ -146,25 +205,41 @@ def main(argv: list[str] | None = None) -> int:
             night["persist_floor_bytes"] = floor["persist"]["db_bytes"]
         results.append(night)
         st = {s["stage"]: s["seconds"] for s in night["stages"]}
-        print(f"{n}: {night['seconds']:7.1f} s  ingest {st.get('ingest', 0):6.1f}  reconcile {st.get('reconcile', 0):5.1f}  "
-              f"validate {st.get('validate', 0):5.1f}  publish {st.get('publish', 0):5.1f}  retention "
-              f"{st.get('retention', 0):4.1f} | staged {night['rows_staged']:,} rows "
-              f"({night['staged_rows_in_db']:,} in {night['staged_nights_in_db']} nights kept) | db "
-              f"{night['db_bytes'] / 1e6:7.1f} MB | peak {peak / base.GiB:.2f} GiB"
-              + (f" | persist floor {night['persist_floor_s']:.1f} s" if floor else ""), flush=True)
+        print(
+            f"{n}: {night['seconds']:7.1f} s  ingest {st.get('ingest', 0):6.1f}  reconcile {st.get('reconcile', 0):5.1f}  "
+            f"validate {st.get('validate', 0):5.1f}  publish {st.get('publish', 0):5.1f}  retention "
+            f"{st.get('retention', 0):4.1f} | staged {night['rows_staged']:,} rows "
+            f"({night['staged_rows_in_db']:,} in {night['staged_nights_in_db']} nights kept) | db "
+            f"{night['db_bytes'] / 1e6:7.1f} MB | peak {peak / base.GiB:.2f} GiB"
+            + (f" | persist floor {night['persist_floor_s']:.1f} s" if floor else ""),
+            flush=True,
+        )
     t0 = time.perf_counter()
     cfg = run_dir / "compact.toml"
-    cfg.write_text(f"retain_nights = {ns.retain}\nduckdb_memory_limit = \"{ns.memory_limit}\"\n", encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "fapiao_audit.cli", "compact", "--db", str(db), "--config", str(cfg)],
-                         check=False, capture_output=True, text=True)
+    cfg.write_text(
+        f'retain_nights = {ns.retain}\nduckdb_memory_limit = "{ns.memory_limit}"\n', encoding="utf-8"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "fapiao_audit.cli", "compact", "--db", str(db), "--config", str(cfg)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     compact_s = time.perf_counter() - t0
     after = db.stat().st_size
     print(f"compact: {compact_s:.1f} s: {out.stdout.strip() or out.stderr.strip()}")
     ratios = _ratios(results, after, ns.retain)
     for k, v in ratios.items():
         print(f"{k}: {v}")
-    doc = {"rows_per_side": ns.rows, "nights": results, "retain_nights": ns.retain, "compact_seconds": compact_s,
-           "db_bytes_after_compact": after, "ratios": ratios, "machine": machine}
+    doc = {
+        "rows_per_side": ns.rows,
+        "nights": results,
+        "retain_nights": ns.retain,
+        "compact_seconds": compact_s,
+        "db_bytes_after_compact": after,
+        "ratios": ratios,
+        "machine": machine,
+    }
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"months-{ns.rows}-{ns.nights}-r{ns.retain}.json"
@@ -198,7 +273,7 @@ def _child(script: str, args: list[str]) -> tuple[dict, int]:
     lines = [ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")]
     if proc.returncode not in (0, 1) or not lines:
         sys.exit(f"bench: night failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return json.loads(lines[-1][len("BENCH_JSON "):]), peak
+    return json.loads(lines[-1][len("BENCH_JSON ") :]), peak
 
 
 def _ratios(nights: list[dict], compacted: int, retain: int) -> dict[str, str]:
@@ -208,14 +283,22 @@ def _ratios(nights: list[dict], compacted: int, retain: int) -> dict[str, str]:
     if steady:
         times = [n["seconds"] / first["seconds"] for n in steady]
         out["steady night / first night (target <= 0.4)"] = ", ".join(f"{t:.2f}" for t in times)
-        growth = [(b["db_bytes"] - a["db_bytes"]) / first["db_bytes"] for a, b in zip(nights, nights[1:], strict=False)]
-        out["db growth per night / first night's db (target <= 0.20)"] = ", ".join(f"{g:+.2f}" for g in growth)
+        growth = [
+            (b["db_bytes"] - a["db_bytes"]) / first["db_bytes"]
+            for a, b in zip(nights, nights[1:], strict=False)
+        ]
+        out["db growth per night / first night's db (target <= 0.20)"] = ", ".join(
+            f"{g:+.2f}" for g in growth
+        )
         if "persist_floor_s" in first:
             out["night / its persist floor (target <= 1.0)"] = ", ".join(
-                f"{n['seconds'] / n['persist_floor_s']:.1f}" for n in nights)
+                f"{n['seconds'] / n['persist_floor_s']:.1f}" for n in nights
+            )
     if retain and len(nights) >= retain:
         ref = nights[retain - 1]["db_bytes"]
-        out[f"db after the last night / after night {retain} (retain_nights)"] = f"{nights[-1]['db_bytes'] / ref:.2f}"
+        out[f"db after the last night / after night {retain} (retain_nights)"] = (
+            f"{nights[-1]['db_bytes'] / ref:.2f}"
+        )
         out[f"db after compaction / after night {retain} (target <= 1.5)"] = f"{compacted / ref:.2f}"
     return out
 

@@ -64,19 +64,34 @@ def build(db: Path, n: int) -> None:
     registry_hi = n + n // 100  # 1 % of keys only in the registry
     for kind, hi in (("issuer", n), ("registry", registry_hi)):
         for lo in range(0, hi, chunk):
-            con.execute(f"INSERT INTO staged_invoices {_ROWS_SQL}",
-                        {"kind": kind, "lo": lo, "hi": min(hi, lo + chunk), "n": n, "sellers": SELLERS,
-                         "buyer": BUYER})
+            con.execute(
+                f"INSERT INTO staged_invoices {_ROWS_SQL}",
+                {
+                    "kind": kind,
+                    "lo": lo,
+                    "hi": min(hi, lo + chunk),
+                    "n": n,
+                    "sellers": SELLERS,
+                    "buyer": BUYER,
+                },
+            )
     # 0.1 % of issuer keys delivered twice by the same system.
-    con.execute("INSERT INTO staged_invoices SELECT * REPLACE (line + 100000000 AS line) FROM staged_invoices "
-                "WHERE source_kind = 'issuer' AND line % 1000 = 1")
-    con.execute("INSERT INTO ingested_files VALUES (DATE '2026-11-21', 'issuer', 'bench', 'bench.parquet', "
-                "'synthetic', 'parquet', NULL, 0, 0, 0, 0, NULL)")
+    con.execute(
+        "INSERT INTO staged_invoices SELECT * REPLACE (line + 100000000 AS line) FROM staged_invoices "
+        "WHERE source_kind = 'issuer' AND line % 1000 = 1"
+    )
+    con.execute(
+        "INSERT INTO ingested_files VALUES (DATE '2026-11-21', 'issuer', 'bench', 'bench.parquet', "
+        "'synthetic', 'parquet', NULL, 0, 0, 0, 0, NULL)"
+    )
     con.execute("CHECKPOINT")
     rows = con.execute("SELECT count(*) FROM staged_invoices").fetchone()[0]
     con.close()
-    print(f"built {rows:,} staged rows ({n:,} invoices per side) in {time.perf_counter() - t0:.0f} s, "
-          f"{db.stat().st_size / GiB:.2f} GiB", flush=True)
+    print(
+        f"built {rows:,} staged rows ({n:,} invoices per side) in {time.perf_counter() - t0:.0f} s, "
+        f"{db.stat().st_size / GiB:.2f} GiB",
+        flush=True,
+    )
 
 
 def child(ns: argparse.Namespace) -> None:
@@ -85,8 +100,13 @@ def child(ns: argparse.Namespace) -> None:
     from fapiao_audit.config import Config
     from fapiao_audit.pipeline import Paths, open_db, stage_reconcile
 
-    cfg = replace(Config(), shards=ns.shards, duckdb_memory_limit=ns.memory_limit, duckdb_threads=ns.threads,
-                  duckdb_temp_directory=ns.temp_dir)
+    cfg = replace(
+        Config(),
+        shards=ns.shards,
+        duckdb_memory_limit=ns.memory_limit,
+        duckdb_threads=ns.threads,
+        duckdb_temp_directory=ns.temp_dir,
+    )
     paths = Paths(Path(ns.db).parent, Path(ns.db).parent / "reports", Path(ns.db))
     with open_db(paths, cfg) as con:
         rows = con.execute("SELECT count(*) FROM staged_invoices WHERE night = ?", [NIGHT]).fetchone()[0]
@@ -99,10 +119,16 @@ def child(ns: argparse.Namespace) -> None:
         r1 = resource.getrusage(resource.RUSAGE_SELF)
     with open("/proc/self/status", encoding="ascii") as f:
         hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    out = {"rows": rows, "seconds": round(seconds, 3),
-           "cpu_seconds": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 2), "peak_rss": hwm,
-           "counts": result.counts, "issuer_keys": result.issuer_keys, "registry_keys": result.registry_keys,
-           "matched_keys": result.matched_keys}
+    out = {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 2),
+        "peak_rss": hwm,
+        "counts": result.counts,
+        "issuer_keys": result.issuer_keys,
+        "registry_keys": result.registry_keys,
+        "matched_keys": result.matched_keys,
+    }
     print("BENCH_JSON " + json.dumps(out), flush=True)
 
 
@@ -135,20 +161,46 @@ def main() -> int:
             folder.mkdir(parents=True)
             build(db, n)
         load = [round(x, 2) for x in os.getloadavg()]
-        r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_child", "--db", str(db),
-                            "--shards", str(ns.shards), "--memory-limit", ns.memory_limit, "--threads",
-                            str(ns.threads), "--temp-dir", str(folder / "spill")], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_child",
+                "--db",
+                str(db),
+                "--shards",
+                str(ns.shards),
+                "--memory-limit",
+                ns.memory_limit,
+                "--threads",
+                str(ns.threads),
+                "--temp-dir",
+                str(folder / "spill"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_JSON ")]
         if r.returncode != 0 or not line:
             sys.exit(f"reconcile at {n:,} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-        res = json.loads(line[-1][len("BENCH_JSON "):])
-        res.update(rows_per_side=n, shards=ns.shards, memory_limit=ns.memory_limit, load_before=load,
-                   load_after=[round(x, 2) for x in os.getloadavg()])
-        print(f"reconcile {n:>12,} per side ({res['rows']:,} staged rows, {ns.shards} shard(s)): "
-              f"{res['seconds']:8.1f} s wall, {res['cpu_seconds']:8.1f} s CPU, "
-              f"{res['rows'] / res['seconds'] / 1e6:5.2f} M rows/s, peak RSS {res['peak_rss'] / GiB:.2f} GiB "
-              f"(memory_limit {ns.memory_limit}); findings {sum(res['counts'].values()):,}; load {load}", flush=True)
-        (out_dir / f"reconcile-{n}-shards{ns.shards}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+        res = json.loads(line[-1][len("BENCH_JSON ") :])
+        res.update(
+            rows_per_side=n,
+            shards=ns.shards,
+            memory_limit=ns.memory_limit,
+            load_before=load,
+            load_after=[round(x, 2) for x in os.getloadavg()],
+        )
+        print(
+            f"reconcile {n:>12,} per side ({res['rows']:,} staged rows, {ns.shards} shard(s)): "
+            f"{res['seconds']:8.1f} s wall, {res['cpu_seconds']:8.1f} s CPU, "
+            f"{res['rows'] / res['seconds'] / 1e6:5.2f} M rows/s, peak RSS {res['peak_rss'] / GiB:.2f} GiB "
+            f"(memory_limit {ns.memory_limit}); findings {sum(res['counts'].values()):,}; load {load}",
+            flush=True,
+        )
+        (out_dir / f"reconcile-{n}-shards{ns.shards}.json").write_text(
+            json.dumps(res, indent=1), encoding="utf-8"
+        )
         if not ns.keep:
             shutil.rmtree(folder, ignore_errors=True)
     return 0

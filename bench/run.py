@@ -86,8 +86,14 @@ def _machine() -> dict:
         pass
     import duckdb
 
-    return {"cores": os.cpu_count(), "memory_gib": round(mem / GiB, 1), "cpu": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "duckdb": duckdb.__version__}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / GiB, 1),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+    }
 
 
 def _load() -> list[float]:
@@ -96,8 +102,12 @@ def _load() -> list[float]:
 
 def _child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, int]:
     """Run a measuring child; return its JSON result and the peak RSS sampled from outside."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE,
-                            env={**os.environ, **(env or {})}, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        text=True,
+    )
     peak = 0
     stop = threading.Event()
 
@@ -118,7 +128,7 @@ def _child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, in
     lines = [ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")]
     if proc.returncode not in (0, 1) or not lines:
         sys.exit(f"bench: child {args[0]} failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return json.loads(lines[-1][len("BENCH_JSON "):]), peak
+    return json.loads(lines[-1][len("BENCH_JSON ") :]), peak
 
 
 def _fmt_s(x: float) -> str:
@@ -146,9 +156,29 @@ def generate(work: Path, rows: int, seed: int) -> Path:
     if not marker.is_file():
         shutil.rmtree(landing, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fapiao_audit.cli", "generate", "--night", NIGHT, "--out", str(landing),
-                        "--rows", str(rows), "--seed", str(seed), "--layout", "flat"], check=True)
-        print(f"generated {rows:,} invoices per side in {time.perf_counter() - t0:.0f} s -> {landing}", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fapiao_audit.cli",
+                "generate",
+                "--night",
+                NIGHT,
+                "--out",
+                str(landing),
+                "--rows",
+                str(rows),
+                "--seed",
+                str(seed),
+                "--layout",
+                "flat",
+            ],
+            check=True,
+        )
+        print(
+            f"generated {rows:,} invoices per side in {time.perf_counter() - t0:.0f} s -> {landing}",
+            flush=True,
+        )
     return landing
 
 
@@ -185,9 +215,12 @@ def to_parquet(src_landing: Path, work: Path, rows: int, seed: int) -> Path:
             if text != f:
                 text.unlink()
         elif f.suffix == ".jsonl":
-            keys = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_ndjson($p)", {"p": str(f)}).fetchall()]
-            con.read_json(str(f), format="newline_delimited", columns={k: "VARCHAR" for k in keys}).write_parquet(
-                str(dst))
+            keys = [
+                r[0] for r in con.execute("DESCRIBE SELECT * FROM read_ndjson($p)", {"p": str(f)}).fetchall()
+            ]
+            con.read_json(
+                str(f), format="newline_delimited", columns={k: "VARCHAR" for k in keys}
+            ).write_parquet(str(dst))
     con.close()
     marker.write_text("converted\n", encoding="utf-8")
     print(f"converted to all-Parquet in {time.perf_counter() - t0:.0f} s -> {landing}", flush=True)
@@ -196,8 +229,12 @@ def to_parquet(src_landing: Path, work: Path, rows: int, seed: int) -> Path:
 
 def input_files(landing: Path) -> list[Path]:
     night = landing / NIGHT
-    return sorted(p for sub in ("registry", "issuers") for p in (night / sub).rglob("*")
-                  if p.is_file() and p.suffix in (".csv", ".parquet", ".jsonl", ".xlsx"))
+    return sorted(
+        p
+        for sub in ("registry", "issuers")
+        for p in (night / sub).rglob("*")
+        if p.is_file() and p.suffix in (".csv", ".parquet", ".jsonl", ".xlsx")
+    )
 
 
 # ---------------------------------------------------------------- children (each in its own process)
@@ -244,8 +281,13 @@ def child_floor(ns: argparse.Namespace) -> None:
             src.unlink()
         rows += n
         files.append({"file": p.name, "rows": n, "seconds": round(time.perf_counter() - t1, 3)})
-    out = {"seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(_cpu() - c0, 2), "rows": rows,
-           "files": files, "peak_rss": _vm("VmHWM")}
+    out = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(_cpu() - c0, 2),
+        "rows": rows,
+        "files": files,
+        "peak_rss": _vm("VmHWM"),
+    }
     if ns.persist:
         out["persist"] = _persist_floor(con, ns, scratch)
     print("BENCH_JSON " + json.dumps(out), flush=True)
@@ -266,8 +308,11 @@ def _persist_floor(con, ns: argparse.Namespace, scratch: Path) -> dict:
         if src != p:
             src.unlink()
     con.execute("CHECKPOINT persist_floor")
-    out = {"seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(_cpu() - c0, 2),
-           "db_bytes": db.stat().st_size}
+    out = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(_cpu() - c0, 2),
+        "db_bytes": db.stat().st_size,
+    }
     con.execute("DETACH persist_floor")
     for f in scratch.glob("persist-floor.duckdb*"):
         f.unlink()
@@ -282,8 +327,13 @@ def child_night(ns: argparse.Namespace) -> None:
     from fapiao_audit.pipeline import Paths, run_night
 
     cfg = load_config(Path(ns.config) if ns.config else None)
-    cfg = replace(cfg, shards=ns.shards, duckdb_memory_limit=ns.memory_limit, duckdb_threads=ns.threads,
-                  duckdb_temp_directory=ns.temp_dir or cfg.duckdb_temp_directory)
+    cfg = replace(
+        cfg,
+        shards=ns.shards,
+        duckdb_memory_limit=ns.memory_limit,
+        duckdb_threads=ns.threads,
+        duckdb_temp_directory=ns.temp_dir or cfg.duckdb_temp_directory,
+    )
     paths = Paths(Path(ns.landing), Path(ns.reports), Path(ns.db))
     stages: list[dict] = []
     can_reset = _reset_hwm()
@@ -294,8 +344,14 @@ def child_night(ns: argparse.Namespace) -> None:
         if not m:
             return
         cpu = _cpu()
-        stages.append({"stage": m.group(1), "seconds": float(m.group(2)), "cpu_seconds": round(cpu - mark["cpu"], 2),
-                       "peak_rss": _vm("VmHWM")})
+        stages.append(
+            {
+                "stage": m.group(1),
+                "seconds": float(m.group(2)),
+                "cpu_seconds": round(cpu - mark["cpu"], 2),
+                "peak_rss": _vm("VmHWM"),
+            }
+        )
         mark["cpu"] = cpu
         _reset_hwm()
 
@@ -305,13 +361,23 @@ def child_night(ns: argparse.Namespace) -> None:
     summary = json.loads((outcome.published / "summary.json").read_text(encoding="utf-8"))
     sizes = {p.name: p.stat().st_size for p in outcome.published.iterdir()}
     out = {
-        "seconds": round(total, 3), "stages": stages, "per_stage_peak": can_reset, "outcome": outcome.outcome,
-        "findings": summary["total_findings"], "counts": summary["counts"], "keys": summary["keys"],
+        "seconds": round(total, 3),
+        "stages": stages,
+        "per_stage_peak": can_reset,
+        "outcome": outcome.outcome,
+        "findings": summary["total_findings"],
+        "counts": summary["counts"],
+        "keys": summary["keys"],
         "rows_read": sum(s["rows_read"] for s in summary["sources"]),
         "rows_loaded": sum(s["rows_loaded"] for s in summary["sources"]),
-        "output_bytes": sizes, "db_bytes": Path(ns.db).stat().st_size, "config": {
-            "shards": cfg.shards, "duckdb_memory_limit": cfg.duckdb_memory_limit,
-            "duckdb_threads": cfg.duckdb_threads, "duckdb_temp_directory": cfg.duckdb_temp_directory},
+        "output_bytes": sizes,
+        "db_bytes": Path(ns.db).stat().st_size,
+        "config": {
+            "shards": cfg.shards,
+            "duckdb_memory_limit": cfg.duckdb_memory_limit,
+            "duckdb_threads": cfg.duckdb_threads,
+            "duckdb_temp_directory": cfg.duckdb_temp_directory,
+        },
     }
     print("BENCH_JSON " + json.dumps(out), flush=True)
 
@@ -329,8 +395,10 @@ def child_datacompy(ns: argparse.Namespace) -> None:
     import datacompy
     import duckdb
 
-    cols = "invoice_key, amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, " \
-           "invoice_type, status"
+    cols = (
+        "invoice_key, amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, "
+        "invoice_type, status"
+    )
     con = duckdb.connect(ns.db, read_only=True)
     q = f"SELECT {cols} FROM staged_invoices WHERE night = $n AND source_kind = $k AND invoice_key IS NOT NULL"
     issuer = con.execute(q, {"n": date.fromisoformat(NIGHT), "k": "issuer"}).df()
@@ -340,10 +408,16 @@ def child_datacompy(ns: argparse.Namespace) -> None:
     cmp = PandasCompare(issuer, registry, join_columns="invoice_key", df1_name="issuer", df2_name="registry")
     mismatches = cmp.all_mismatch()
     only_issuer, only_registry = len(cmp.df1_unq_rows), len(cmp.df2_unq_rows)
-    out = {"seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(_cpu() - c0, 2),
-           "rows": [len(issuer), len(registry)], "mismatched_rows": len(mismatches),
-           "only_issuer": only_issuer, "only_registry": only_registry, "peak_rss": _vm("VmHWM"),
-           "version": datacompy.__version__}
+    out = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(_cpu() - c0, 2),
+        "rows": [len(issuer), len(registry)],
+        "mismatched_rows": len(mismatches),
+        "only_issuer": only_issuer,
+        "only_registry": only_registry,
+        "peak_rss": _vm("VmHWM"),
+        "version": datacompy.__version__,
+    }
     out["bare_join_seconds"] = _bare_join(issuer, registry, ns.memory_limit)
     print("BENCH_JSON " + json.dumps(out), flush=True)
 
@@ -363,9 +437,11 @@ def _bare_join(issuer, registry, memory_limit: str) -> float:
     fields = [c for c in issuer.columns if c != "invoice_key"]
     flags = ", ".join(f'i."{c}" IS DISTINCT FROM r."{c}" AS "{c}_differs"' for c in fields)
     differs = " OR ".join(f'i."{c}" IS DISTINCT FROM r."{c}"' for c in fields)
-    sql = ("CREATE OR REPLACE TABLE d AS SELECT coalesce(i.invoice_key, r.invoice_key) AS invoice_key, "
-           f"i.invoice_key IS NULL AS registry_only, r.invoice_key IS NULL AS issuer_only, {flags} "
-           f"FROM i FULL OUTER JOIN r USING (invoice_key) WHERE i.invoice_key IS NULL OR r.invoice_key IS NULL OR {differs}")
+    sql = (
+        "CREATE OR REPLACE TABLE d AS SELECT coalesce(i.invoice_key, r.invoice_key) AS invoice_key, "
+        f"i.invoice_key IS NULL AS registry_only, r.invoice_key IS NULL AS issuer_only, {flags} "
+        f"FROM i FULL OUTER JOIN r USING (invoice_key) WHERE i.invoice_key IS NULL OR r.invoice_key IS NULL OR {differs}"
+    )
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -380,23 +456,47 @@ def _bare_join(issuer, registry, memory_limit: str) -> float:
 
 def measure(form: str, landing: Path, ns: argparse.Namespace, rows: int) -> dict:
     files = input_files(landing)
-    print(f"\n== {rows:,} invoices per side, {form} night: {len(files)} files, "
-          f"{sum(f.stat().st_size for f in files) / 1e6:,.0f} MB", flush=True)
+    print(
+        f"\n== {rows:,} invoices per side, {form} night: {len(files)} files, "
+        f"{sum(f.stat().st_size for f in files) / 1e6:,.0f} MB",
+        flush=True,
+    )
     scratch = ns.work / "scratch"
     common = ["--memory-limit", ns.memory_limit, "--threads", str(ns.threads)]
     load0 = _load()
     floor, floor_peak = _child(["_floor", "--persist", "--scratch", str(scratch), *common, *map(str, files)])
     out_dir = ns.work / f"run-{rows}-{form}-{ns.shards}"
     shutil.rmtree(out_dir, ignore_errors=True)
-    night, night_peak = _child(["_night", "--landing", str(landing), "--reports", str(out_dir / "reports"),
-                                "--db", str(out_dir / "fapiao.duckdb"), "--shards", str(ns.shards),
-                                "--temp-dir", ns.temp_dir or str(out_dir / "spill"), *common,
-                                *(["--config", str(ns.config)] if ns.config else [])])
-    result = {"form": form, "files": [f.name for f in files], "input_bytes": sum(f.stat().st_size for f in files),
-              "floor": {**floor, "sampled_peak_rss": floor_peak}, "night": {**night, "sampled_peak_rss": night_peak},
-              "load_before": load0, "load_after": _load()}
+    night, night_peak = _child(
+        [
+            "_night",
+            "--landing",
+            str(landing),
+            "--reports",
+            str(out_dir / "reports"),
+            "--db",
+            str(out_dir / "fapiao.duckdb"),
+            "--shards",
+            str(ns.shards),
+            "--temp-dir",
+            ns.temp_dir or str(out_dir / "spill"),
+            *common,
+            *(["--config", str(ns.config)] if ns.config else []),
+        ]
+    )
+    result = {
+        "form": form,
+        "files": [f.name for f in files],
+        "input_bytes": sum(f.stat().st_size for f in files),
+        "floor": {**floor, "sampled_peak_rss": floor_peak},
+        "night": {**night, "sampled_peak_rss": night_peak},
+        "load_before": load0,
+        "load_after": _load(),
+    }
     if ns.datacompy_rows and rows <= ns.datacompy_rows:
-        dc, _ = _child(["_datacompy", "--db", str(out_dir / "fapiao.duckdb"), "--memory-limit", ns.memory_limit])
+        dc, _ = _child(
+            ["_datacompy", "--db", str(out_dir / "fapiao.duckdb"), "--memory-limit", ns.memory_limit]
+        )
         result["datacompy"] = dc
     if not ns.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -412,37 +512,51 @@ def _ratio(night: dict, stage: str, seconds: float) -> str:
 def report(r: dict, rows: int) -> None:
     floor, night = r["floor"], r["night"]
     n_in = night["rows_read"]
-    print(f"floor (DuckDB scan + hash of the input files): {_fmt_s(floor['seconds'])} s, "
-          f"{_fmt_rate(floor['rows'], floor['seconds'])}, peak RSS {_gib(floor['peak_rss'])}")
+    print(
+        f"floor (DuckDB scan + hash of the input files): {_fmt_s(floor['seconds'])} s, "
+        f"{_fmt_rate(floor['rows'], floor['seconds'])}, peak RSS {_gib(floor['peak_rss'])}"
+    )
     persist = floor.get("persist")
     if persist:
-        print(f"persist floor (DuckDB copies the input files as they are into a database file, the least staging "
-              f"writes): {_fmt_s(persist['seconds'])} s ({_fmt_s(persist['cpu_seconds'])} cpu), "
-              f"{persist['db_bytes'] / 1e6:,.0f} MB; ingest is {_ratio(night, 'ingest', persist['seconds'])} of it, "
-              f"the night {night['seconds'] / persist['seconds']:.1f}x")
+        print(
+            f"persist floor (DuckDB copies the input files as they are into a database file, the least staging "
+            f"writes): {_fmt_s(persist['seconds'])} s ({_fmt_s(persist['cpu_seconds'])} cpu), "
+            f"{persist['db_bytes'] / 1e6:,.0f} MB; ingest is {_ratio(night, 'ingest', persist['seconds'])} of it, "
+            f"the night {night['seconds'] / persist['seconds']:.1f}x"
+        )
     print(f"{'stage':<14}{'wall s':>9}{'cpu s':>9}{'rows/s':>13}{'peak RSS':>11}{'x floor':>9}")
     for s in night["stages"]:
         label = "expectations" if s["stage"] == "validate" else s["stage"]
-        print(f"{label:<14}{_fmt_s(s['seconds']):>9}{_fmt_s(s['cpu_seconds']):>9}{_fmt_rate(n_in, s['seconds']):>13}"
-              f"{_gib(s['peak_rss']):>11}{s['seconds'] / floor['seconds']:>8.1f}x")
+        print(
+            f"{label:<14}{_fmt_s(s['seconds']):>9}{_fmt_s(s['cpu_seconds']):>9}{_fmt_rate(n_in, s['seconds']):>13}"
+            f"{_gib(s['peak_rss']):>11}{s['seconds'] / floor['seconds']:>8.1f}x"
+        )
     peak = max(night["sampled_peak_rss"], *(s["peak_rss"] for s in night["stages"]))
-    print(f"{'end to end':<14}{_fmt_s(night['seconds']):>9}{'':>9}{_fmt_rate(n_in, night['seconds']):>13}"
-          f"{_gib(peak):>11}{night['seconds'] / floor['seconds']:>8.1f}x")
-    print(f"rows read {n_in:,}, findings {night['findings']:,}, outputs: "
-          + ", ".join(f"{k} {v / 1e6:,.1f} MB" for k, v in sorted(night["output_bytes"].items())))
+    print(
+        f"{'end to end':<14}{_fmt_s(night['seconds']):>9}{'':>9}{_fmt_rate(n_in, night['seconds']):>13}"
+        f"{_gib(peak):>11}{night['seconds'] / floor['seconds']:>8.1f}x"
+    )
+    print(
+        f"rows read {n_in:,}, findings {night['findings']:,}, outputs: "
+        + ", ".join(f"{k} {v / 1e6:,.1f} MB" for k, v in sorted(night["output_bytes"].items()))
+    )
     print(f"load average before {r['load_before']}, after {r['load_after']}")
     dc = r.get("datacompy")
     if dc and "skipped" in dc:
         print(f"datacompy: skipped ({dc['skipped']}; `.venv/bin/pip install datacompy` to include it)")
     elif dc:
         rec = next(s for s in night["stages"] if s["stage"] == "reconcile")
-        print(f"datacompy {dc['version']} on the same comparison ({dc['rows'][0]:,} x {dc['rows'][1]:,} records): "
-              f"{_fmt_s(dc['seconds'])} s, peak RSS {_gib(dc['peak_rss'])}; reconcile stage {_fmt_s(rec['seconds'])} s "
-              f"-> datacompy / reconcile = {dc['seconds'] / rec['seconds']:.1f}x")
+        print(
+            f"datacompy {dc['version']} on the same comparison ({dc['rows'][0]:,} x {dc['rows'][1]:,} records): "
+            f"{_fmt_s(dc['seconds'])} s, peak RSS {_gib(dc['peak_rss'])}; reconcile stage {_fmt_s(rec['seconds'])} s "
+            f"-> datacompy / reconcile = {dc['seconds'] / rec['seconds']:.1f}x"
+        )
         if dc.get("bare_join_seconds"):
-            print(f"the same comparison as one DuckDB full outer join (records already in DuckDB tables): "
-                  f"{_fmt_s(dc['bare_join_seconds'])} s -> datacompy / bare join = "
-                  f"{dc['seconds'] / dc['bare_join_seconds']:.1f}x (the comparison alone)")
+            print(
+                f"the same comparison as one DuckDB full outer join (records already in DuckDB tables): "
+                f"{_fmt_s(dc['bare_join_seconds'])} s -> datacompy / bare join = "
+                f"{dc['seconds'] / dc['bare_join_seconds']:.1f}x (the comparison alone)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,31 +576,54 @@ def main(argv: list[str] | None = None) -> int:
         {"_floor": child_floor, "_night": child_night, "_datacompy": child_datacompy}[ns.child](ns)
         return 0
     p = argparse.ArgumentParser(description="Scale benchmark of fapiao-audit (see bench/RESULTS.md).")
-    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000], help="invoices per side (default 1000000)")
+    p.add_argument(
+        "--rows", type=int, nargs="+", default=[1_000_000], help="invoices per side (default 1000000)"
+    )
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fapiao-bench",
-                   help="generated nights and run folders (default /tmp/fapiao-bench; never the repository)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "fapiao-bench",
+        help="generated nights and run folders (default /tmp/fapiao-bench; never the repository)",
+    )
     p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--memory-limit", default="3GB",
-                   help="DuckDB memory_limit (default 3GB: with Python, Arrow and GX on top, the process stays under 4 GiB)")
+    p.add_argument(
+        "--memory-limit",
+        default="3GB",
+        help="DuckDB memory_limit (default 3GB: with Python, Arrow and GX on top, the process stays under 4 GiB)",
+    )
     p.add_argument("--threads", type=int, default=0, help="DuckDB threads (default: all cores)")
-    p.add_argument("--temp-dir", default=None, help="DuckDB temp_directory for spilling (default: in the run folder)")
+    p.add_argument(
+        "--temp-dir", default=None, help="DuckDB temp_directory for spilling (default: in the run folder)"
+    )
     p.add_argument("--config", type=Path, default=None, help="TOML configuration for the runs")
-    p.add_argument("--no-mixed", action="store_true", help="skip the night as generated (GBK CSV, JSONL, ...)")
+    p.add_argument(
+        "--no-mixed", action="store_true", help="skip the night as generated (GBK CSV, JSONL, ...)"
+    )
     p.add_argument("--no-parquet", action="store_true", help="skip the all-Parquet night")
-    p.add_argument("--datacompy-rows", type=int, default=1_000_000,
-                   help="run datacompy for sizes up to this many rows per side (0: never)")
+    p.add_argument(
+        "--datacompy-rows",
+        type=int,
+        default=1_000_000,
+        help="run datacompy for sizes up to this many rows per side (0: never)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the run folders (database, reports)")
-    p.add_argument("--results", action="store_true",
-                   help="what bench/RESULTS.md reports, in one command: 1M (mixed and Parquet nights, datacompy), "
-                        "10M (Parquet, datacompy) and 50M (Parquet) invoices per side")
+    p.add_argument(
+        "--results",
+        action="store_true",
+        help="what bench/RESULTS.md reports, in one command: 1M (mixed and Parquet nights, datacompy), "
+        "10M (Parquet, datacompy) and 50M (Parquet) invoices per side",
+    )
     ns = p.parse_args(argv)
     ns.work.mkdir(parents=True, exist_ok=True)
     if ROOT in ns.work.resolve().parents and "bench/out" not in str(ns.work):
         sys.exit("bench: --work must be outside the repository (or under bench/out/)")
     machine = _machine()
-    print(f"machine: {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu']}; "
-          f"duckdb {machine['duckdb']}, python {machine['python']}; load average {_load()}", flush=True)
+    print(
+        f"machine: {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu']}; "
+        f"duckdb {machine['duckdb']}, python {machine['python']}; load average {_load()}",
+        flush=True,
+    )
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     # (rows, mixed night too, datacompy) per size

@@ -58,9 +58,13 @@ def _openpyxl_first_sheet(self, path):  # the previous release's reader, for the
 
         def flush():
             if buf:
-                arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
+                arrays = [
+                    pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)
+                ]
                 arrays.append(pa.array(lines, pa.int64()))
-                batches.append(pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"]))
+                batches.append(
+                    pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"])
+                )
                 buf.clear()
                 lines.clear()
 
@@ -103,18 +107,28 @@ def measure(landing: Path, mode: str, out: Path) -> None:
     con = connect(work / "fapiao.duckdb", Config())
     files = tuple(sorted((landing / NIGHT.isoformat() / "registry").glob("*.xlsx")))
     t0 = time.perf_counter()
-    reports = ingest.ingest_source(con, landing, NIGHT, ingest.Delivery("registry", "registry", files), Config(),
-                                   work / "tmp")
+    reports = ingest.ingest_source(
+        con, landing, NIGHT, ingest.Delivery("registry", "registry", files), Config(), work / "tmp"
+    )
     seconds = time.perf_counter() - t0
     invoices, lines = con.execute(
-        "SELECT (SELECT count(*) FROM staged_invoices), (SELECT count(*) FROM staged_lines)").fetchone()
+        "SELECT (SELECT count(*) FROM staged_invoices), (SELECT count(*) FROM staged_lines)"
+    ).fetchone()
     con.close()
-    out.write_text(json.dumps({
-        "mode": mode, "seconds": round(seconds, 1), "files": len(files),
-        "rows_read": sum(r.rows_read for r in reports), "rows_skipped": sum(r.rows_skipped for r in reports),
-        "invoices_staged": invoices, "lines_staged": lines,
-        "peak_rss_mib": _peak_rss_mib(),
-    }))
+    out.write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": round(seconds, 1),
+                "files": len(files),
+                "rows_read": sum(r.rows_read for r in reports),
+                "rows_skipped": sum(r.rows_skipped for r in reports),
+                "invoices_staged": invoices,
+                "lines_staged": lines,
+                "peak_rss_mib": _peak_rss_mib(),
+            }
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -138,16 +152,22 @@ def main() -> None:
         return
     landing = generate(args.invoices, args.seed)
     new = run(landing, "workbook")
-    print(f"real export workbook(s): {new['files']} file(s), {new['rows_read']:,} rows read "
-          f"({new['invoices_staged']:,} invoices and {new['lines_staged']:,} lines staged, "
-          f"{new['rows_skipped']} skipped) in {new['seconds']} s = "
-          f"{new['rows_read'] / max(new['seconds'], 0.001):,.0f} rows/s, peak RSS {new['peak_rss_mib']:,} MiB")
+    print(
+        f"real export workbook(s): {new['files']} file(s), {new['rows_read']:,} rows read "
+        f"({new['invoices_staged']:,} invoices and {new['lines_staged']:,} lines staged, "
+        f"{new['rows_skipped']} skipped) in {new['seconds']} s = "
+        f"{new['rows_read'] / max(new['seconds'], 0.001):,.0f} rows/s, peak RSS {new['peak_rss_mib']:,} MiB"
+    )
     if args.no_reference:
         return
     ref = run(landing, "reference")
-    print(f"reference (previous release: openpyxl read-only, the first sheet, its {ref['rows_read']:,} line rows "
-          f"staged as invoices): {ref['seconds']} s, peak RSS {ref['peak_rss_mib']:,} MiB")
-    print(f"ratio, real export / reference: {new['seconds'] / max(ref['seconds'], 0.001):.2f}x (target <= 1.5x)")
+    print(
+        f"reference (previous release: openpyxl read-only, the first sheet, its {ref['rows_read']:,} line rows "
+        f"staged as invoices): {ref['seconds']} s, peak RSS {ref['peak_rss_mib']:,} MiB"
+    )
+    print(
+        f"ratio, real export / reference: {new['seconds'] / max(ref['seconds'], 0.001):.2f}x (target <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

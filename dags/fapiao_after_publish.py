@@ -24,7 +24,11 @@ PUBLISHED_NIGHT = Asset("fapiao_published_night")
     start_date=pendulum.datetime(2026, 11, 1, tz="Asia/Shanghai"),
     catchup=False,
     dagrun_timeout=timedelta(hours=1),
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "execution_timeout": timedelta(minutes=30)},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "execution_timeout": timedelta(minutes=30),
+    },
     tags=["fapiao", "example"],
     doc_md=__doc__,
 )
@@ -38,8 +42,13 @@ def fapiao_after_publish():
         nights = []
         for event in get_current_context()["triggering_asset_events"][PUBLISHED_NIGHT]:
             extra = dict(event.extra or {})
-            log.info("night %s published (expectations %s, %s findings): %s", extra.get("night"),
-                     extra.get("outcome"), extra.get("findings"), extra.get("report"))
+            log.info(
+                "night %s published (expectations %s, %s findings): %s",
+                extra.get("night"),
+                extra.get("outcome"),
+                extra.get("findings"),
+                extra.get("report"),
+            )
             nights.append(extra)
         return nights
 

@@ -31,8 +31,12 @@ POOL = "fapiao_duckdb"
     # The lock wait (15 min) plus a rewrite of the retained nights, with room: a hung compaction must not
     # hold the writers' pool into the next night.
     dagrun_timeout=timedelta(hours=6),
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=30), "pool": POOL,
-                  "execution_timeout": timedelta(hours=2)},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(minutes=30),
+        "pool": POOL,
+        "execution_timeout": timedelta(hours=2),
+    },
     tags=["fapiao", "maintenance"],
     doc_md=__doc__,
 )

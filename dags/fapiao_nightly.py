@@ -102,16 +102,31 @@ def _night() -> str:
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
         interval=timedelta(hours=24 + PUBLISH_BY_HOUR),
-        callback=AsyncCallback(night_not_published, kwargs={"publish_by": f"{PUBLISH_BY_HOUR:02d}:00 Asia/Shanghai"}),
+        callback=AsyncCallback(
+            night_not_published, kwargs={"publish_by": f"{PUBLISH_BY_HOUR:02d}:00 Asia/Shanghai"}
+        ),
     ),
     params={
-        "night": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
-                       description="Business night YYYY-MM-DD; overrides the night of the data interval"),
-        "shards": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
-                        description="Reconciliation shards (one task each); default: the configuration's `shards`"),
-        "allow_missing": Param([], type="array", items={"type": "string"},
-                               description="Issuing systems allowed to deliver nothing tonight (their open findings "
-                                           "are carried as not checked); as `fapiao-audit run --allow-missing`"),
+        "night": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            description="Business night YYYY-MM-DD; overrides the night of the data interval",
+        ),
+        "shards": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=1024,
+            description="Reconciliation shards (one task each); default: the configuration's `shards`",
+        ),
+        "allow_missing": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Issuing systems allowed to deliver nothing tonight (their open findings "
+            "are carried as not checked); as `fapiao-audit run --allow-missing`",
+        ),
     },
     tags=["fapiao", "reconciliation", "data-quality"],
     doc_md=__doc__,
@@ -168,7 +183,9 @@ def fapiao_nightly():
         results = [shard_results[i] for i in range(len(shard_results))]
         shards = {r["shards"] for r in results}
         if len(shards) != 1 or len(results) != next(iter(shards)):
-            raise ValueError(f"shard results do not add up: {sorted((r['shard'], r['shards']) for r in results)}")
+            raise ValueError(
+                f"shard results do not add up: {sorted((r['shard'], r['shards']) for r in results)}"
+            )
         return run(date.fromisoformat(night), shards.pop())
 
     @task
@@ -183,8 +200,11 @@ def fapiao_nightly():
 
         result = run(date.fromisoformat(night))
         get_current_context()["outlet_events"][PUBLISHED_NIGHT].extra = {
-            "night": result["night"], "outcome": result["outcome"], "counts": result["counts"],
-            "findings": sum(result["counts"].values()), "report": result["published"],
+            "night": result["night"],
+            "outcome": result["outcome"],
+            "counts": result["counts"],
+            "findings": sum(result["counts"].values()),
+            "report": result["published"],
         }
         return result
 

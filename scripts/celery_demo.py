@@ -46,7 +46,9 @@ class Procs:
 
     def start(self, name: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         f = log.open("wb")
-        p = subprocess.Popen(args, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        p = subprocess.Popen(
+            args, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
         self.started.append((name, p))
         print(f"  started {name} (pid {p.pid}), log {log}", flush=True)
         return p
@@ -120,29 +122,79 @@ def main() -> int:
     procs = Procs()
     try:
         print(f"1. Redis broker on 127.0.0.1:{redis_port}", flush=True)
-        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(work)], env, work / "logs" / "redis.log")
+        procs.start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work),
+            ],
+            env,
+            work / "logs" / "redis.log",
+        )
         print("2. Airflow metadata database and pool", flush=True)
         airflow(env, "db", "migrate")
         airflow(env, "pools", "set", "fapiao_duckdb", "1", "DuckDB has one writer")
-        print(f"3. A synthetic night {ns.night}, {ns.rows:,} invoices per side, in the shared folder", flush=True)
-        subprocess.run([str(VENV_BIN / "fapiao-audit"), "generate", "--night", ns.night, "--out",
-                        str(shared / "landing"), "--rows", str(ns.rows)], check=True, env=env, cwd=ROOT)
+        print(
+            f"3. A synthetic night {ns.night}, {ns.rows:,} invoices per side, in the shared folder",
+            flush=True,
+        )
+        subprocess.run(
+            [
+                str(VENV_BIN / "fapiao-audit"),
+                "generate",
+                "--night",
+                ns.night,
+                "--out",
+                str(shared / "landing"),
+                "--rows",
+                str(ns.rows),
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
         print("4. Airflow components and two Celery workers", flush=True)
         af = str(VENV_BIN / "airflow")
-        procs.start("api-server", [af, "api-server", "--port", str(api_port), "--host", "127.0.0.1", "--workers", "1"],
-                    env, work / "logs" / "api-server.log")
+        procs.start(
+            "api-server",
+            [af, "api-server", "--port", str(api_port), "--host", "127.0.0.1", "--workers", "1"],
+            env,
+            work / "logs" / "api-server.log",
+        )
         procs.start("scheduler", [af, "scheduler"], env, work / "logs" / "scheduler.log")
         procs.start("dag-processor", [af, "dag-processor"], env, work / "logs" / "dag-processor.log")
         for name in ("worker-a", "worker-b"):
-            procs.start(name, [af, "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "2",
-                               "--skip-serve-logs"],
-                        {**env, "FAPIAO_WORKER_NAME": name}, work / "logs" / f"{name}.log")
+            procs.start(
+                name,
+                [
+                    af,
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--concurrency",
+                    "2",
+                    "--skip-serve-logs",
+                ],
+                {**env, "FAPIAO_WORKER_NAME": name},
+                work / "logs" / f"{name}.log",
+            )
         print("5. Waiting for the DAG to be parsed", flush=True)
         deadline = time.monotonic() + 300
         while "fapiao_nightly" not in airflow(env, "dags", "list", "-o", "plain", check=False):
             if time.monotonic() > deadline:
-                raise SystemExit("the dag-processor did not parse dags/fapiao_nightly.py in 300 s; see its log")
+                raise SystemExit(
+                    "the dag-processor did not parse dags/fapiao_nightly.py in 300 s; see its log"
+                )
             time.sleep(3)
         airflow(env, "dags", "unpause", "fapiao_nightly")
         conf = json.dumps({"night": ns.night, "shards": ns.shards})
@@ -158,8 +210,11 @@ def main() -> int:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
             try:
                 state = con.execute("SELECT state FROM dag_run WHERE run_id = ?", [run_id]).fetchone()[0]
-                tis = con.execute("SELECT task_id, map_index, state FROM task_instance WHERE run_id = ? "
-                                  "ORDER BY task_id, map_index", [run_id]).fetchall()
+                tis = con.execute(
+                    "SELECT task_id, map_index, state FROM task_instance WHERE run_id = ? "
+                    "ORDER BY task_id, map_index",
+                    [run_id],
+                ).fetchall()
             finally:
                 con.close()
             line = ", ".join(f"{t}{'' if m < 0 else f'[{m}]'}={s}" for t, m, s in tis)
@@ -171,21 +226,32 @@ def main() -> int:
             time.sleep(3)
         print(f"7. Run {run_id}: {state}", flush=True)
         if state == "failed":
-            print("   (quality_gate fails a night whose expectations failed, and the generator injects defects on "
-                  "purpose: the report is published; see the task states below)", flush=True)
+            print(
+                "   (quality_gate fails a night whose expectations failed, and the generator injects defects on "
+                "purpose: the report is published; see the task states below)",
+                flush=True,
+            )
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
         try:
             rows = con.execute(
                 "SELECT task_id, map_index, state, hostname, queue, pid, start_date, end_date FROM task_instance "
-                "WHERE run_id = ? ORDER BY start_date, task_id, map_index", [run_id]).fetchall()
-            xcoms = {(t, m): v for t, m, v in con.execute(
-                "SELECT task_id, map_index, value FROM xcom WHERE run_id = ? AND key = 'return_value'",
-                [run_id]).fetchall()}
+                "WHERE run_id = ? ORDER BY start_date, task_id, map_index",
+                [run_id],
+            ).fetchall()
+            xcoms = {
+                (t, m): v
+                for t, m, v in con.execute(
+                    "SELECT task_id, map_index, value FROM xcom WHERE run_id = ? AND key = 'return_value'",
+                    [run_id],
+                ).fetchall()
+            }
         finally:
             con.close()
         print(f"\n{'task':<22}{'shard':>6}  {'state':<9}{'worker (task instance hostname)':<40}{'pid':>8}")
         for task_id, map_index, st, host, _queue, pid, _s, _e in rows:
-            print(f"{task_id:<22}{'' if map_index < 0 else map_index:>6}  {st or '-':<9}{host or '-':<40}{pid or '':>8}")
+            print(
+                f"{task_id:<22}{'' if map_index < 0 else map_index:>6}  {st or '-':<9}{host or '-':<40}{pid or '':>8}"
+            )
         print("\nshard results returned by the tasks (XCom):")
         by_worker: dict[str, list[int]] = {}
         for (task_id, _m), value in sorted(xcoms.items()):
@@ -195,10 +261,17 @@ def main() -> int:
             if isinstance(v, str):
                 v = json.loads(v)
             by_worker.setdefault(v.get("worker") or "?", []).append(v["shard"])
-            print(f"  shard {v['shard'] + 1} of {v['shards']}: {v['findings']} findings, {v['seconds']} s, "
-                  f"worker {v.get('worker')}, pid {v['pid']}")
-        print("\nwhich worker ran which shard: " + "; ".join(
-            f"{w}: shard(s) {', '.join(str(s + 1) for s in sorted(ss))}" for w, ss in sorted(by_worker.items())))
+            print(
+                f"  shard {v['shard'] + 1} of {v['shards']}: {v['findings']} findings, {v['seconds']} s, "
+                f"worker {v.get('worker')}, pid {v['pid']}"
+            )
+        print(
+            "\nwhich worker ran which shard: "
+            + "; ".join(
+                f"{w}: shard(s) {', '.join(str(s + 1) for s in sorted(ss))}"
+                for w, ss in sorted(by_worker.items())
+            )
+        )
         report = shared / "reports" / ns.night / "exceptions.csv"
         print(f"published: {report} ({report.stat().st_size if report.exists() else 0} bytes)")
         ok = state in ("success", "failed") and report.exists() and len(by_worker) >= 2

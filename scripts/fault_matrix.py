@@ -64,7 +64,9 @@ def db_rows(db: Path) -> dict[str, int]:
         out = {t: con.execute(f"SELECT count(*) FROM {t} WHERE night = ?", [n]).fetchone()[0] for t in TABLES}
         out["duplicated_lines"] = con.execute(
             "SELECT count(*) FROM (SELECT source_system, file, line FROM staged_invoices WHERE night = ? "
-            "GROUP BY ALL HAVING count(*) > 1)", [n]).fetchone()[0]
+            "GROUP BY ALL HAVING count(*) > 1)",
+            [n],
+        ).fetchone()[0]
         return out
     finally:
         con.close()
@@ -80,8 +82,20 @@ class Matrix:
         self.results: list[dict[str, object]] = []
 
     def cmd(self, reports: Path | None = None, config: Path | None = None) -> list[str]:
-        args = [sys.executable, "-m", "fapiao_audit.cli", "run", "--night", NIGHT, "--landing", str(self.landing),
-                "--reports", str(reports or self.reports), "--db", str(self.db)]
+        args = [
+            sys.executable,
+            "-m",
+            "fapiao_audit.cli",
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(self.landing),
+            "--reports",
+            str(reports or self.reports),
+            "--db",
+            str(self.db),
+        ]
         return [*args, "--config", str(config)] if config else args
 
     def run(self, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -98,8 +112,10 @@ class Matrix:
         self.code = r.returncode
         self.csv = (self.reports / NIGHT / "exceptions.csv").read_bytes()
         self.rows_in_db = db_rows(self.db)
-        print(f"baseline: exit {self.code}, exceptions.csv sha256 {hashlib.sha256(self.csv).hexdigest()[:12]}, "
-              f"manifest {short(manifest_sums(self.reports / NIGHT))}, rows {self.rows_in_db}\n")
+        print(
+            f"baseline: exit {self.code}, exceptions.csv sha256 {hashlib.sha256(self.csv).hexdigest()[:12]}, "
+            f"manifest {short(manifest_sums(self.reports / NIGHT))}, rows {self.rows_in_db}\n"
+        )
 
     # -------------------------------------------------------------- ways to stop a run
 
@@ -107,7 +123,9 @@ class Matrix:
         marker = self.work / "paused"
         marker.unlink(missing_ok=True)
         env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": point, "FAPIAO_TEST_PAUSE_FILE": str(marker)}
-        proc = subprocess.Popen(self.cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            self.cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         return self._kill_when(proc, marker.exists, f"pause point {point}")
 
     def kill_when_appears(self, what: str, found: Callable[[], bool]) -> tuple[str, str]:
@@ -142,27 +160,38 @@ class Matrix:
         rerun_csv = (reports / NIGHT / "exceptions.csv").read_bytes() if (reports / NIGHT).is_dir() else b""
         left = sorted(p.name for p in reports.iterdir() if p.name.startswith("."))
         row = {
-            "fault": name, "how": how, "detail": detail,
-            "before": short(before), "after": short(after),
-            "intact": before == after and latest_before == latest_after and "MISMATCH" not in json.dumps(after),
+            "fault": name,
+            "how": how,
+            "detail": detail,
+            "before": short(before),
+            "after": short(after),
+            "intact": before == after
+            and latest_before == latest_after
+            and "MISMATCH" not in json.dumps(after),
             "rows_kept": rows_after_kill == self.rows_in_db,
             "rerun_exit": r.returncode,
             "csv_identical": rerun_csv == self.csv,
             "rows_equal": db_rows(self.db) == self.rows_in_db,
             "no_leftovers": not left,
         }
-        row["ok"] = all(row[k] for k in ("intact", "rows_kept", "csv_identical", "rows_equal", "no_leftovers")) \
+        row["ok"] = (
+            all(row[k] for k in ("intact", "rows_kept", "csv_identical", "rows_equal", "no_leftovers"))
             and row["rerun_exit"] == self.code
+        )
         self.results.append(row)
-        print(f"{name}: {how} ({detail}); manifest {row['before']} -> {row['after']}; rerun exit {r.returncode}; "
-              f"{'OK' if row['ok'] else 'FAILED'}")
+        print(
+            f"{name}: {how} ({detail}); manifest {row['before']} -> {row['after']}; rerun exit {r.returncode}; "
+            f"{'OK' if row['ok'] else 'FAILED'}"
+        )
 
     def refused_second_run(self) -> None:
         """A second run while the first holds the database: refused with a message, no traceback."""
         marker = self.work / "paused"
         marker.unlink(missing_ok=True)
         env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": "ingest", "FAPIAO_TEST_PAUSE_FILE": str(marker)}
-        first = subprocess.Popen(self.cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = subprocess.Popen(
+            self.cmd(), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         while not marker.exists() and first.poll() is None:
             time.sleep(0.01)
 
@@ -178,8 +207,13 @@ class Matrix:
     def disk_full(self) -> None:
         mnt = self.work / "tmpfs"
         mnt.mkdir(exist_ok=True)
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                                               capture_output=True).returncode != 0:
+        if (
+            os.geteuid() != 0
+            or subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+            ).returncode
+            != 0
+        ):
             print("disk full: skipped (needs root to mount a 1 MiB tmpfs)")
             return
         try:
@@ -199,13 +233,36 @@ class Matrix:
             subprocess.run(["umount", str(mnt)], check=False)
 
     def table(self) -> bool:
-        head = ("fault", "stopped by", "manifest before", "after", "intact", "rows kept", "rerun exit",
-                "csv identical", "rows equal", "clean", "result")
+        head = (
+            "fault",
+            "stopped by",
+            "manifest before",
+            "after",
+            "intact",
+            "rows kept",
+            "rerun exit",
+            "csv identical",
+            "rows equal",
+            "clean",
+            "result",
+        )
         lines = [head]
         for r in self.results:
-            lines.append((str(r["fault"]), str(r["how"]), str(r["before"]), str(r["after"]), yes(r["intact"]),
-                          yes(r["rows_kept"]), str(r["rerun_exit"]), yes(r["csv_identical"]), yes(r["rows_equal"]),
-                          yes(r["no_leftovers"]), "PASS" if r["ok"] else "FAIL"))
+            lines.append(
+                (
+                    str(r["fault"]),
+                    str(r["how"]),
+                    str(r["before"]),
+                    str(r["after"]),
+                    yes(r["intact"]),
+                    yes(r["rows_kept"]),
+                    str(r["rerun_exit"]),
+                    yes(r["csv_identical"]),
+                    yes(r["rows_equal"]),
+                    yes(r["no_leftovers"]),
+                    "PASS" if r["ok"] else "FAIL",
+                )
+            )
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         print()
         for i, line in enumerate(lines):
@@ -228,19 +285,30 @@ def yes(v: object) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=3000, help="invoices per side of the generated night")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/fapiao-fault-matrix"), help="scratch folder (replaced)")
+    ap.add_argument(
+        "--work", type=Path, default=Path("/tmp/fapiao-fault-matrix"), help="scratch folder (replaced)"
+    )
     args = ap.parse_args()
     m = Matrix(args.work, args.rows)
     m.baseline()
     tmp_prefix = f".{NIGHT}.tmp-"
     m.fault("kill during ingest (source rows half replaced)", lambda: m.kill_at("ingest"))
-    m.fault("kill during reconciliation (findings half replaced)", lambda: m.kill_at("sql:INSERT INTO findings"))
+    m.fault(
+        "kill during reconciliation (findings half replaced)", lambda: m.kill_at("sql:INSERT INTO findings")
+    )
     m.fault("kill during publish (files half written)", lambda: m.kill_at("publish"))
     m.fault("kill during publish (all written, before the swap)", lambda: m.kill_at("commit"))
-    m.fault("kill when the DuckDB WAL appears", lambda: m.kill_when_appears(
-        "the WAL appeared", lambda: m.db.with_name(m.db.name + ".wal").exists()))
-    m.fault("kill when the publish temp folder appears", lambda: m.kill_when_appears(
-        "the temp folder appeared", lambda: any(p.name.startswith(tmp_prefix) for p in m.reports.iterdir())))
+    m.fault(
+        "kill when the DuckDB WAL appears",
+        lambda: m.kill_when_appears("the WAL appeared", lambda: m.db.with_name(m.db.name + ".wal").exists()),
+    )
+    m.fault(
+        "kill when the publish temp folder appears",
+        lambda: m.kill_when_appears(
+            "the temp folder appeared",
+            lambda: any(p.name.startswith(tmp_prefix) for p in m.reports.iterdir()),
+        ),
+    )
     m.refused_second_run()
     m.disk_full()
     return 0 if m.table() else 1

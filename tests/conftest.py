@@ -25,8 +25,12 @@ from fapiao_audit.pipeline import Paths
 def make_night(tmp_path: Path) -> Callable[..., Path]:
     """make_night(registry=[...], issuers={"erp": [...]}) -> landing folder with that night."""
 
-    def build(registry: list[dict[str, Any]], issuers: dict[str, list[dict[str, Any]]],
-              night: date = NIGHT, landing: Path | None = None) -> Path:
+    def build(
+        registry: list[dict[str, Any]],
+        issuers: dict[str, list[dict[str, Any]]],
+        night: date = NIGHT,
+        landing: Path | None = None,
+    ) -> Path:
         landing = landing or tmp_path / "landing"
         base = landing / night.isoformat()
         write_csv(base / "registry" / "registry.csv", registry)
@@ -72,10 +76,27 @@ def pg():
         run_as = ["runuser", "-u", "postgres", "--"]
         shutil.chown(base, "postgres", "postgres")
     data, port = base / "data", _free_port()
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "fapiao", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", "fapiao", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://fapiao:s3cret@127.0.0.1:{port}/postgres"
     finally:

@@ -16,34 +16,66 @@ BUYER_C = "91110105MA01R2QX0P"
 OUTSIDER = "91310000MA1FL4Q20X"
 
 CANONICAL = [
-    "invoice_code", "invoice_number", "invoice_type", "issue_time", "seller_tax_id", "seller_name",
-    "buyer_tax_id", "buyer_name", "amount", "tax_amount", "tax_rate", "total_amount", "status",
-    "original_invoice_number", "remark",
+    "invoice_code",
+    "invoice_number",
+    "invoice_type",
+    "issue_time",
+    "seller_tax_id",
+    "seller_name",
+    "buyer_tax_id",
+    "buyer_name",
+    "amount",
+    "tax_amount",
+    "tax_rate",
+    "total_amount",
+    "status",
+    "original_invoice_number",
+    "remark",
 ]
 
 
-def invoice(number: str, *, code: str = "", day: str = "2026-11-18", time: str = "10:00:00",
-            seller: str = SELLER_A, amount: str = "1000.00", rate: str = "0.13", tax: str | None = None,
-            total: str | None = None, **extra: Any) -> dict[str, Any]:
+def invoice(
+    number: str,
+    *,
+    code: str = "",
+    day: str = "2026-11-18",
+    time: str = "10:00:00",
+    seller: str = SELLER_A,
+    amount: str = "1000.00",
+    rate: str = "0.13",
+    tax: str | None = None,
+    total: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """One invoice row in canonical columns; tax and total consistent unless given."""
     from decimal import ROUND_HALF_UP, Decimal
 
     a = Decimal(amount)
     t = Decimal(tax) if tax is not None else (a * Decimal(rate)).quantize(Decimal("0.01"), ROUND_HALF_UP)
     row = {
-        "invoice_code": code, "invoice_number": number,
+        "invoice_code": code,
+        "invoice_number": number,
         "invoice_type": "数电票（普通发票）" if not code else "增值税电子普通发票",
-        "issue_time": f"{day} {time}", "seller_tax_id": seller, "seller_name": "北京甲科技有限公司",
-        "buyer_tax_id": BUYER_C, "buyer_name": "北京丙贸易有限公司", "amount": str(a), "tax_amount": str(t),
-        "tax_rate": rate, "total_amount": total if total is not None else str(a + t), "status": "normal",
-        "original_invoice_number": "", "remark": "",
+        "issue_time": f"{day} {time}",
+        "seller_tax_id": seller,
+        "seller_name": "北京甲科技有限公司",
+        "buyer_tax_id": BUYER_C,
+        "buyer_name": "北京丙贸易有限公司",
+        "amount": str(a),
+        "tax_amount": str(t),
+        "tax_rate": rate,
+        "total_amount": total if total is not None else str(a + t),
+        "status": "normal",
+        "original_invoice_number": "",
+        "remark": "",
     }
     row.update(extra)
     return row
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], *, columns: list[str] | None = None,
-              encoding: str = "utf-8") -> Path:
+def write_csv(
+    path: Path, rows: list[dict[str, Any]], *, columns: list[str] | None = None, encoding: str = "utf-8"
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = columns or CANONICAL
     with path.open("w", encoding=encoding, newline="") as f:

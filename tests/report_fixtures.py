@@ -18,9 +18,16 @@ import pyarrow.compute as pc
 from fapiao_audit.model import NightSummary, action_for
 
 CATEGORY_CODES = (
-    "MISSING_IN_REGISTRY", "PENDING_SYNC", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
-    "DUPLICATE_ACROSS_ISSUERS", "FIELD_MISMATCH", "STATUS_MISMATCH", "REGISTRY_RISK",
-    "INVALID_RECORD", "ORPHAN_RED_INVOICE",
+    "MISSING_IN_REGISTRY",
+    "PENDING_SYNC",
+    "MISSING_IN_ISSUER",
+    "DUPLICATE_IN_SOURCE",
+    "DUPLICATE_ACROSS_ISSUERS",
+    "FIELD_MISMATCH",
+    "STATUS_MISMATCH",
+    "REGISTRY_RISK",
+    "INVALID_RECORD",
+    "ORPHAN_RED_INVOICE",
 )
 
 HOSTILE = (
@@ -47,19 +54,38 @@ COMPANY_NAME = "北京某某科技有限公司"
 COMPANY_ID = "91110108MA01ABCD2X"
 
 FINDING_TYPES = {
-    "category": pa.string(), "invoice_key": pa.string(), "invoice_code": pa.string(),
-    "invoice_number": pa.string(), "field": pa.string(), "source_system": pa.string(),
-    "issuer_value": pa.string(), "registry_value": pa.string(), "seller_tax_id": pa.string(),
-    "issue_date": pa.date32(), "detail": pa.string(), "suggested_match": pa.string(),
-    "finding_status": pa.string(), "first_seen": pa.date32(), "age_days": pa.int32(),
-    "amount_at_risk": pa.decimal128(18, 2), "action": pa.string(), "owner_role": pa.string(),
-    "case_id": pa.string(), "decision": pa.string(), "finding_id": pa.string(),
+    "category": pa.string(),
+    "invoice_key": pa.string(),
+    "invoice_code": pa.string(),
+    "invoice_number": pa.string(),
+    "field": pa.string(),
+    "source_system": pa.string(),
+    "issuer_value": pa.string(),
+    "registry_value": pa.string(),
+    "seller_tax_id": pa.string(),
+    "issue_date": pa.date32(),
+    "detail": pa.string(),
+    "suggested_match": pa.string(),
+    "finding_status": pa.string(),
+    "first_seen": pa.date32(),
+    "age_days": pa.int32(),
+    "amount_at_risk": pa.decimal128(18, 2),
+    "action": pa.string(),
+    "owner_role": pa.string(),
+    "case_id": pa.string(),
+    "decision": pa.string(),
+    "finding_id": pa.string(),
 }
 FINDINGS_SCHEMA = pa.schema(list(FINDING_TYPES.items()))
-REJECTED_SCHEMA = pa.schema([
-    ("source_system", pa.string()), ("file", pa.string()), ("line", pa.int64()),
-    ("raw", pa.string()), ("reason", pa.string()),
-])
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("source_system", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("raw", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 NIGHT = date(2026, 11, 21)
 SOURCES = ("erp", "pos", "webshop", "<b>thirdparty</b>")
 
@@ -96,13 +122,23 @@ def _finding(i: int, category: str) -> dict[str, Any]:
     if category == "FIELD_MISMATCH":
         kind = (i // len(CATEGORY_CODES)) % 4
         if kind == 0:
-            row.update(field="buyer_name", issuer_value=PERSON_NAME, registry_value=HOSTILE[i % len(HOSTILE)],
-                       detail=f"购方名称不一致: {PERSON_NAME} ≠ registry")
+            row.update(
+                field="buyer_name",
+                issuer_value=PERSON_NAME,
+                registry_value=HOSTILE[i % len(HOSTILE)],
+                detail=f"购方名称不一致: {PERSON_NAME} ≠ registry",
+            )
         elif kind == 1:
-            row.update(field="buyer_tax_id", issuer_value=PERSON_ID, registry_value="",
-                       detail=f"buyer_tax_id {PERSON_ID} missing in registry")
+            row.update(
+                field="buyer_tax_id",
+                issuer_value=PERSON_ID,
+                registry_value="",
+                detail=f"buyer_tax_id {PERSON_ID} missing in registry",
+            )
         elif kind == 2:
-            row.update(field="buyer_name", issuer_value=COMPANY_NAME, registry_value=COMPANY_NAME + "（北京）")
+            row.update(
+                field="buyer_name", issuer_value=COMPANY_NAME, registry_value=COMPANY_NAME + "（北京）"
+            )
         else:
             row.update(field="amount", issuer_value="001234.50", registry_value="=1234.5+0")
     elif category in ("STATUS_MISMATCH", "REGISTRY_RISK"):
@@ -162,11 +198,18 @@ def build_summary(
     for k in range(history_nights - 1, 0, -1):
         night = NIGHT - timedelta(days=k)
         hc = {c: (k * 3 + j * 5) % 11 for j, c in enumerate(CATEGORY_CODES)}
-        history.append({"night": night.isoformat(), "counts": hc, "total": sum(hc.values()),
-                        "outcome": "failed" if k % 4 == 0 else "passed"})
+        history.append(
+            {
+                "night": night.isoformat(),
+                "counts": hc,
+                "total": sum(hc.values()),
+                "outcome": "failed" if k % 4 == 0 else "passed",
+            }
+        )
     if history_nights:
-        history.append({"night": NIGHT.isoformat(), "counts": counts, "total": sum(counts.values()),
-                        "outcome": outcome})
+        history.append(
+            {"night": NIGHT.isoformat(), "counts": counts, "total": sum(counts.values()), "outcome": outcome}
+        )
     rej_by_source: dict[str, int] = {}
     for s in rejected.column("source_system").to_pylist():
         rej_by_source[s] = rej_by_source.get(s, 0) + 1
@@ -174,75 +217,160 @@ def build_summary(
     for name in (*SOURCES, "registry"):
         rj = rej_by_source.get(name, 0)
         files = [
-            {"file": f"issuers/{name}/part-0001.parquet" if name != "registry" else "registry/全量导出.xlsx",
-             "sha256": f"{abs(hash_name(name)):064x}"[-64:], "format": "parquet" if name != "registry" else "xlsx",
-             "encoding": None, "bytes": 123456, "rows_read": 1000 + rj, "rows_loaded": 1000, "rows_rejected": rj,
-             "duplicate_of": None},
+            {
+                "file": f"issuers/{name}/part-0001.parquet"
+                if name != "registry"
+                else "registry/全量导出.xlsx",
+                "sha256": f"{abs(hash_name(name)):064x}"[-64:],
+                "format": "parquet" if name != "registry" else "xlsx",
+                "encoding": None,
+                "bytes": 123456,
+                "rows_read": 1000 + rj,
+                "rows_loaded": 1000,
+                "rows_rejected": rj,
+                "duplicate_of": None,
+            },
         ]
         if name == "erp":
-            files.append({"file": "issuers/erp/part-0001 copy.parquet", "sha256": files[0]["sha256"],
-                          "format": "parquet", "encoding": None, "bytes": 123456, "rows_read": 0,
-                          "rows_loaded": 0, "rows_rejected": 0, "duplicate_of": "issuers/erp/part-0001.parquet"})
-        sources.append({"source_system": name, "source_kind": "registry" if name == "registry" else "issuer",
-                        "rows_read": sum(f["rows_read"] for f in files),
-                        "rows_loaded": sum(f["rows_loaded"] for f in files),
-                        "rows_rejected": sum(f["rows_rejected"] for f in files), "files": files})
-    return NightSummary.from_dict({
-        "night": NIGHT.isoformat(),
-        "outcome": outcome,
-        "run": {"run_id": "manual__2026-11-22T01:00:00+08:00", "started_at": "2026-11-22T01:00:00+08:00",
-                "finished_at": "2026-11-22T01:03:12+08:00", "duration_s": 192.4, "version": "0.1.0"},
-        "as_of": "2026-11-22T00:00:00+08:00",
-        "window": {"start": "2026-11-15", "end": NIGHT.isoformat()},
-        "counts": counts,
-        "total_findings": findings.num_rows,
-        "previous_night": "2026-11-20" if previous else None,
-        "counts_previous": {c: (i * 2) % 5 for i, c in enumerate(CATEGORY_CODES)} if previous else None,
-        "new": statuses.count("new"),
-        "open": statuses.count("open"),
-        "resolved": resolved.num_rows,
-        "sources": sources,
-        "by_seller": [
-            {"seller_tax_id": "911100000000000010", "seller_name": COMPANY_NAME, "findings": 12},
-            {"seller_tax_id": "011000000000000000", "seller_name": "<script>alert(1)</script>", "findings": 5},
-            {"seller_tax_id": "91110000000000001X", "seller_name": None, "findings": 1},
-        ],
-        "out_of_scope": {"registry_other_sellers": 42},
-        "out_of_window": 3,
-        "keys": {"issuer": 5000, "registry": 5100, "matched": 4900},
-        "expectations": {
-            "success": False,
-            "suites": [
-                {"suite": "staged_invoices", "target": "staged_invoices[erp]", "success": False,
-                 "parameters": {"window_start": "2026-11-15", "max_rate": 0.01, "<p>": "<script>"}, "results": [
-                    {"expectation": "invoice_number present", "type": "expect_column_values_to_not_be_null",
-                     "column": "invoice_number", "success": True, "error": None,
-                     "observed_value": {"element_count": 1000, "unexpected_count": 0},
-                     "unexpected_count": 0, "unexpected_sample": []},
-                    {"expectation": "status in enum", "type": "expect_column_values_to_be_in_set",
-                     "column": "status", "success": False, "error": None, "observed_value": None,
-                     "unexpected_count": 3, "unexpected_sample": ["<script>alert(1)</script>", "=cmd|'/C calc'!A0"],
-                     "description": "Statuses are in the enum <normal, voided, …>."},
-                    {"expectation": "buyer names", "type": "unexpected_rows_expectation",
-                     "column": "buyer_name", "success": False, "error": None, "observed_value": 2,
-                     "unexpected_count": 2, "unexpected_sample": [PERSON_NAME, COMPANY_NAME]},
-                    {"expectation": "amount regex", "type": "unexpected_rows_expectation", "column": "amount",
-                     "success": False, "error": "Binder Error: <b>no such column</b>", "observed_value": None,
-                     "unexpected_count": None, "unexpected_sample": []},
-                ]},
-                {"suite": "reconciliation", "target": "findings", "success": True, "results": [
-                    {"expectation": "missing in registry rate under 1%", "type": "unexpected_rows_expectation",
-                     "column": None, "success": True, "error": None, "observed_value": 0.004,
-                     "unexpected_count": 0, "unexpected_sample": []},
-                ]},
+            files.append(
+                {
+                    "file": "issuers/erp/part-0001 copy.parquet",
+                    "sha256": files[0]["sha256"],
+                    "format": "parquet",
+                    "encoding": None,
+                    "bytes": 123456,
+                    "rows_read": 0,
+                    "rows_loaded": 0,
+                    "rows_rejected": 0,
+                    "duplicate_of": "issuers/erp/part-0001.parquet",
+                }
+            )
+        sources.append(
+            {
+                "source_system": name,
+                "source_kind": "registry" if name == "registry" else "issuer",
+                "rows_read": sum(f["rows_read"] for f in files),
+                "rows_loaded": sum(f["rows_loaded"] for f in files),
+                "rows_rejected": sum(f["rows_rejected"] for f in files),
+                "files": files,
+            }
+        )
+    return NightSummary.from_dict(
+        {
+            "night": NIGHT.isoformat(),
+            "outcome": outcome,
+            "run": {
+                "run_id": "manual__2026-11-22T01:00:00+08:00",
+                "started_at": "2026-11-22T01:00:00+08:00",
+                "finished_at": "2026-11-22T01:03:12+08:00",
+                "duration_s": 192.4,
+                "version": "0.1.0",
+            },
+            "as_of": "2026-11-22T00:00:00+08:00",
+            "window": {"start": "2026-11-15", "end": NIGHT.isoformat()},
+            "counts": counts,
+            "total_findings": findings.num_rows,
+            "previous_night": "2026-11-20" if previous else None,
+            "counts_previous": {c: (i * 2) % 5 for i, c in enumerate(CATEGORY_CODES)} if previous else None,
+            "new": statuses.count("new"),
+            "open": statuses.count("open"),
+            "resolved": resolved.num_rows,
+            "sources": sources,
+            "by_seller": [
+                {"seller_tax_id": "911100000000000010", "seller_name": COMPANY_NAME, "findings": 12},
+                {
+                    "seller_tax_id": "011000000000000000",
+                    "seller_name": "<script>alert(1)</script>",
+                    "findings": 5,
+                },
+                {"seller_tax_id": "91110000000000001X", "seller_name": None, "findings": 1},
             ],
-        },
-        "config": {"window_days": 7, "sync_grace_hours": 48.0, "amount_tolerance": "0.00",
-                   "monitored_sellers": ["911100000000000010"], "mask_html": True,
-                   "thresholds": {"max_missing_in_registry_rate": 0.01, "max_duplicate_across_issuers": 0},
-                   "column_mappings": {"pos": {"<票号>": "invoice_number"}}},
-        "history": history,
-    })
+            "out_of_scope": {"registry_other_sellers": 42},
+            "out_of_window": 3,
+            "keys": {"issuer": 5000, "registry": 5100, "matched": 4900},
+            "expectations": {
+                "success": False,
+                "suites": [
+                    {
+                        "suite": "staged_invoices",
+                        "target": "staged_invoices[erp]",
+                        "success": False,
+                        "parameters": {"window_start": "2026-11-15", "max_rate": 0.01, "<p>": "<script>"},
+                        "results": [
+                            {
+                                "expectation": "invoice_number present",
+                                "type": "expect_column_values_to_not_be_null",
+                                "column": "invoice_number",
+                                "success": True,
+                                "error": None,
+                                "observed_value": {"element_count": 1000, "unexpected_count": 0},
+                                "unexpected_count": 0,
+                                "unexpected_sample": [],
+                            },
+                            {
+                                "expectation": "status in enum",
+                                "type": "expect_column_values_to_be_in_set",
+                                "column": "status",
+                                "success": False,
+                                "error": None,
+                                "observed_value": None,
+                                "unexpected_count": 3,
+                                "unexpected_sample": ["<script>alert(1)</script>", "=cmd|'/C calc'!A0"],
+                                "description": "Statuses are in the enum <normal, voided, …>.",
+                            },
+                            {
+                                "expectation": "buyer names",
+                                "type": "unexpected_rows_expectation",
+                                "column": "buyer_name",
+                                "success": False,
+                                "error": None,
+                                "observed_value": 2,
+                                "unexpected_count": 2,
+                                "unexpected_sample": [PERSON_NAME, COMPANY_NAME],
+                            },
+                            {
+                                "expectation": "amount regex",
+                                "type": "unexpected_rows_expectation",
+                                "column": "amount",
+                                "success": False,
+                                "error": "Binder Error: <b>no such column</b>",
+                                "observed_value": None,
+                                "unexpected_count": None,
+                                "unexpected_sample": [],
+                            },
+                        ],
+                    },
+                    {
+                        "suite": "reconciliation",
+                        "target": "findings",
+                        "success": True,
+                        "results": [
+                            {
+                                "expectation": "missing in registry rate under 1%",
+                                "type": "unexpected_rows_expectation",
+                                "column": None,
+                                "success": True,
+                                "error": None,
+                                "observed_value": 0.004,
+                                "unexpected_count": 0,
+                                "unexpected_sample": [],
+                            },
+                        ],
+                    },
+                ],
+            },
+            "config": {
+                "window_days": 7,
+                "sync_grace_hours": 48.0,
+                "amount_tolerance": "0.00",
+                "monitored_sellers": ["911100000000000010"],
+                "mask_html": True,
+                "thresholds": {"max_missing_in_registry_rate": 0.01, "max_duplicate_across_issuers": 0},
+                "column_mappings": {"pos": {"<票号>": "invoice_number"}},
+            },
+            "history": history,
+        }
+    )
 
 
 def hash_name(name: str) -> int:
@@ -266,19 +394,34 @@ def big_findings(n: int) -> pa.Table:
     cat_idx = pc.divide(idx, per)
     categories = pc.take(pa.array(CATEGORY_CODES), cat_idx)
     number = pc.utf8_lpad(pc.cast(pc.add(idx, 10**15), pa.string()), 20, "2")
-    dates = pc.cast(pc.add(pc.multiply(pc.bit_wise_and(idx, 3), -1), (NIGHT - date(1970, 1, 1)).days), pa.int32())
+    dates = pc.cast(
+        pc.add(pc.multiply(pc.bit_wise_and(idx, 3), -1), (NIGHT - date(1970, 1, 1)).days), pa.int32()
+    )
     dates = dates.cast(pa.date32())
     sources = pc.take(pa.array(SOURCES[:3]), pc.bit_wise_and(idx, 1))
     detail = pc.binary_join_element_wise(pa.scalar("detail <b>"), pc.cast(idx, pa.string()), "")
     nulls = pa.nulls(n, pa.string())
     cols = {
-        "category": categories, "invoice_key": number, "invoice_code": pa.array([""] * n, pa.string()),
-        "invoice_number": number, "field": nulls, "source_system": sources, "issuer_value": nulls,
-        "registry_value": nulls, "seller_tax_id": pa.array(["911100000000000010"] * n, pa.string()),
-        "issue_date": dates, "detail": detail, "suggested_match": nulls,
+        "category": categories,
+        "invoice_key": number,
+        "invoice_code": pa.array([""] * n, pa.string()),
+        "invoice_number": number,
+        "field": nulls,
+        "source_system": sources,
+        "issuer_value": nulls,
+        "registry_value": nulls,
+        "seller_tax_id": pa.array(["911100000000000010"] * n, pa.string()),
+        "issue_date": dates,
+        "detail": detail,
+        "suggested_match": nulls,
         "finding_status": pc.take(pa.array(["new", "open"]), pc.bit_wise_and(idx, 1)),
-        "first_seen": dates, "age_days": pc.cast(pc.bit_wise_and(idx, 3), pa.int32()),
-        "amount_at_risk": pa.nulls(n, pa.decimal128(18, 2)), "action": nulls, "owner_role": nulls,
-        "case_id": nulls, "decision": nulls, "finding_id": nulls,
+        "first_seen": dates,
+        "age_days": pc.cast(pc.bit_wise_and(idx, 3), pa.int32()),
+        "amount_at_risk": pa.nulls(n, pa.decimal128(18, 2)),
+        "action": nulls,
+        "owner_role": nulls,
+        "case_id": nulls,
+        "decision": nulls,
+        "finding_id": nulls,
     }
     return pa.table(cols, schema=FINDINGS_SCHEMA)

@@ -22,9 +22,19 @@ NIGHT = "2026-11-21"
 KEY = ("category", "invoice_code", "invoice_number", "field", "source_system")
 FULLWIDTH = str.maketrans({chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)})
 CHINESE = {
-    "invoice_code": "发票代码", "invoice_number": "发票号码", "invoice_type": "发票票种", "issue_time": "开票日期",
-    "seller_tax_id": "销方识别号", "seller_name": "销方名称", "buyer_tax_id": "购方识别号", "buyer_name": "购买方名称",
-    "amount": "金额", "tax_amount": "税额", "tax_rate": "税率", "total_amount": "价税合计", "status": "发票状态",
+    "invoice_code": "发票代码",
+    "invoice_number": "发票号码",
+    "invoice_type": "发票票种",
+    "issue_time": "开票日期",
+    "seller_tax_id": "销方识别号",
+    "seller_name": "销方名称",
+    "buyer_tax_id": "购方识别号",
+    "buyer_name": "购买方名称",
+    "amount": "金额",
+    "tax_amount": "税额",
+    "tax_rate": "税率",
+    "total_amount": "价税合计",
+    "status": "发票状态",
     "remark": "备注",
 }
 
@@ -73,8 +83,11 @@ def webshop_to_postgres(night_dir: Path, url: str) -> None:
     cols = list(rows[0])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS webshop_invoices")
-        conn.execute("CREATE TABLE webshop_invoices (" + ", ".join(
-            f"{c} {'timestamptz' if c == 'issue_time' else 'text'}" for c in cols) + ")")
+        conn.execute(
+            "CREATE TABLE webshop_invoices ("
+            + ", ".join(f"{c} {'timestamptz' if c == 'issue_time' else 'text'}" for c in cols)
+            + ")"
+        )
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO webshop_invoices VALUES (" + ", ".join(["%s"] * len(cols)) + ")",
@@ -96,13 +109,17 @@ def test_night_in_every_format_reconciles_exactly(tmp_path, pg, variant):
         pos_to_chinese_bom_csv(night_dir)
         webshop_to_postgres(night_dir, pg)
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[database_sources.webshop]\nurl = "{pg}"\ntable = "webshop_invoices"\n', encoding="utf-8")
+        cfg.write_text(
+            f'[database_sources.webshop]\nurl = "{pg}"\ntable = "webshop_invoices"\n', encoding="utf-8"
+        )
         args += ["--config", str(cfg)]
     assert main(args) in (0, 1)
     assert keys(tmp_path / "reports" / NIGHT / "exceptions.csv") == keys(res.expected_path)
     summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
     formats = {f["format"] for s in summary["sources"] for f in s["files"]}
-    assert formats == ({"csv", "parquet", "jsonl"} if variant == "as_generated" else {"xlsx", "csv", "parquet"})
+    assert formats == (
+        {"csv", "parquet", "jsonl"} if variant == "as_generated" else {"xlsx", "csv", "parquet"}
+    )
     for s in summary["sources"]:
         for f in s["files"]:
             assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]

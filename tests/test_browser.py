@@ -88,8 +88,14 @@ class Browser:
             os.dup2(from_chrome_w, 4)
 
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", f"--window-size={width},{height}",
-             "--remote-debugging-pipe", "about:blank"],
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={user_data_dir}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -103,12 +109,15 @@ class Browser:
         self.events: list[dict[str, Any]] = []
         self.session: str | None = None
         target = self.call("Target.createTarget", {"url": "about:blank"}, browser=True)["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 browser=True)["sessionId"]
+        self.session = self.call(
+            "Target.attachToTarget", {"targetId": target, "flatten": True}, browser=True
+        )["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def _read_message(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
@@ -121,8 +130,9 @@ class Browser:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False,
-             timeout: float = 60) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False, timeout: float = 60
+    ) -> dict[str, Any]:
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if self.session and not browser:
@@ -159,8 +169,9 @@ class Browser:
         return time.monotonic() - started
 
     def js(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(result["exceptionDetails"])
         return result["result"].get("value")
@@ -181,7 +192,11 @@ class Browser:
             p = e.get("params", {})
             if e["method"] == "Runtime.exceptionThrown":
                 out.append(json.dumps(p.get("exceptionDetails", {}))[:500])
-            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
+            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in (
+                "error",
+                "assert",
+                "warning",
+            ):
                 out.append(json.dumps(p.get("args", []))[:500])
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") in ("error", "warning"):
                 out.append(p["entry"].get("text", "")[:500])
@@ -190,7 +205,9 @@ class Browser:
         return out
 
     def requests(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
+        ]
 
     def close(self) -> None:
         try:
@@ -223,8 +240,10 @@ def browser(tmp_path: Path):
 
 def visible_rows(b: Browser) -> list[str]:
     """Category codes of the findings rows on the current page."""
-    return b.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-category span'))"
-                ".map(s => s.title.split(' ')[0])")
+    return b.js(
+        "Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-category span'))"
+        ".map(s => s.title.split(' ')[0])"
+    )
 
 
 def test_page_loads_without_errors_or_requests(browser: Browser, report_file: Path, tmp_path: Path) -> None:
@@ -267,8 +286,9 @@ def test_filter_by_category_search_and_paging(browser: Browser, report_file: Pat
     time.sleep(0.4)
     matching = int(browser.js("document.getElementById('findings-view').getAttribute('data-matching')"))
     assert 0 < matching < 250
-    cells = browser.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row'))"
-                       ".map(r => r.textContent)")
+    cells = browser.js(
+        "Array.from(document.querySelectorAll('#findings-table tbody tr.row')).map(r => r.textContent)"
+    )
     assert all("onerror" in c for c in cells)
 
     # Paging.
@@ -282,15 +302,18 @@ def test_filter_by_category_search_and_paging(browser: Browser, report_file: Pat
     # A row opens its details (as text).
     browser.js("document.querySelector('#findings-table tbody tr.row').click()")
     # every column of the finding, those of the table and those shown only here
-    assert browser.js("document.querySelectorAll('#findings-table tr.detail dd').length") == \
-        len(REPORT_COLUMNS) + len(REPORT_DETAIL_COLUMNS)
+    assert browser.js("document.querySelectorAll('#findings-table tr.detail dd').length") == len(
+        REPORT_COLUMNS
+    ) + len(REPORT_DETAIL_COLUMNS)
     assert browser.errors() == []
     browser.screenshot(tmp_path / "filtered.png")
 
 
 def amounts_shown(b: Browser) -> list[float]:
-    return b.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-money'))"
-                ".map(td => parseFloat(td.textContent.replace(/,/g, '')))")
+    return b.js(
+        "Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-money'))"
+        ".map(td => parseFloat(td.textContent.replace(/,/g, '')))"
+    )
 
 
 def test_sort_by_amount_and_filter_by_amount_and_age(browser: Browser, report_file: Path) -> None:
@@ -308,15 +331,18 @@ def test_sort_by_amount_and_filter_by_amount_and_age(browser: Browser, report_fi
                  s.value = ''; s.dispatchEvent(new Event('change'));
                  const a = document.querySelector('#findings-view select[data-filter=age]');
                  a.value = '3-7'; a.dispatchEvent(new Event('change')); })()""")
-    ages = browser.js("Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-num'))"
-                      ".map(td => parseInt(td.textContent, 10))")
+    ages = browser.js(
+        "Array.from(document.querySelectorAll('#findings-table tbody tr.row td.k-num'))"
+        ".map(td => parseInt(td.textContent, 10))"
+    )
     assert ages and all(3 <= a <= 7 for a in ages)
     # A case id shows the case's findings together.
     browser.js("document.querySelector('#findings-view [data-action=reset]').click()")
     case = browser.js("document.querySelector('#findings-table button.case-link').textContent")
     browser.js("document.querySelector('#findings-table button.case-link').click()")
-    cases = browser.js("Array.from(document.querySelectorAll('#findings-table button.case-link'))"
-                       ".map(b => b.textContent)")
+    cases = browser.js(
+        "Array.from(document.querySelectorAll('#findings-table button.case-link')).map(b => b.textContent)"
+    )
     assert cases and set(cases) == {case}
     assert browser.errors() == []
 
@@ -330,14 +356,19 @@ def test_layout_puts_the_findings_first_at_desktop_and_phone_widths(tmp_path: Pa
     b = Browser(tmp_path / "profile", width=width, height=900)
     try:
         b.open(path.as_uri())
-        top = {s: b.js(f"document.getElementById('{s}').getBoundingClientRect().top + window.scrollY")
-               for s in ("headline", "findings", "categories", "by-seller", "expectations")}
+        top = {
+            s: b.js(f"document.getElementById('{s}').getBoundingClientRect().top + window.scrollY")
+            for s in ("headline", "findings", "categories", "by-seller", "expectations")
+        }
         assert top["headline"] < top["findings"] < top["categories"] < top["by-seller"] < top["expectations"]
         assert top["headline"] < 900, "the one-line summary is on the first screen"
         assert "涉及金额" in b.js("document.getElementById('headline').textContent")
         assert b.js("document.documentElement.scrollWidth") <= width, "no sideways scrolling of the page"
         # Long text wraps in the findings table instead of being cut.
-        assert b.js("getComputedStyle(document.querySelector('#findings-table td.k-long')).whiteSpace") == "normal"
+        assert (
+            b.js("getComputedStyle(document.querySelector('#findings-table td.k-long')).whiteSpace")
+            == "normal"
+        )
         b.screenshot(tmp_path / f"layout-{width}.png")
         assert b.errors() == []
     finally:
@@ -347,16 +378,29 @@ def test_layout_puts_the_findings_first_at_desktop_and_phone_widths(tmp_path: Pa
 def test_a_finding_shows_its_invoice_lines(browser: Browser, tmp_path: Path) -> None:
     summary, findings, rejected, resolved = build_inputs(20)
     first = findings.slice(0, 1).to_pylist()[0]
-    lines = pa.table({"invoice_key": [first["invoice_key"]] * 2, "source_system": ["registry", "erp"],
-                      "line": [2, 3], "item_name": ["<b>鼠标</b>", "键盘"], "quantity": ["1", "2"],
-                      "unit_price": ["5", "6"], "amount": ["5.00", "12.00"], "tax_rate": ["0.1300", "0.1300"],
-                      "tax_amount": ["0.65", "1.56"]})
+    lines = pa.table(
+        {
+            "invoice_key": [first["invoice_key"]] * 2,
+            "source_system": ["registry", "erp"],
+            "line": [2, 3],
+            "item_name": ["<b>鼠标</b>", "键盘"],
+            "quantity": ["1", "2"],
+            "unit_price": ["5", "6"],
+            "amount": ["5.00", "12.00"],
+            "tax_rate": ["0.1300", "0.1300"],
+            "tax_amount": ["0.65", "1.56"],
+        }
+    )
     path = tmp_path / "lines.html"
     path.write_text(render_report_html(summary, findings, rejected, resolved, lines=lines), encoding="utf-8")
     browser.open(path.as_uri())
     browser.js("document.querySelector('#findings-table tbody tr.row').click()")
-    assert browser.js("document.querySelectorAll('#findings-table tr.detail table.lines tbody tr').length") == 2
-    assert "<b>鼠标</b>" in browser.js("document.querySelector('#findings-table tr.detail table.lines').innerText")
+    assert (
+        browser.js("document.querySelectorAll('#findings-table tr.detail table.lines tbody tr').length") == 2
+    )
+    assert "<b>鼠标</b>" in browser.js(
+        "document.querySelector('#findings-table tr.detail table.lines').innerText"
+    )
     assert browser.js("document.querySelectorAll('#findings-table tr.detail table.lines b').length") == 0
     assert browser.errors() == []
 
@@ -366,8 +410,10 @@ def test_url_hash_selects_category_on_open(browser: Browser, report_file: Path) 
     rows = visible_rows(browser)
     assert rows and set(rows) == {"MISSING_IN_REGISTRY"}
     assert len(rows) == 25  # 250 fixture rows over 10 categories
-    assert browser.js("document.querySelector('#findings-view select[data-filter=category]').value") \
+    assert (
+        browser.js("document.querySelector('#findings-view select[data-filter=category]').value")
         == "MISSING_IN_REGISTRY"
+    )
     # Changing the hash later (a shared link, the category table) re-filters.
     browser.js("location.hash = 'cat=FIELD_MISMATCH'")
     time.sleep(0.3)
@@ -378,12 +424,20 @@ def test_url_hash_selects_category_on_open(browser: Browser, report_file: Path) 
 def test_dump_dom_honours_hash(report_file: Path, tmp_path: Path) -> None:
     """The same through plain ``--dump-dom``: the simplest check a CI job can also run by hand."""
     out = subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-         report_file.as_uri() + "#cat=ORPHAN_RED_INVOICE"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            report_file.as_uri() + "#cat=ORPHAN_RED_INVOICE",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert 'data-matching="25"' in out
-    table = out[out.index('id="findings-table"'):]
+    table = out[out.index('id="findings-table"') :]
     table = table[: table.index("</table>")]
     assert table.count('class="row"') == 25
     for code in CATEGORY_CODES:

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_follow_the_contract():
     cfg = Config()
     assert (cfg.window_days, cfg.sync_grace_hours, cfg.amount_tolerance, cfg.tax_tolerance) == (
-        7, 48.0, Decimal("0.00"), Decimal("0.06"))
+        7,
+        48.0,
+        Decimal("0.00"),
+        Decimal("0.06"),
+    )
     assert cfg.as_of_for(__import__("datetime").date(2026, 11, 21)).isoformat() == "2026-11-22T00:00:00+08:00"
 
 
@@ -50,8 +54,19 @@ def test_cli_refuses_bad_config_with_exit_2(tmp_path, capsys):
     (tmp_path / "landing").mkdir()
     p = tmp_path / "c.toml"
     p.write_text("window_days = 'seven'", encoding="utf-8")
-    code = main(["run", "--night", "2026-11-21", "--landing", str(tmp_path / "landing"),
-                 "--reports", str(tmp_path / "reports"), "--config", str(p)])
+    code = main(
+        [
+            "run",
+            "--night",
+            "2026-11-21",
+            "--landing",
+            str(tmp_path / "landing"),
+            "--reports",
+            str(tmp_path / "reports"),
+            "--config",
+            str(p),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "window_days" in err and "Traceback" not in err
     assert not (tmp_path / "reports").exists()
@@ -60,7 +75,9 @@ def test_cli_refuses_bad_config_with_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("night", ["2026-13-01", "../../etc", "2026-11-21/../x", "20261121", ""])
 def test_cli_refuses_bad_night(tmp_path, capsys, night):
     (tmp_path / "landing").mkdir()
-    code = main(["run", "--night", night, "--landing", str(tmp_path / "landing"), "--reports", str(tmp_path / "r")])
+    code = main(
+        ["run", "--night", night, "--landing", str(tmp_path / "landing"), "--reports", str(tmp_path / "r")]
+    )
     assert code == 2 and "--night" in capsys.readouterr().err
 
 

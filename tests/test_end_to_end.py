@@ -29,9 +29,25 @@ def read_keys(path: Path) -> list[tuple[str, ...]]:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
-    assert main(["generate", "--night", NIGHT, "--out", str(base / "landing"), "--rows", "3000", "--seed", "11"]) == 0
-    code = main(["run", "--night", NIGHT, "--landing", str(base / "landing"), "--reports", str(base / "reports"),
-                 "--db", str(base / "fapiao.duckdb"), "--config", str(base / "landing" / "fapiao-audit.toml")])
+    assert (
+        main(["generate", "--night", NIGHT, "--out", str(base / "landing"), "--rows", "3000", "--seed", "11"])
+        == 0
+    )
+    code = main(
+        [
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(base / "landing"),
+            "--reports",
+            str(base / "reports"),
+            "--db",
+            str(base / "fapiao.duckdb"),
+            "--config",
+            str(base / "landing" / "fapiao-audit.toml"),
+        ]
+    )
     return base, code
 
 
@@ -45,16 +61,32 @@ def test_findings_equal_expected(published):
     # no missing invoice on the grace-period boundary at this seed (findings_compare.GRACE_BOUNDARY): exact
     assert not only(expected, grace_boundary_keys(base / "landing" / NIGHT, date.fromisoformat(NIGHT)))
     assert got == expected
-    assert {k[0] for k in expected} >= {"MISSING_IN_REGISTRY", "MISSING_IN_ISSUER", "DUPLICATE_IN_SOURCE",
-                                        "FIELD_MISMATCH", "NOT_ISSUED", "PENDING_SYNC"}
+    assert {k[0] for k in expected} >= {
+        "MISSING_IN_REGISTRY",
+        "MISSING_IN_ISSUER",
+        "DUPLICATE_IN_SOURCE",
+        "FIELD_MISMATCH",
+        "NOT_ISSUED",
+        "PENDING_SYNC",
+    }
     # every cause, the systems with an upload state and those without
     assert {k[5] for k in expected if k[0] == "MISSING_IN_REGISTRY"} == {
-        "not_uploaded", "uploading", "upload_failed", "signature_failed", "stuck_issuing", "uploaded_but_absent",
-        "unknown"}
+        "not_uploaded",
+        "uploading",
+        "upload_failed",
+        "signature_failed",
+        "stuck_issuing",
+        "uploaded_but_absent",
+        "unknown",
+    }
     assert {k[4] for k in expected} >= {"erp", "pos", "webshop", "taxctl", "shopapi", "batch", "registry"}
     # the real layout's own defects, found from the lines and the registry's risk level
-    assert {(k[0], k[3]) for k in expected} >= {("INVALID_RECORD", "lines"), ("REGISTRY_RISK", "risk_level"),
-                                                ("REGISTRY_RISK", "status"), ("INVALID_RECORD", "tax_amount")}
+    assert {(k[0], k[3]) for k in expected} >= {
+        ("INVALID_RECORD", "lines"),
+        ("REGISTRY_RISK", "risk_level"),
+        ("REGISTRY_RISK", "status"),
+        ("INVALID_RECORD", "tax_amount"),
+    }
 
 
 def test_findings_equal_expected_at_100k_invoices(tmp_path):
@@ -66,8 +98,21 @@ def test_findings_equal_expected_at_100k_invoices(tmp_path):
     landing, reports = tmp_path / "landing", tmp_path / "reports"
     args = ["generate", "--night", NIGHT, "--out", str(landing), "--rows", "100000", "--seed", "11"]
     assert main(args) == 0
-    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports),
-                 "--db", str(tmp_path / "fapiao.duckdb"), "--config", str(landing / "fapiao-audit.toml")])
+    code = main(
+        [
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(landing),
+            "--reports",
+            str(reports),
+            "--db",
+            str(tmp_path / "fapiao.duckdb"),
+            "--config",
+            str(landing / "fapiao-audit.toml"),
+        ]
+    )
     assert code in (0, 1)
     meta = json.loads((landing / NIGHT / "generation.json").read_text(encoding="utf-8"))
     assert meta["layout"] == "real" and meta["lines_per_source"]["registry"] > 250_000
@@ -89,7 +134,15 @@ def test_exit_code_and_published_files(published):
     base, code = published
     night_dir = base / "reports" / NIGHT
     assert sorted(p.name for p in night_dir.iterdir()) == sorted(
-        ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
+        [
+            "exceptions.csv",
+            "exceptions.xlsx",
+            "summary.json",
+            "gx_results.json",
+            "report.html",
+            "manifest.json",
+        ]
+    )
     summary = json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
     # Injected cross-issuer duplicates break a threshold of 0: published, exit 1.
     assert summary["outcome"] == "failed" and code == 1
@@ -104,8 +157,10 @@ def test_csv_format(published):
     raw = (base / "reports" / NIGHT / "exceptions.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
     header = raw[3:].split(b"\r\n", 1)[0].decode()
-    assert header.startswith("category,invoice_code,invoice_number,field,source_system,issuer_value,registry_value,"
-                             "seller_tax_id,issue_date,detail")
+    assert header.startswith(
+        "category,invoice_code,invoice_number,field,source_system,issuer_value,registry_value,"
+        "seller_tax_id,issue_date,detail"
+    )
     rows = list(csv.DictReader(raw[3:].decode().splitlines()))
     for r in rows:
         assert len(r["invoice_number"]) in (7, 8, 20) or r["category"] == "INVALID_RECORD"
@@ -132,8 +187,15 @@ def test_accounting_in_summary(published):
 def test_rerun_is_byte_identical_on_same_and_fresh_db(published, tmp_path):
     base, _ = published
     first = (base / "reports" / NIGHT / "exceptions.csv").read_bytes()
-    args = ["run", "--night", NIGHT, "--landing", str(base / "landing"),
-            "--config", str(base / "landing" / "fapiao-audit.toml")]
+    args = [
+        "run",
+        "--night",
+        NIGHT,
+        "--landing",
+        str(base / "landing"),
+        "--config",
+        str(base / "landing" / "fapiao-audit.toml"),
+    ]
     assert main([*args, "--reports", str(base / "reports"), "--db", str(base / "fapiao.duckdb")]) == 1
     assert (base / "reports" / NIGHT / "exceptions.csv").read_bytes() == first
     assert main([*args, "--reports", str(tmp_path / "r"), "--db", str(tmp_path / "fresh.duckdb")]) == 1
@@ -183,8 +245,19 @@ def test_generate_flat_layout_from_the_command_line(tmp_path, capsys):
 
 
 def test_demo_runs_and_points_at_the_report(tmp_path, capsys):
-    code = main(["demo", "--dir", str(tmp_path / "demo"), "--nights", "2", "--rows", "500",
-                 "--last-night", date(2026, 11, 22).isoformat()])
+    code = main(
+        [
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--nights",
+            "2",
+            "--rows",
+            "500",
+            "--last-night",
+            date(2026, 11, 22).isoformat(),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "report.html" in out and (tmp_path / "demo" / "reports" / "2026-11-22" / "report.html").is_file()

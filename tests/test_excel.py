@@ -25,9 +25,34 @@ except ImportError:  # tests/ imported as a package
 from fapiao_audit.excel import HEADERS, RESOLVED_SHEET, SUMMARY_SHEET, write_exceptions_xlsx
 from fapiao_audit.model import CATEGORIES
 
-CHINESE_HEADERS = ["类别", "发票代码", "发票号码", "字段", "来源系统", "开票方值", "税务系统值", "销方识别号",
-                   "开票日期", "说明", "涉及金额", "开票方价税合计", "税务系统价税合计", "建议处理", "处理角色", "案件",
-                   "原因", "疑似匹配", "状态", "首次发现", "账龄(天)", "处理状态", "处理说明", "处理人", "处理日期", "编号"]
+CHINESE_HEADERS = [
+    "类别",
+    "发票代码",
+    "发票号码",
+    "字段",
+    "来源系统",
+    "开票方值",
+    "税务系统值",
+    "销方识别号",
+    "开票日期",
+    "说明",
+    "涉及金额",
+    "开票方价税合计",
+    "税务系统价税合计",
+    "建议处理",
+    "处理角色",
+    "案件",
+    "原因",
+    "疑似匹配",
+    "状态",
+    "首次发现",
+    "账龄(天)",
+    "处理状态",
+    "处理说明",
+    "处理人",
+    "处理日期",
+    "编号",
+]
 AGE = CHINESE_HEADERS.index("账龄(天)")
 
 
@@ -205,9 +230,21 @@ def test_rejects_bad_limit(tmp_path: Path) -> None:
 #: its own _xHHHH_ escape, white space at either end, non-characters, astral characters, and a
 #: value over Excel's cell limit (in UTF-16 units).
 TRICKY_TEXT = [
-    "<b>&amp;</b> \"quoted\" 'single'", "tab\there", "line\nbreak\r\n", "bell\x07 and nul\x00", "_x0041_ literal",
-    " leading", "trailing ", "\u3000ideographic\u3000", "\ufffe\uffff", "😀 astral 𠀀", "=1+1", "",
-    "x" * 40_000, "😀" * 20_000, "\x1f" + "y" * 32_760,
+    "<b>&amp;</b> \"quoted\" 'single'",
+    "tab\there",
+    "line\nbreak\r\n",
+    "bell\x07 and nul\x00",
+    "_x0041_ literal",
+    " leading",
+    "trailing ",
+    "\u3000ideographic\u3000",
+    "\ufffe\uffff",
+    "😀 astral 𠀀",
+    "=1+1",
+    "",
+    "x" * 40_000,
+    "😀" * 20_000,
+    "\x1f" + "y" * 32_760,
 ]
 
 
@@ -235,8 +272,15 @@ def _api_rows(ws, fmt, table, *, mask):
                 if number is not None:
                     ws.write_number(row, col, float(number), fmt["money"])
                     continue
-            value = zh.get(value, value) if kind == "category" else excel._STATUS.get(value, value) \
-                if kind == "status" else excel._DECISION.get(value, value) if kind == "decision" else value
+            value = (
+                zh.get(value, value)
+                if kind == "category"
+                else excel._STATUS.get(value, value)
+                if kind == "status"
+                else excel._DECISION.get(value, value)
+                if kind == "decision"
+                else value
+            )
             text = str(value).replace("\ufffe", "\ufffd").replace("\uffff", "\ufffd")
             if len(text) > 32_767 // 2 and len(text.encode("utf-16-le", "surrogatepass")) // 2 > 32_767:
                 from xlsxwriter.utility import _utf16_truncate
@@ -247,15 +291,21 @@ def _api_rows(ws, fmt, table, *, mask):
 
 
 @pytest.mark.parametrize("mask", [False, True])
-def test_streamed_rows_equal_xlsxwriters_own_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mask: bool) -> None:
+def test_streamed_rows_equal_xlsxwriters_own_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mask: bool
+) -> None:
     from fapiao_audit import excel
 
     summary, findings, _rejected, resolved = build_inputs(60)
     n = findings.num_rows
     tricky = [TRICKY_TEXT[i % len(TRICKY_TEXT)] for i in range(n)]
-    findings = findings.set_column(findings.column_names.index("detail"), "detail", pa.array(tricky, pa.string()))
     findings = findings.set_column(
-        findings.column_names.index("issuer_value"), "issuer_value", pa.array(list(reversed(tricky)), pa.string())
+        findings.column_names.index("detail"), "detail", pa.array(tricky, pa.string())
+    )
+    findings = findings.set_column(
+        findings.column_names.index("issuer_value"),
+        "issuer_value",
+        pa.array(list(reversed(tricky)), pa.string()),
     )
     streamed, api = tmp_path / "streamed.xlsx", tmp_path / "api.xlsx"
     write_exceptions_xlsx(streamed, summary, findings, resolved, mask=mask)
@@ -267,4 +317,6 @@ def test_streamed_rows_equal_xlsxwriters_own_cells(tmp_path: Path, monkeypatch: 
             assert a.read(name) == b.read(name), name
     # And the hostile text reads back as written (XML escapes undone, nothing lost but the cut).
     ws = openpyxl.load_workbook(streamed, read_only=True).worksheets[1]
-    assert any(row[9] == "<b>&amp;</b> \"quoted\" 'single'" for row in ws.iter_rows(min_row=2, values_only=True))
+    assert any(
+        row[9] == "<b>&amp;</b> \"quoted\" 'single'" for row in ws.iter_rows(min_row=2, values_only=True)
+    )

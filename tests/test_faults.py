@@ -42,7 +42,14 @@ def night_digest(night_dir: Path) -> dict[str, str]:
     """sha256 of every file of a published night, after checking them against its manifest."""
     manifest = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in night_dir.iterdir()}
-    assert set(files) == {"exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"}
+    assert set(files) == {
+        "exceptions.csv",
+        "exceptions.xlsx",
+        "summary.json",
+        "gx_results.json",
+        "report.html",
+        "manifest.json",
+    }
     for f in manifest["files"]:
         assert files[f["name"]] == f["sha256"], f"{night_dir.name}/{f['name']} does not match its manifest"
     return files
@@ -71,18 +78,32 @@ def db_state(db: Path, night: str = NIGHT) -> dict[str, int]:
     try:
         n = date.fromisoformat(night)
         out = {t: con.execute(f"SELECT count(*) FROM {t} WHERE night = ?", [n]).fetchone()[0] for t in TABLES}
-        out["published_runs"] = con.execute("SELECT count(*) FROM runs WHERE night = ? AND published", [n]).fetchone()[0]
+        out["published_runs"] = con.execute(
+            "SELECT count(*) FROM runs WHERE night = ? AND published", [n]
+        ).fetchone()[0]
         out["duplicated_lines"] = con.execute(
             "SELECT count(*) FROM (SELECT source_system, file, line FROM staged_invoices WHERE night = ? "
-            "GROUP BY ALL HAVING count(*) > 1)", [n]).fetchone()[0]
+            "GROUP BY ALL HAVING count(*) > 1)",
+            [n],
+        ).fetchone()[0]
         return out
     finally:
         con.close()
 
 
 def run_args(base: Path, landing: Path, night: str = NIGHT, config: Path | None = None) -> list[str]:
-    args = ["run", "--night", night, "--landing", str(landing), "--reports", str(base / "reports"),
-            "--db", str(base / "db" / "fapiao.duckdb"), "--quiet"]  # stderr: only the message (progress: test_cli)
+    args = [
+        "run",
+        "--night",
+        night,
+        "--landing",
+        str(landing),
+        "--reports",
+        str(base / "reports"),
+        "--db",
+        str(base / "db" / "fapiao.duckdb"),
+        "--quiet",
+    ]  # stderr: only the message (progress: test_cli)
     return [*args, "--config", str(config)] if config else args
 
 
@@ -92,13 +113,20 @@ class Paused:
     def __init__(self, args: list[str], point: str, marker: Path) -> None:
         self.marker = marker
         env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": point, "FAPIAO_TEST_PAUSE_FILE": str(marker)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fapiao_audit.cli", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fapiao_audit.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120  # a safety net against a hang, not a timing assertion
         while not marker.exists():
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
-                pytest.fail(f"the run ended (exit {self.proc.returncode}) before reaching {point!r}:\n{out}\n{err}")
+                pytest.fail(
+                    f"the run ended (exit {self.proc.returncode}) before reaching {point!r}:\n{out}\n{err}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
                 pytest.fail(f"the run never reached {point!r}")
@@ -141,8 +169,14 @@ def reference(tmp_path_factory) -> Reference:
     generate_night(landing, date.fromisoformat(NIGHT), rows=800, seed=23)
     code = main(run_args(base, landing))
     assert code in (0, 1)
-    return Reference(base, landing, code, (base / "reports" / NIGHT / "exceptions.csv").read_bytes(),
-                     reports_state(base / "reports"), db_state(base / "db" / "fapiao.duckdb"))
+    return Reference(
+        base,
+        landing,
+        code,
+        (base / "reports" / NIGHT / "exceptions.csv").read_bytes(),
+        reports_state(base / "reports"),
+        db_state(base / "db" / "fapiao.duckdb"),
+    )
 
 
 def assert_rerun_matches(ref: Reference, work: Path, landing: Path | None = None) -> None:
@@ -161,10 +195,10 @@ def assert_rerun_matches(ref: Reference, work: Path, landing: Path | None = None
 
 KILL_POINTS = {
     # stage: pause point (where SIGKILL lands)
-    "ingest": "ingest",                               # inside the transaction replacing the registry's rows
-    "reconcile": "sql:INSERT INTO findings",          # inside the transaction replacing the night's findings
-    "publish": "publish",                             # exceptions.csv written, the rest not yet
-    "publish-commit": "commit",                       # every file and the manifest written, not swapped in
+    "ingest": "ingest",  # inside the transaction replacing the registry's rows
+    "reconcile": "sql:INSERT INTO findings",  # inside the transaction replacing the night's findings
+    "publish": "publish",  # exceptions.csv written, the rest not yet
+    "publish-commit": "commit",  # every file and the manifest written, not swapped in
 }
 
 
@@ -241,9 +275,17 @@ def test_database_held_by_a_foreign_process_is_refused_cleanly(reference, tmp_pa
     """A DuckDB client outside fapiao-audit (no advisory lock) holding the file: a message, not DuckDB's error."""
     work = reference.copy(tmp_path)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-         "sys.stdin.read()", str(work / "db" / "fapiao.duckdb")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+            "sys.stdin.read()",
+            str(work / "db" / "fapiao.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         code = main(run_args(work, reference.landing))
@@ -269,8 +311,13 @@ def xlsx_enospc(self, *_a, **_k):
         raise FileCreateError(e) from None  # the way XlsxWriter reports it (the OSError is its context)
 
 
-@pytest.mark.parametrize("victim", ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
-def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, tmp_path, capsys, monkeypatch, victim):
+@pytest.mark.parametrize(
+    "victim",
+    ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"],
+)
+def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(
+    reference, tmp_path, capsys, monkeypatch, victim
+):
     import xlsxwriter
 
     from fapiao_audit import pipeline, publish
@@ -278,11 +325,13 @@ def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, 
     work = reference.copy(tmp_path)
     real_csv = publish.write_exceptions_csv
     if victim == "exceptions.csv":  # half the file written, then the disk is full
+
         def csv_then_full(path, batches, transform=None):
             real_csv(path, batches, transform)
             with path.open("ab") as f:
                 f.write(b"x" * 1000)
             enospc()
+
         monkeypatch.setattr(pipeline, "write_exceptions_csv", csv_then_full)
     elif victim == "exceptions.xlsx":
         monkeypatch.setattr(xlsxwriter.Workbook, "_store_workbook", xlsx_enospc)
@@ -295,6 +344,7 @@ def test_disk_full_while_publishing_exits_2_and_keeps_previous_night(reference, 
             if path.name == "gx_results.json":
                 enospc()
             real_json(path, data)
+
         monkeypatch.setattr(pipeline, "write_json", json_then_full)
     elif victim == "report.html":
         monkeypatch.setattr(pipeline, "write_text", enospc)
@@ -317,7 +367,9 @@ def small_tmpfs(tmp_path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -335,8 +387,17 @@ def test_real_full_disk_during_publish(reference, tmp_path, small_tmpfs, capsys)
     filler = small_tmpfs / "filler"
     with filler.open("wb") as f:
         f.write(b"\0" * max(0, free - 40_000))
-    args = ["run", "--night", NIGHT, "--landing", str(reference.landing), "--reports", str(reports),
-            "--db", str(tmp_path / "db" / "fapiao.duckdb")]
+    args = [
+        "run",
+        "--night",
+        NIGHT,
+        "--landing",
+        str(reference.landing),
+        "--reports",
+        str(reports),
+        "--db",
+        str(tmp_path / "db" / "fapiao.duckdb"),
+    ]
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
@@ -355,8 +416,10 @@ def finding_keys(path: Path) -> list[tuple[str, ...]]:
     import csv
 
     with path.open(encoding="utf-8-sig", newline="") as f:
-        return sorted(tuple(r[k] for k in ("category", "invoice_code", "invoice_number", "field", "source_system"))
-                      for r in csv.DictReader(f))
+        return sorted(
+            tuple(r[k] for k in ("category", "invoice_code", "invoice_number", "field", "source_system"))
+            for r in csv.DictReader(f)
+        )
 
 
 def test_memory_limit_far_below_the_data_spills_and_completes(tmp_path, monkeypatch):
@@ -369,8 +432,11 @@ def test_memory_limit_far_below_the_data_spills_and_completes(tmp_path, monkeypa
     landing, spill = tmp_path / "landing", tmp_path / "spill"
     generate_night(landing, date.fromisoformat(NIGHT), rows=150_000, seed=31)
     cfg = tmp_path / "small.toml"  # (with the tables the generated issuers' codes need)
-    cfg.write_text(f'duckdb_memory_limit = "80MB"\nduckdb_threads = 1\nduckdb_temp_directory = "{spill}"\n'
-                   + SOURCES_TOML, encoding="utf-8")
+    cfg.write_text(
+        f'duckdb_memory_limit = "80MB"\nduckdb_threads = 1\nduckdb_temp_directory = "{spill}"\n'
+        + SOURCES_TOML,
+        encoding="utf-8",
+    )
     spilled: list[int] = []
     real_drop = ingest.drop_scratch
 
@@ -384,13 +450,15 @@ def test_memory_limit_far_below_the_data_spills_and_completes(tmp_path, monkeypa
     # exact, but for the grace-period boundary where the product and DESIGN.md disagree (findings_compare)
     boundary = grace_boundary_keys(landing / NIGHT, date.fromisoformat(NIGHT))
     assert without(finding_keys(tmp_path / "reports" / NIGHT / "exceptions.csv"), boundary) == without(
-        finding_keys(landing / NIGHT / "expected_findings.csv"), boundary)
+        finding_keys(landing / NIGHT / "expected_findings.csv"), boundary
+    )
     assert max(spilled) > 0, "nothing spilled: the limit is not below the data"
     con = duckdb.connect(str(tmp_path / "db" / "fapiao.duckdb"), read_only=True)
     try:  # the staged rows alone, held in memory, are well above the limit
         con.execute("CREATE TEMP TABLE everything AS FROM staged_invoices")
         in_memory = con.execute(
-            "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+            "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
+        ).fetchone()[0]
     finally:
         con.close()
     assert in_memory > 1.5 * 80e6
@@ -405,7 +473,10 @@ def small_published_night(tmp_path: Path):
     from fapiao_audit.pipeline import Paths
 
     landing = tmp_path / "landing"
-    write_csv(landing / NIGHT / "registry" / "r.csv", [invoice("26110000000000000001"), invoice("26110000000000000002")])
+    write_csv(
+        landing / NIGHT / "registry" / "r.csv",
+        [invoice("26110000000000000001"), invoice("26110000000000000002")],
+    )
     write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv", [invoice("26110000000000000001")])
     paths = Paths(landing, tmp_path / "reports", tmp_path / "db" / "fapiao.duckdb")
     assert main(run_args(tmp_path, landing)) in (0, 1)
@@ -439,6 +510,7 @@ def test_reader_never_sees_a_half_written_night(tmp_path):
         # reading that version (or finds it removed), never a mix of two.
         fd = os.open(night_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
+
             def read(name: str, fd: int = fd) -> bytes:
                 f = os.open(name, os.O_RDONLY, dir_fd=fd)
                 with os.fdopen(f, "rb") as fh:
@@ -499,8 +571,10 @@ def test_commit_refuses_a_night_without_manifest(tmp_path):
 
     paths, _ = small_published_night(tmp_path)
     before = reports_state(paths.reports)
-    with pytest.raises(PublishError, match="without its manifest"), \
-            NightWriter(paths.reports, date.fromisoformat(NIGHT), "x") as w:
+    with (
+        pytest.raises(PublishError, match="without its manifest"),
+        NightWriter(paths.reports, date.fromisoformat(NIGHT), "x") as w,
+    ):
         w.path("exceptions.csv").write_text("partial", encoding="utf-8")
         w.commit()
     assert reports_state(paths.reports) == before and leftovers(paths.reports) == []
@@ -509,22 +583,40 @@ def test_commit_refuses_a_night_without_manifest(tmp_path):
 # ------------------------------------------------------------------ hostile paths and values
 
 
-def tiny_night(landing: Path, issuer_rows: list[dict] | None = None, registry_rows: list[dict] | None = None) -> None:
+def tiny_night(
+    landing: Path, issuer_rows: list[dict] | None = None, registry_rows: list[dict] | None = None
+) -> None:
     from factories import invoice, write_csv
 
     day = "2026-11-18"
-    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
-              issuer_rows or [invoice("26112000000000000001", day=day), invoice("26112000000000000002", day=day)])
-    write_csv(landing / NIGHT / "registry" / "r.csv", registry_rows or [invoice("26112000000000000001", day=day)])
+    write_csv(
+        landing / NIGHT / "issuers" / "erp" / "e.csv",
+        issuer_rows or [invoice("26112000000000000001", day=day), invoice("26112000000000000002", day=day)],
+    )
+    write_csv(
+        landing / NIGHT / "registry" / "r.csv", registry_rows or [invoice("26112000000000000001", day=day)]
+    )
 
 
 def tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("layout", ["reports_is_landing", "reports_inside_landing", "landing_inside_reports",
-                                    "db_inside_reports", "db_inside_the_night", "db_inside_landing"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "reports_is_landing",
+        "reports_inside_landing",
+        "landing_inside_reports",
+        "db_inside_reports",
+        "db_inside_the_night",
+        "db_inside_landing",
+    ],
+)
 def test_overlapping_paths_are_refused_before_anything_is_written(tmp_path, capsys, layout):
     landing = tmp_path / "in"
     tiny_night(landing)
@@ -544,7 +636,9 @@ def test_overlapping_paths_are_refused_before_anything_is_written(tmp_path, caps
     else:
         db = landing / "fapiao.duckdb"
     before = tree(landing)
-    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports), "--db", str(db)])
+    code = main(
+        ["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(reports), "--db", str(db)]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert ("overlap" in err) or ("is inside" in err)
@@ -558,10 +652,14 @@ def test_an_amount_beyond_any_invoice_is_a_rejected_row_not_a_stopped_night(tmp_
 
     day = "2026-11-18"
     landing = tmp_path / "landing"
-    huge = invoice("26112000000000000003", day=day, amount="9999999999999999.99", tax="0.00",
-                   total="9999999999999999.99")
-    tiny_night(landing, [invoice("26112000000000000001", day=day), huge],
-               [invoice("26112000000000000001", day=day), huge])
+    huge = invoice(
+        "26112000000000000003", day=day, amount="9999999999999999.99", tax="0.00", total="9999999999999999.99"
+    )
+    tiny_night(
+        landing,
+        [invoice("26112000000000000001", day=day), huge],
+        [invoice("26112000000000000001", day=day), huge],
+    )
     code = main(run_args(tmp_path, landing))
     assert code in (0, 1), capsys.readouterr().err
     summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
@@ -582,13 +680,31 @@ def test_exceptions_csv_neutralises_formula_starts_but_keeps_numbers(tmp_path):
 
     day = "2026-11-18"
     landing = tmp_path / "landing"
-    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "@SUM(A1)", "\t=1+1", " -2+3"]
+    hostile = ['=HYPERLINK("http://x","y")', "+1+1", "@SUM(A1)", "\t=1+1", " -2+3"]
     issuer = [invoice(f"2611200000000000001{i}", day=day, buyer_name=name) for i, name in enumerate(hostile)]
-    issuer.append(invoice("26112000000000000020", day=day, amount="-500.00", tax="-65.00", total="-565.00",
-                          remark="被红冲蓝字数电票号码：26112000000000000099"))
-    registry = [invoice(f"2611200000000000001{i}", day=day, buyer_name="北京丙贸易有限公司") for i in range(5)]
-    registry.append(invoice("26112000000000000020", day=day, amount="-400.00", tax="-52.00", total="-452.00",
-                            remark="被红冲蓝字数电票号码：26112000000000000099"))
+    issuer.append(
+        invoice(
+            "26112000000000000020",
+            day=day,
+            amount="-500.00",
+            tax="-65.00",
+            total="-565.00",
+            remark="被红冲蓝字数电票号码：26112000000000000099",
+        )
+    )
+    registry = [
+        invoice(f"2611200000000000001{i}", day=day, buyer_name="北京丙贸易有限公司") for i in range(5)
+    ]
+    registry.append(
+        invoice(
+            "26112000000000000020",
+            day=day,
+            amount="-400.00",
+            tax="-52.00",
+            total="-452.00",
+            remark="被红冲蓝字数电票号码：26112000000000000099",
+        )
+    )
     tiny_night(landing, issuer, registry)
     assert main(run_args(tmp_path, landing)) in (0, 1)
     with (tmp_path / "reports" / NIGHT / "exceptions.csv").open(encoding="utf-8-sig", newline="") as f:
@@ -603,8 +719,10 @@ def test_exceptions_csv_neutralises_formula_starts_but_keeps_numbers(tmp_path):
             assert not v.lstrip().startswith(("=", "+", "@")), v
 
 
-@pytest.mark.parametrize("amount,loaded", [("12,5", None), ("1.234,56", None), ("1,234.50", "1234.50"),
-                                           ("12,345,678.90", "12345678.90")])
+@pytest.mark.parametrize(
+    "amount,loaded",
+    [("12,5", None), ("1.234,56", None), ("1,234.50", "1234.50"), ("12,345,678.90", "12345678.90")],
+)
 def test_a_comma_that_cannot_be_a_thousands_separator_is_rejected(tmp_path, amount, loaded):
     from factories import invoice, write_csv
     from fapiao_audit.config import Config
@@ -613,14 +731,19 @@ def test_a_comma_that_cannot_be_a_thousands_separator_is_rejected(tmp_path, amou
 
     landing = tmp_path / "landing"
     tiny_night(landing)
-    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
-              [invoice("26112000000000000001"), invoice("26112000000000000002", amount="1.00", total="1.13",
-                                                        tax="0.13") | {"amount": amount}])
+    write_csv(
+        landing / NIGHT / "issuers" / "erp" / "e.csv",
+        [
+            invoice("26112000000000000001"),
+            invoice("26112000000000000002", amount="1.00", total="1.13", tax="0.13") | {"amount": amount},
+        ],
+    )
     con = connect(":memory:", Config())
     try:
         ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
-        got = con.execute("SELECT amount::VARCHAR FROM staged_invoices WHERE invoice_key = '26112000000000000002'"
-                          ).fetchall()
+        got = con.execute(
+            "SELECT amount::VARCHAR FROM staged_invoices WHERE invoice_key = '26112000000000000002'"
+        ).fetchall()
         reasons = [r[0] for r in con.execute("SELECT reason FROM rejected_rows").fetchall()]
     finally:
         con.close()
@@ -638,14 +761,22 @@ def test_an_offset_after_a_space_is_read(tmp_path):
 
     landing = tmp_path / "landing"
     tiny_night(landing)
-    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv",
-              [invoice("26112000000000000001", issue_time="2026-11-18 02:00:00 +0000"),
-               invoice("26112000000000000002", issue_time="2026-11-18 10:00:00 +0800")])
+    write_csv(
+        landing / NIGHT / "issuers" / "erp" / "e.csv",
+        [
+            invoice("26112000000000000001", issue_time="2026-11-18 02:00:00 +0000"),
+            invoice("26112000000000000002", issue_time="2026-11-18 10:00:00 +0800"),
+        ],
+    )
     con = connect(":memory:", Config())
     try:
         ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
-        times = {r[0] for r in con.execute("SELECT issue_time::VARCHAR FROM staged_invoices "
-                                           "WHERE source_system = 'erp'").fetchall()}
+        times = {
+            r[0]
+            for r in con.execute(
+                "SELECT issue_time::VARCHAR FROM staged_invoices WHERE source_system = 'erp'"
+            ).fetchall()
+        }
     finally:
         con.close()
     assert times == {"2026-11-18 10:00:00"}
@@ -672,12 +803,20 @@ def test_a_twenty_digit_number_saved_as_a_spreadsheet_number_is_rejected_clearly
     try:
         ingest_night(con, landing, date.fromisoformat(NIGHT), Config(), tmp_path / "tmp")
         reasons = [r[0] for r in con.execute("SELECT reason FROM rejected_rows").fetchall()]
-        keys = [r[0] for r in con.execute("SELECT invoice_key FROM staged_invoices WHERE source_system = 'erp'"
-                                          ).fetchall()]
+        keys = [
+            r[0]
+            for r in con.execute(
+                "SELECT invoice_key FROM staged_invoices WHERE source_system = 'erp'"
+            ).fetchall()
+        ]
     finally:
         con.close()
     assert keys == ["26112000000000000001"]
-    assert len(reasons) == 1 and "scientific notation" in reasons[0] and "format the column as text" in reasons[0]
+    assert (
+        len(reasons) == 1
+        and "scientific notation" in reasons[0]
+        and "format the column as text" in reasons[0]
+    )
 
 
 def test_direction_controls_are_shown_not_obeyed_in_the_csv_and_the_report(tmp_path):
@@ -687,8 +826,11 @@ def test_direction_controls_are_shown_not_obeyed_in_the_csv_and_the_report(tmp_p
 
     day = "2026-11-18"
     landing = tmp_path / "landing"
-    tiny_night(landing, [invoice("26112000000000000001", day=day, buyer_name="北京丙\u202e司公限有易贸")],
-               [invoice("26112000000000000001", day=day)])
+    tiny_night(
+        landing,
+        [invoice("26112000000000000001", day=day, buyer_name="北京丙\u202e司公限有易贸")],
+        [invoice("26112000000000000001", day=day)],
+    )
     unmasked = tmp_path / "unmasked.toml"
     unmasked.write_text("mask_html = false\n", encoding="utf-8")
     assert main(run_args(tmp_path, landing, config=unmasked)) in (0, 1)
@@ -717,8 +859,10 @@ def test_files_the_night_does_not_read_are_listed_and_said(tmp_path, capsys):
     got = {u["path"]: (u["bytes"], u["why"]) for u in summary["unread_files"]}
     assert got == {
         "issuers/erp/2026-11/": (None, "a sub-folder (a source's files must sit directly in its folder)"),
-        "issuers/erp/more.csv.gz": (100, "not a format the night reads (.csv, .xlsx, .parquet, .jsonl); "
-                                         "compressed files are not unpacked"),
+        "issuers/erp/more.csv.gz": (
+            100,
+            "not a format the night reads (.csv, .xlsx, .parquet, .jsonl); compressed files are not unpacked",
+        ),
         "issuers/erp/notes.txt": (1, "not a format the night reads (.csv, .xlsx, .parquet, .jsonl)"),
         "registry/r2.csv": (len(str(tmp_path / "nowhere.csv")), "a broken link"),
     }
@@ -733,9 +877,13 @@ def two_nights(tmp_path: Path) -> tuple[Path, str]:
     landing = tmp_path / "landing"
     first = "2026-11-20"
     for night in (first, NIGHT):
-        write_csv(landing / night / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001", day="2026-11-18")])
+        write_csv(
+            landing / night / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001", day="2026-11-18")]
+        )
         write_csv(landing / night / "registry" / "r.csv", [invoice("26112000000000000001", day="2026-11-18")])
-    write_csv(landing / first / "issuers" / "pos" / "p.csv", [invoice("26112000000000000002", day="2026-11-18")])
+    write_csv(
+        landing / first / "issuers" / "pos" / "p.csv", [invoice("26112000000000000002", day="2026-11-18")]
+    )
     assert main(run_args(tmp_path, landing, night=first)) in (0, 1)
     return landing, first
 
@@ -768,11 +916,12 @@ def test_an_allowed_missing_system_keeps_its_findings_open_as_not_checked(tmp_pa
         con.close()
     assert gone == []  # nothing resolved: the finding is still open, carried as not checked tonight
     assert [(c["category"], c["source_system"], c["finding_status"]) for c in carried] == [
-        ("MISSING_IN_REGISTRY", "pos", "not_checked")]
+        ("MISSING_IN_REGISTRY", "pos", "not_checked")
+    ]
     assert summary["open_items"]["not_checked"] == 1
 
 
-@pytest.mark.parametrize("setting", ['retired_sources = ["pos"]\n', 'source_lookback_nights = 0\n'])
+@pytest.mark.parametrize("setting", ['retired_sources = ["pos"]\n', "source_lookback_nights = 0\n"])
 def test_a_retired_system_may_stop_delivering(tmp_path, setting):
     landing, _ = two_nights(tmp_path)
     cfg = tmp_path / "c.toml"
@@ -806,8 +955,11 @@ def bomb_night(tmp_path: Path, rows: list[list[str]], long_string: int = 0) -> P
     plain = tmp_path / "plain.xlsx"
     wb = xlsxwriter.Workbook(str(plain))
     ws = wb.add_worksheet()
-    all_rows = [["发票号码", "开票日期", "销方识别号", "金额"],
-                ["26112000000000000001", "2026-11-18", "91110108551385082Q", "1.00"], *rows]
+    all_rows = [
+        ["发票号码", "开票日期", "销方识别号", "金额"],
+        ["26112000000000000001", "2026-11-18", "91110108551385082Q", "1.00"],
+        *rows,
+    ]
     for r, row in enumerate(all_rows):
         for c, value in enumerate(row):
             if value is not None:
@@ -823,12 +975,23 @@ def bomb_night(tmp_path: Path, rows: list[list[str]], long_string: int = 0) -> P
     return landing
 
 
-@pytest.mark.parametrize("kind,config,message", [
-    ("far_column", "", "beyond the limit of 1,024 columns (xlsx_max_columns)"),
-    ("long_string", "", "a shared string of more than 32,767 characters"),
-    ("many_strings", "xlsx_max_shared_strings = 100\n", "more than 100 shared strings (xlsx_max_shared_strings)"),
-    ("large", "xlsx_max_uncompressed_mb = 1\n", "beyond the limit of 1,048,576 (xlsx_max_uncompressed_mb)"),
-])
+@pytest.mark.parametrize(
+    "kind,config,message",
+    [
+        ("far_column", "", "beyond the limit of 1,024 columns (xlsx_max_columns)"),
+        ("long_string", "", "a shared string of more than 32,767 characters"),
+        (
+            "many_strings",
+            "xlsx_max_shared_strings = 100\n",
+            "more than 100 shared strings (xlsx_max_shared_strings)",
+        ),
+        (
+            "large",
+            "xlsx_max_uncompressed_mb = 1\n",
+            "beyond the limit of 1,048,576 (xlsx_max_uncompressed_mb)",
+        ),
+    ],
+)
 def test_spreadsheet_bombs_are_refused_naming_the_file(tmp_path, capsys, kind, config, message):
     rows: list[list[str | None]] = []
     if kind == "far_column":
@@ -836,8 +999,10 @@ def test_spreadsheet_bombs_are_refused_naming_the_file(tmp_path, capsys, kind, c
     elif kind == "long_string":
         rows = [["26112000000000000002", "2026-11-18", "91110108551385082Q", "1.00", "LONG"]]
     else:
-        rows = [[f"261120000000{i:08d}", "2026-11-18", "91110108551385082Q", "1.00", f"备注 {i} " * 8]
-                for i in range(200 if kind == "many_strings" else 20_000)]
+        rows = [
+            [f"261120000000{i:08d}", "2026-11-18", "91110108551385082Q", "1.00", f"备注 {i} " * 8]
+            for i in range(200 if kind == "many_strings" else 20_000)
+        ]
     landing = bomb_night(tmp_path, rows, long_string=40_000 if kind == "long_string" else 0)
     cfg = tmp_path / "c.toml"
     cfg.write_text(config, encoding="utf-8")
@@ -878,9 +1043,11 @@ def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
 
     day = "2026-11-18"
     landing = tmp_path / "landing"
-    rows = [invoice("26112000000000000001", day=day),
-            invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
-            invoice("26112000000000000003", day=day)]
+    rows = [
+        invoice("26112000000000000001", day=day),
+        invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
+        invoice("26112000000000000003", day=day),
+    ]
     tiny_night(landing, rows, rows[:1])
     assert main(run_args(tmp_path, landing)) in (0, 1)
     summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
@@ -899,8 +1066,11 @@ def test_a_huge_header_cell_names_the_file(tmp_path, capsys):
 
     landing = tmp_path / "landing"
     tiny_night(landing)
-    write_csv(landing / NIGHT / "issuers" / "erp" / "e.csv", [invoice("26112000000000000001")],
-              columns=[*CANONICAL, "H" * 200_000])
+    write_csv(
+        landing / NIGHT / "issuers" / "erp" / "e.csv",
+        [invoice("26112000000000000001")],
+        columns=[*CANONICAL, "H" * 200_000],
+    )
     assert main(run_args(tmp_path, landing)) == 2
     err = capsys.readouterr().err
     assert "issuers/erp/e.csv: the header row cannot be read" in err and "unexpected" not in err
@@ -945,10 +1115,14 @@ def test_rows_read_counts_what_a_csv_holds_quoted_breaks_blank_lines_and_all(tmp
     landing = tmp_path / "landing"
     tiny_night(landing)
     header = ",".join(CANONICAL)
-    good = [",".join(f'"{v}"' if k == "remark" else str(v) for k, v in invoice(f"2611200000000000000{i}").items())
-            for i in range(1, 4)]
+    good = [
+        ",".join(f'"{v}"' if k == "remark" else str(v) for k, v in invoice(f"2611200000000000000{i}").items())
+        for i in range(1, 4)
+    ]
     good[1] = good[1].replace('"', '"第一行\n第二行', 1) if '"' in good[1] else good[1]
-    body = "\r\n".join([header, good[0], "", good[1], "   ", good[2], "," * (len(CANONICAL) - 1), ""]) + "\r\n"
+    body = (
+        "\r\n".join([header, good[0], "", good[1], "   ", good[2], "," * (len(CANONICAL) - 1), ""]) + "\r\n"
+    )
     (landing / NIGHT / "issuers" / "erp" / "e.csv").write_bytes(body.encode("gb18030"))
     assert main(run_args(tmp_path, landing)) in (0, 1)
     read, loaded, rejected, skipped = erp_counts(tmp_path)
@@ -978,7 +1152,9 @@ def test_rows_read_of_jsonl_and_parquet_come_from_the_file(tmp_path):
     assert erp_counts(tmp_path) == (3, 3, 0, 0)
 
 
-def test_a_row_the_reader_loses_leaves_the_file_unbalanced_and_the_night_failed(tmp_path, monkeypatch, capsys):
+def test_a_row_the_reader_loses_leaves_the_file_unbalanced_and_the_night_failed(
+    tmp_path, monkeypatch, capsys
+):
     """If the CSV reader ever drops a row, the count from the file's bytes no longer matches: the file
     is shown unbalanced, the night fails its gate and says which file, rather than balancing silently."""
     from fapiao_audit import ingest
@@ -998,8 +1174,10 @@ def test_a_row_the_reader_loses_leaves_the_file_unbalanced_and_the_night_failed(
     assert erp_counts(tmp_path) == (2, 1, 0, 0)
     summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
     assert summary["outcome"] == "failed"
-    assert any("e.csv: the file holds 2 rows" in w and "1 row(s) are not accounted for" in w
-               for w in summary["warnings"])
+    assert any(
+        "e.csv: the file holds 2 rows" in w and "1 row(s) are not accounted for" in w
+        for w in summary["warnings"]
+    )
     assert "not accounted for" in capsys.readouterr().err
 
 
@@ -1010,9 +1188,11 @@ def test_a_long_line_under_a_tiny_memory_limit_says_out_of_memory_and_the_databa
 
     day = "2026-11-18"
     landing = tmp_path / "landing"
-    rows = [invoice("26112000000000000001", day=day),
-            invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
-            invoice("26112000000000000003", day=day)]
+    rows = [
+        invoice("26112000000000000001", day=day),
+        invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
+        invoice("26112000000000000003", day=day),
+    ]
     tiny_night(landing, rows, rows[:1])
     tight = tmp_path / "tight.toml"
     tight.write_text('duckdb_memory_limit = "32MB"\n', encoding="utf-8")
@@ -1033,8 +1213,11 @@ def test_the_dags_allow_missing_param_accepts_a_missing_system(tmp_path, monkeyp
     from fapiao_audit.errors import FapiaoError
 
     landing, _ = two_nights(tmp_path)
-    env = {"FAPIAO_LANDING": str(landing), "FAPIAO_REPORTS": str(tmp_path / "reports"),
-           "FAPIAO_DB": str(tmp_path / "db" / "fapiao.duckdb")}
+    env = {
+        "FAPIAO_LANDING": str(landing),
+        "FAPIAO_REPORTS": str(tmp_path / "reports"),
+        "FAPIAO_DB": str(tmp_path / "db" / "fapiao.duckdb"),
+    }
     monkeypatch.setattr(orchestration, "setting", lambda name, default: env.get(name, default))
     night = date.fromisoformat(NIGHT)
     sources = orchestration.sources_of(night)

@@ -31,8 +31,17 @@ def night(landing: Path, n: date, registry: list[dict], erp: list[dict]) -> None
 
 
 def run(base: Path, n: date, acks: Path | None = None) -> int:
-    args = ["run", "--night", n.isoformat(), "--landing", str(base / "landing"), "--reports", str(base / "reports"),
-            "--db", str(base / "db" / "fapiao.duckdb")]
+    args = [
+        "run",
+        "--night",
+        n.isoformat(),
+        "--landing",
+        str(base / "landing"),
+        "--reports",
+        str(base / "reports"),
+        "--db",
+        str(base / "db" / "fapiao.duckdb"),
+    ]
     return main([*args, "--acks", str(acks)] if acks else args)
 
 
@@ -48,15 +57,19 @@ def summary(base: Path, n: date) -> dict:
 def test_three_nights_ledger_and_decisions(tmp_path: Path) -> None:
     landing, acks = tmp_path / "landing", tmp_path / "acks"
     acks.mkdir()
-    old = invoice("26112000000000000001", day="2026-11-15", amount="50000.00")   # never reaches the registry
+    old = invoice("26112000000000000001", day="2026-11-15", amount="50000.00")  # never reaches the registry
     mism = invoice("26112000000000000002", day="2026-11-19", amount="1000.00")
     ok = invoice("26112000000000000003", day="2026-11-20", amount="12.00")
     registry = [dict(mism, amount="1100.00", total_amount="1230.00", tax_amount="130.00"), ok]
     for n in (N1, N2):
         night(landing, n, registry, [old, mism, ok])
     # Night 3: the registry's amount for the mismatched invoice changes again.
-    night(landing, N3, [dict(mism, amount="1200.00", total_amount="1330.00", tax_amount="130.00"), ok],
-          [old, mism, ok])
+    night(
+        landing,
+        N3,
+        [dict(mism, amount="1200.00", total_amount="1330.00", tax_amount="130.00"), ok],
+        [old, mism, ok],
+    )
 
     assert run(tmp_path, N1, acks) in (0, 1)
     rows1 = read_csv(tmp_path / "reports" / N1.isoformat() / "exceptions.csv")
@@ -92,16 +105,24 @@ def test_three_nights_ledger_and_decisions(tmp_path: Path) -> None:
     try:
         carried = con.execute(
             "SELECT night, invoice_number, carried_as, age_days, first_seen, finding_id FROM carried_findings "
-            "ORDER BY night").fetchall()
-        decisions = con.execute("SELECT finding_id, decision, note, decided_by, read_night, file, row_number "
-                                "FROM decisions").fetchall()
+            "ORDER BY night"
+        ).fetchall()
+        decisions = con.execute(
+            "SELECT finding_id, decision, note, decided_by, read_night, file, row_number FROM decisions"
+        ).fetchall()
     finally:
         con.close()
     assert carried[0][:5] == (N2, "26112000000000000001", "left_window", 1, N1)
     # The decision is in force and shown; the two bad lines are listed with their line and reason.
     decided = next(r for r in rows2 if r["finding_id"] == amount_row["finding_id"])
-    assert (decided["decision"], decided["decision_note"], decided["decided_by"]) == ("handled", "ERP corrected", "张会计")
-    assert decisions == [(amount_row["finding_id"], "handled", "ERP corrected", "张会计", N2, "decisions-1121.csv", 2)]
+    assert (decided["decision"], decided["decision_note"], decided["decided_by"]) == (
+        "handled",
+        "ERP corrected",
+        "张会计",
+    )
+    assert decisions == [
+        (amount_row["finding_id"], "handled", "ERP corrected", "张会计", N2, "decisions-1121.csv", 2)
+    ]
     problems = s2["decisions"]["problems"]
     assert [(p["file"], p["row"]) for p in problems] == [("decisions-1121.csv", 3), ("decisions-1121.csv", 4)]
     assert "unknown finding id" in problems[0]["reason"] and "unknown status" in problems[1]["reason"]
@@ -111,9 +132,14 @@ def test_three_nights_ledger_and_decisions(tmp_path: Path) -> None:
     assert "离开窗口 open items" in wb.sheetnames
     ws = wb["FIELD_MISMATCH"]
     header = [c.value for c in ws[1]]
-    amount_cells = [r for r in ws.iter_rows(min_row=2, values_only=True) if r[header.index("字段")] == "amount"]
+    amount_cells = [
+        r for r in ws.iter_rows(min_row=2, values_only=True) if r[header.index("字段")] == "amount"
+    ]
     assert amount_cells[0][header.index("处理状态")] == "已处理"
-    assert amount_cells[0][header.index("开票方值")] == 1000 and amount_cells[0][header.index("税务系统值")] == 1100
+    assert (
+        amount_cells[0][header.index("开票方值")] == 1000
+        and amount_cells[0][header.index("税务系统值")] == 1100
+    )
     assert isinstance(amount_cells[0][header.index("涉及金额")], float | int)
     report2 = (tmp_path / "reports" / N2.isoformat() / "report.html").read_text(encoding="utf-8")
     assert "离开窗口仍未解决" in report2 and "decisions-1121.csv" in report2
@@ -153,7 +179,9 @@ def test_closing_decision_ends_an_item_that_left_the_window(tmp_path: Path) -> N
     assert run(tmp_path, N1, acks) in (0, 1)
     assert run(tmp_path, N2, acks) in (0, 1)
     fid = read_csv(tmp_path / "reports" / N1.isoformat() / "exceptions.csv")[0]["finding_id"]
-    (acks / "closed.csv").write_text(f"编号,处理状态,处理说明\n{fid},无需处理,voided offline\n", encoding="utf-8")
+    (acks / "closed.csv").write_text(
+        f"编号,处理状态,处理说明\n{fid},无需处理,voided offline\n", encoding="utf-8"
+    )
     assert run(tmp_path, N3, acks) in (0, 1)
     s3 = summary(tmp_path, N3)
     assert s3["open_items"]["left_window"] == 0 and s3["resolved"] == 0
@@ -174,7 +202,7 @@ def test_the_edited_workbook_is_read_back(tmp_path: Path) -> None:
     ws = wb["FIELD_MISMATCH"]
     header = [c.value for c in ws[1]]
     ws.cell(row=2, column=header.index("处理状态") + 1, value="已核实")
-    note = ws.cell(row=2, column=header.index("处理说明") + 1, value="=HYPERLINK(\"x\")")
+    note = ws.cell(row=2, column=header.index("处理说明") + 1, value='=HYPERLINK("x")')
     note.data_type = "s"  # typed as text, as a spreadsheet program saves a quoted entry
     fid = ws.cell(row=2, column=header.index("编号") + 1).value
     wb.save(acks / "exceptions-edited.xlsx")
@@ -211,8 +239,16 @@ def test_money_totals_count_each_invoice_once(tmp_path: Path) -> None:
     assert s["by_seller"][0]["seller_tax_id"] == SELLER_A and s["by_seller"][0]["amount_at_risk"] == 1243.0
 
 
-@pytest.mark.parametrize("word, code", [("已处理", "handled"), ("无需处理 / no action needed", "no_action"),
-                                        ("Verified", "verified"), ("", None), ("重新打开", None)])
+@pytest.mark.parametrize(
+    "word, code",
+    [
+        ("已处理", "handled"),
+        ("无需处理 / no action needed", "no_action"),
+        ("Verified", "verified"),
+        ("", None),
+        ("重新打开", None),
+    ],
+)
 def test_decision_words(word: str, code: str | None) -> None:
     from fapiao_audit.decisions import decision_code
 

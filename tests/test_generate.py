@@ -616,7 +616,16 @@ RED_REMARKS = {  # every form the platform writes, and the key of the blue invoi
     "number_first": r"被红冲蓝字发票号码：(\d{8}) 被红冲蓝字发票代码：(\d{10}|\d{12})",
     "code_first": r"被红冲蓝字发票代码：(\d{10}|\d{12}) 被红冲蓝字发票号码：(\d{8})",
 }
-HEADER_FIELDS = ("发票代码", "发票号码", "发票票种", "开票日期", "销方识别号", "购方识别号", "购方名称", "发票状态")
+HEADER_FIELDS = (
+    "发票代码",
+    "发票号码",
+    "发票票种",
+    "开票日期",
+    "销方识别号",
+    "购方识别号",
+    "购方名称",
+    "发票状态",
+)
 #: The issuers' own state words (DESIGN.md, "Issuing systems as they really export"), written out here
 #: rather than taken from the product, so that the check stays independent.
 ISSUANCE_WORDS = {
@@ -722,8 +731,9 @@ def read_real(result: GenerateResult) -> RealNight:
     webshop["key"] = list(zip(webshop["invoice_code"], webshop["invoice_number"], strict=True))
     expected = read_expected(result.expected_path)
     taxctl, shopapi, batch, batch_rows = read_state_issuers(d)
-    return RealNight(result, invoices, lines, workbooks, erp, pos, webshop, expected, taxctl, shopapi, batch,
-                     batch_rows)
+    return RealNight(
+        result, invoices, lines, workbooks, erp, pos, webshop, expected, taxctl, shopapi, batch, batch_rows
+    )
 
 
 def taxctl_codes() -> tuple[dict[str, str], dict[str, str]]:
@@ -752,7 +762,8 @@ def read_state_issuers(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     shopapi = pd.DataFrame.from_records(records)
     shopapi["key"] = [("", n) for n in shopapi["allElectronicInvoiceNumber"]]
     shopapi["issue_time"] = [
-        datetime.fromtimestamp(ms / 1000, _SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") for ms in shopapi["invoiceTime"]
+        datetime.fromtimestamp(ms / 1000, _SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+        for ms in shopapi["invoiceTime"]
     ]
     shopapi["state"] = shopapi["status"].map(ISSUANCE_WORDS)
     shopapi["upload"] = shopapi["上传状态"].map(UPLOAD_WORDS)
@@ -915,8 +926,11 @@ def test_registry_vocabulary(rn: RealNight) -> None:
     for key, remark in zip(reds["key"], reds["备注"], strict=True):
         m = next(re.fullmatch(p, remark) for p in RED_REMARKS.values() if re.fullmatch(p, remark))
         groups = m.groups()
-        blue = ("", groups[0]) if len(groups) == 1 else (
-            (groups[0], groups[1]) if len(groups[0]) > 8 else (groups[1], groups[0]))
+        blue = (
+            ("", groups[0])
+            if len(groups) == 1
+            else ((groups[0], groups[1]) if len(groups[0]) > 8 else (groups[1], groups[0]))
+        )
         if key not in orphans:
             assert blue_status.get(blue) in ("已红冲-全额", "已红冲-部分"), (key, blue)
 
@@ -956,7 +970,9 @@ def test_erp_line_file(real: GenerateResult, rn: RealNight) -> None:
         assert raw.startswith(b"\xef\xbb\xbf")
         assert next(csv.reader([raw[3:].decode("utf-8").split("\n", 1)[0]])) == list(ERP_LINE_COLUMNS)
     assert len(erp) == real.rows_per_source["erp"] == real.lines_per_source["erp"]
-    assert erp["金额"].astype(str).str.len().max() > 0 and erp["单据编号"].str.fullmatch(r"XS\d{13}(-1)?").all()
+    assert (
+        erp["金额"].astype(str).str.len().max() > 0 and erp["单据编号"].str.fullmatch(r"XS\d{13}(-1)?").all()
+    )
     raw_amounts = pd.concat(
         [pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")["金额"]
          for p in sorted((real.night_dir / "issuers" / "erp").glob("*.csv"))])  # fmt: skip
@@ -1015,8 +1031,12 @@ def test_real_finding_conventions(rn: RealNight) -> None:
     assert legacy["invoice_code"].str.fullmatch(r"\d{10}|\d{12}").all()
     # the registry's risk levels and statuses are exactly the REGISTRY_RISK findings
     inv = rn.invoices
-    assert set(inv.loc[inv["发票风险等级"] != "正常", "key"]) == _expected_keys(e, "REGISTRY_RISK", "risk_level")
-    assert set(inv.loc[inv["发票状态"].isin(["失控", "异常"]), "key"]) == _expected_keys(e, "REGISTRY_RISK", "status")
+    assert set(inv.loc[inv["发票风险等级"] != "正常", "key"]) == _expected_keys(
+        e, "REGISTRY_RISK", "risk_level"
+    )
+    assert set(inv.loc[inv["发票状态"].isin(["失控", "异常"]), "key"]) == _expected_keys(
+        e, "REGISTRY_RISK", "status"
+    )
     # a partial red issued, the issuer's blue still 正常: STATUS_MISMATCH
     partial = set(inv.loc[inv["发票状态"] == "已红冲-部分", "key"])
     issuer_normal = (
@@ -1037,9 +1057,17 @@ def _issuer_records(rn: RealNight) -> pd.DataFrame:
                                  "价税合计金额": "total"}).assign(system="pos", file="pos")  # fmt: skip
     web = rn.webshop.assign(
         issue_time=rn.webshop["issue_time"].map(
-            lambda s: datetime.fromisoformat(s).astimezone(_SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")),
-        system="webshop", file="webshop").rename(columns={  # fmt: skip
-            "seller_tax_id": "seller", "tax_amount": "tax", "total_amount": "total"})
+            lambda s: datetime.fromisoformat(s).astimezone(_SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+        ),
+        system="webshop",
+        file="webshop",
+    ).rename(
+        columns={  # fmt: skip
+            "seller_tax_id": "seller",
+            "tax_amount": "tax",
+            "total_amount": "total",
+        }
+    )
     taxctl = rn.taxctl.rename(columns={"xfsh": "seller", "hjje": "amount", "hjse": "tax", "jshj": "total"}).assign(
         system="taxctl", file="taxctl")  # fmt: skip
     shopapi = rn.shopapi.rename(columns={"salerTaxNum": "seller", "exTaxAmount_fen": "amount", "taxAmount_fen": "tax",
@@ -1079,7 +1107,9 @@ def test_real_missing_duplicates_and_sums_match_an_independent_check(rn: RealNig
 
     def with_cause(category: str) -> set[tuple[tuple[str, str], str, str]]:
         sub = e[e["category"] == category]
-        rows = zip(sub["invoice_code"], sub["invoice_number"], sub["source_system"], sub["cause"], strict=True)
+        rows = zip(
+            sub["invoice_code"], sub["invoice_number"], sub["source_system"], sub["cause"], strict=True
+        )
         return {((c, n), s, x) for c, n, s, x in rows}
 
     assert missing == with_cause("MISSING_IN_REGISTRY") and pending == with_cause("PENDING_SYNC")
@@ -1101,10 +1131,17 @@ def test_real_missing_duplicates_and_sums_match_an_independent_check(rn: RealNig
     bad_total = issuers[issuers["total"] != issuers["amount"] + issuers["tax"]]
     reg_bad = scope[scope["价税合计"] != scope["金额"] + scope["税额"]]
     assert {(k, s) for k, s in zip(bad_total["key"], bad_total["system"], strict=True)} | {
-        (k, "registry") for k in reg_bad["key"]} == {  # fmt: skip
-        (k, s) for k, s in keyed("INVALID_RECORD")
-        if k in set(e.loc[(e["category"] == "INVALID_RECORD") & (e["field"] == "total_amount"),
-                          ["invoice_code", "invoice_number"]].itertuples(index=False, name=None))
+        (k, "registry") for k in reg_bad["key"]
+    } == {  # fmt: skip
+        (k, s)
+        for k, s in keyed("INVALID_RECORD")
+        if k
+        in set(
+            e.loc[
+                (e["category"] == "INVALID_RECORD") & (e["field"] == "total_amount"),
+                ["invoice_code", "invoice_number"],
+            ].itertuples(index=False, name=None)
+        )
     }
 
 
@@ -1131,7 +1168,8 @@ def test_split_export_keeps_each_invoice_with_its_lines(
     # the same night, only cut differently: the same rows, the same issuer files, the same findings
     columns = [c for c in rn.invoices.columns if c not in ("序号", "workbook")]
     assert sorted(map(tuple, parts.invoices[columns].astype(str).values)) == sorted(
-        map(tuple, rn.invoices[columns].astype(str).values))
+        map(tuple, rn.invoices[columns].astype(str).values)
+    )
     assert split.expected_path.read_bytes() == real.expected_path.read_bytes()
     for p in real.files:
         if "issuers" in p.parts:

@@ -97,7 +97,10 @@ def test_config_example_shows_the_same_tables() -> None:
     first = "# " + SOURCES_TOML.splitlines()[0]
     lines = text.splitlines()
     start = lines.index(first)
-    block = [line[2:] if line.startswith("# ") else line[1:] for line in lines[start:start + len(SOURCES_TOML.splitlines())]]
+    block = [
+        line[2:] if line.startswith("# ") else line[1:]
+        for line in lines[start : start + len(SOURCES_TOML.splitlines())]
+    ]
     assert "\n".join(block) + "\n" == SOURCES_TOML
     assert tomllib.loads("\n".join(block)) == tomllib.loads(SOURCES_TOML)
 
@@ -115,7 +118,10 @@ def test_taxctl_is_a_gb18030_query_export_with_pinyin_headers(real: GenerateResu
     assert len(t) == real.rows_per_source["taxctl"]
     legacy, digital = t[t["zzfphm"] == ""], t[t["zzfphm"] != ""]
     assert len(legacy) and len(digital)
-    assert legacy["fpdm"].str.fullmatch(r"\d{10}|\d{12}").all() and legacy["fphm"].str.fullmatch(r"\d{7,8}").all()
+    assert (
+        legacy["fpdm"].str.fullmatch(r"\d{10}|\d{12}").all()
+        and legacy["fphm"].str.fullmatch(r"\d{7,8}").all()
+    )
     assert (legacy["fphm"].str.len() == 7).any()  # a key typo (INVALID_RECORD) also lands here
     assert digital["zzfphm"].str.fullmatch(r"\d{20}").all() and (digital["fpdm"] == "").all()
     # some 数电 rows carry an 8-digit number beside the 20-digit one (its last eight digits)
@@ -128,7 +134,9 @@ def test_taxctl_is_a_gb18030_query_export_with_pinyin_headers(real: GenerateResu
     assert set(t["开票状态"]) == set(TAXCTL_STATUS_CODES)  # 0..3, voided (作废中) included
     assert set(t["bszt"]) == set(TAXCTL_UPLOAD_CODES)
     for column in ("hjje", "hjse", "jshj"):
-        raw_amounts = [r.split(",")[TAXCTL_COLUMNS.index(column)] for r in raw.decode("gb18030").splitlines()[1:]]
+        raw_amounts = [
+            r.split(",")[TAXCTL_COLUMNS.index(column)] for r in raw.decode("gb18030").splitlines()[1:]
+        ]
         assert all(re.fullmatch(r"\d+\.\d{2}", a) for a in raw_amounts), column
     assert all(uscc.is_valid(s) for s in t["xfsh"])
 
@@ -157,7 +165,10 @@ def test_batch_is_a_template_with_instruction_rows(real: GenerateResult, rn: Rea
     rows = rn.batch_rows
     h = next(i for i, r in enumerate(rows) if r[0] == "单据编号*")
     assert 2 <= h <= 4 and rows[0][0].startswith("填表说明：带*为必填项")
-    assert json.loads((real.night_dir / "generation.json").read_text(encoding="utf-8"))["batch_instruction_rows"] == h
+    assert (
+        json.loads((real.night_dir / "generation.json").read_text(encoding="utf-8"))["batch_instruction_rows"]
+        == h
+    )
     assert list(rows[h]) == list(BATCH_COLUMNS)
     b = rn.batch
     assert len(b) == real.rows_per_source["batch"]
@@ -168,7 +179,7 @@ def test_batch_is_a_template_with_instruction_rows(real: GenerateResult, rn: Rea
     assert b["开票日期*"].str.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}").all()
     _window_times(list(b["issue_time"]))
     i = BATCH_COLUMNS.index("合计金额*")
-    assert all(isinstance(r[i], int | float) for r in rows[h + 1:])  # numbers, as a spreadsheet holds them
+    assert all(isinstance(r[i], int | float) for r in rows[h + 1 :])  # numbers, as a spreadsheet holds them
     assert set(b["发票状态"]) == {"开票成功", "已开具", "签章中", "签章失败", "开票失败"}
     assert set(b["报送状态"]) == {"已报送", "未报送", "报送中", "报送失败", "验签失败"}
 
@@ -177,7 +188,11 @@ def test_the_template_rows_vary_with_the_night(tmp_path: Path) -> None:
     counts = set()
     for day in range(3):
         res = generate_night(tmp_path / str(day), NIGHT + timedelta(days=day), rows=600, seed=SEED)
-        counts.add(json.loads((res.night_dir / "generation.json").read_text(encoding="utf-8"))["batch_instruction_rows"])
+        counts.add(
+            json.loads((res.night_dir / "generation.json").read_text(encoding="utf-8"))[
+                "batch_instruction_rows"
+            ]
+        )
     assert counts == {2, 3, 4}
 
 
@@ -275,8 +290,12 @@ def test_clean_rows_of_each_system_and_both_numbers_make_no_finding(rn: RealNigh
     t = rn.taxctl
     both = t[(t["fphm"] != "") & (t["zzfphm"] != "")]
     both_keys = set(both["key"])
-    assert both_keys & registry and both_keys - keys  # clean ones, found in the registry under the 20-digit key
-    assert not {(c, n) for c, n in zip(both["fpdm"], both["fphm"], strict=True)} & keys  # never the 8-digit one
+    assert (
+        both_keys & registry and both_keys - keys
+    )  # clean ones, found in the registry under the 20-digit key
+    assert (
+        not {(c, n) for c, n in zip(both["fpdm"], both["fphm"], strict=True)} & keys
+    )  # never the 8-digit one
     # every day has a clean invoice in each system (its first anchors)
     for system in STATE_SYSTEMS:
         mine = issuers[(issuers["system"] == system) & ~issuers["key"].isin(keys)]

@@ -14,19 +14,94 @@ from fapiao_audit.config import Config, build_config
 from fapiao_audit.errors import InputError
 from fapiao_audit.ingest import header_key, ingest_night, map_headers
 
-REGISTRY_HEADERS = ["序号", "发票代码", "发票号码", "数电发票号码", "销方识别号", "销方名称", "购方识别号", "购买方名称",
-                    "开票日期", "金额", "税额", "价税合计", "发票来源", "发票票种", "发票状态", "是否正数发票",
-                    "发票风险等级", "开票人", "备注"]
+REGISTRY_HEADERS = [
+    "序号",
+    "发票代码",
+    "发票号码",
+    "数电发票号码",
+    "销方识别号",
+    "销方名称",
+    "购方识别号",
+    "购买方名称",
+    "开票日期",
+    "金额",
+    "税额",
+    "价税合计",
+    "发票来源",
+    "发票票种",
+    "发票状态",
+    "是否正数发票",
+    "发票风险等级",
+    "开票人",
+    "备注",
+]
 
 
 def registry_rows() -> list[list[str]]:
     return [
-        ["1", "", "", "26110000000000000001", SELLER_A, "北京甲科技有限公司", BUYER_C, "北京丙贸易有限公司",
-         "2026-11-18 10:00:00", "1,000.00", "130.00", "1,130.00", "电子发票服务平台", "数电票（普通发票）", "正常", "是",
-         "正常", "张三", ""],
-        ["2", "011002600111", "00012345", "", SELLER_A, "北京甲科技有限公司", "", "李四", "2026-11-18 11:00:00",
-         "50.00", "1.50", "51.50", "税控", "增值税电子普通发票", "已作废", "是", "", "张三", ""],
-        ["合计", "", "", "", "", "", "", "", "", "1,050.00", "131.50", "1,181.50", "", "", "", "", "", "", ""],
+        [
+            "1",
+            "",
+            "",
+            "26110000000000000001",
+            SELLER_A,
+            "北京甲科技有限公司",
+            BUYER_C,
+            "北京丙贸易有限公司",
+            "2026-11-18 10:00:00",
+            "1,000.00",
+            "130.00",
+            "1,130.00",
+            "电子发票服务平台",
+            "数电票（普通发票）",
+            "正常",
+            "是",
+            "正常",
+            "张三",
+            "",
+        ],
+        [
+            "2",
+            "011002600111",
+            "00012345",
+            "",
+            SELLER_A,
+            "北京甲科技有限公司",
+            "",
+            "李四",
+            "2026-11-18 11:00:00",
+            "50.00",
+            "1.50",
+            "51.50",
+            "税控",
+            "增值税电子普通发票",
+            "已作废",
+            "是",
+            "",
+            "张三",
+            "",
+        ],
+        [
+            "合计",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "1,050.00",
+            "131.50",
+            "1,181.50",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
     ]
 
 
@@ -50,7 +125,8 @@ def issuer_night(tmp_path: Path) -> Path:
 def staged(con, source="registry"):
     return con.execute(
         "SELECT invoice_key, invoice_code, invoice_number, issue_time, amount, tax_amount, total_amount, status, "
-        "buyer_tax_id, line FROM staged_invoices WHERE source_system = ? ORDER BY line", [source]
+        "buyer_tax_id, line FROM staged_invoices WHERE source_system = ? ORDER BY line",
+        [source],
     ).fetchall()
 
 
@@ -87,7 +163,13 @@ def test_xlsx_first_sheet(tmp_path, mem_con):
     wb.save(path)
     res = ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     reg = next(f for f in res.files if f.source_system == "registry")
-    assert (reg.format, reg.rows_read, reg.rows_loaded, reg.rows_rejected, reg.rows_skipped) == ("xlsx", 3, 2, 0, 1)
+    assert (reg.format, reg.rows_read, reg.rows_loaded, reg.rows_rejected, reg.rows_skipped) == (
+        "xlsx",
+        3,
+        2,
+        0,
+        1,
+    )
     assert [r[0] for r in staged(mem_con)] == ["26110000000000000001", "011002600111-00012345"]
     assert [r[9] for r in staged(mem_con)] == [2, 3]
 
@@ -103,13 +185,22 @@ def test_parquet_utc_timestamps_and_float_amounts(tmp_path, mem_con):
         "COPY (SELECT '' AS invoice_code, '26110000000000000001' AS invoice_number, "
         "TIMESTAMPTZ '2026-11-18 02:00:00+00' AS issue_time, ? AS seller_tax_id, 1000.0000000001::DOUBLE AS amount, "
         "129.99999999::DOUBLE AS tax_amount, 1130.0::DOUBLE AS total_amount, 0.13::DOUBLE AS tax_rate, "
-        "12345678::BIGINT AS buyer_tax_id) TO '" + str(path) + "' (FORMAT parquet)", [SELLER_A])
+        "12345678::BIGINT AS buyer_tax_id) TO '" + str(path) + "' (FORMAT parquet)",
+        [SELLER_A],
+    )
     ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     row = mem_con.execute(
         "SELECT issue_time, amount, tax_amount, tax_rate, buyer_tax_id, line FROM staged_invoices "
-        "WHERE source_system = 'erp'").fetchone()
+        "WHERE source_system = 'erp'"
+    ).fetchone()
     assert str(row[0]) == "2026-11-18 10:00:00"  # UTC 02:00 is 10:00 in Beijing
-    assert (str(row[1]), str(row[2]), str(row[3]), row[4], row[5]) == ("1000.00", "130.00", "0.1300", "12345678", 1)
+    assert (str(row[1]), str(row[2]), str(row[3]), row[4], row[5]) == (
+        "1000.00",
+        "130.00",
+        "0.1300",
+        "12345678",
+        1,
+    )
 
 
 def test_jsonl_string_amounts_and_bad_lines(tmp_path, mem_con):
@@ -117,22 +208,34 @@ def test_jsonl_string_amounts_and_bad_lines(tmp_path, mem_con):
     write_registry_csv(landing / NIGHT.isoformat() / "registry" / "export.csv", "utf-8")
     path = landing / NIGHT.isoformat() / "issuers" / "shop" / "orders.jsonl"
     path.parent.mkdir(parents=True)
-    good = {"invoice_number": "26110000000000000001", "issue_time": "2026-11-18T10:00:00+08:00",
-            "seller_tax_id": SELLER_A, "amount": "1,000.00", "tax_rate": "13%", "tax_amount": "130",
-            "total_amount": 1130}
+    good = {
+        "invoice_number": "26110000000000000001",
+        "issue_time": "2026-11-18T10:00:00+08:00",
+        "seller_tax_id": SELLER_A,
+        "amount": "1,000.00",
+        "tax_rate": "13%",
+        "tax_amount": "130",
+        "total_amount": 1130,
+    }
     path.write_text(json.dumps(good, ensure_ascii=False) + "\n{broken\n\n[1, 2]\n", encoding="utf-8")
     res = ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     shop = next(f for f in res.files if f.source_system == "shop")
     assert (shop.rows_read, shop.rows_loaded, shop.rows_rejected) == (3, 1, 2)
-    rej = mem_con.execute("SELECT line, raw, reason FROM rejected_rows WHERE source_system = 'shop' ORDER BY line").fetchall()
+    rej = mem_con.execute(
+        "SELECT line, raw, reason FROM rejected_rows WHERE source_system = 'shop' ORDER BY line"
+    ).fetchall()
     assert rej == [(2, "{broken", "malformed JSON line"), (4, "[1, 2]", "JSON line is not an object")]
 
 
 def test_rejected_rows_keep_file_line_raw_reason(tmp_path, mem_con):
     landing = tmp_path / "landing"
     write_registry_csv(landing / NIGHT.isoformat() / "registry" / "export.csv", "utf-8")
-    rows = [invoice("26110000000000000001"), invoice("", amount="5"), dict(invoice("26110000000000000002"), amount="abc"),
-            invoice("26110000000000000003", issue_time="yesterday")]
+    rows = [
+        invoice("26110000000000000001"),
+        invoice("", amount="5"),
+        dict(invoice("26110000000000000002"), amount="abc"),
+        invoice("26110000000000000003", issue_time="yesterday"),
+    ]
     path = write_csv(landing / NIGHT.isoformat() / "issuers" / "erp" / "erp.csv", rows)
     with path.open("a", encoding="utf-8") as f:
         f.write("only,three,fields\n")
@@ -140,7 +243,9 @@ def test_rejected_rows_keep_file_line_raw_reason(tmp_path, mem_con):
     res = ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
     erp = next(f for f in res.files if f.source_system == "erp")
     assert erp.rows_read == erp.rows_loaded + erp.rows_rejected == 6
-    rej = mem_con.execute("SELECT line, reason FROM rejected_rows WHERE source_system = 'erp' ORDER BY line").fetchall()
+    rej = mem_con.execute(
+        "SELECT line, reason FROM rejected_rows WHERE source_system = 'erp' ORDER BY line"
+    ).fetchall()
     assert [(line, reason.split(":")[0]) for line, reason in rej] == [
         (3, "missing invoice number"),
         (4, "unparseable amount"),
@@ -161,14 +266,35 @@ def test_per_source_column_mapping(tmp_path, mem_con):
     landing = tmp_path / "landing"
     write_registry_csv(landing / NIGHT.isoformat() / "registry" / "export.csv", "utf-8")
     cols = ["FP_NO", "FP_DATE", "SELLER", "NET", "VAT", "GROSS"]
-    rows = [{"FP_NO": "26110000000000000001", "FP_DATE": "2026-11-18 10:00:00", "SELLER": SELLER_A, "NET": "1000",
-             "VAT": "130", "GROSS": "1130"}]
+    rows = [
+        {
+            "FP_NO": "26110000000000000001",
+            "FP_DATE": "2026-11-18 10:00:00",
+            "SELLER": SELLER_A,
+            "NET": "1000",
+            "VAT": "130",
+            "GROSS": "1130",
+        }
+    ]
     write_csv(landing / NIGHT.isoformat() / "issuers" / "legacy" / "x.csv", rows, columns=cols)
     with pytest.raises(InputError, match="missing required column"):
         ingest_night(mem_con, landing, NIGHT, Config(), tmp_path / "tmp")
-    cfg = build_config({"sources": {"legacy": {"columns": {"FP_NO": "invoice_number", "fp date": "issue_time",
-                                                            "SELLER": "seller_tax_id", "NET": "amount",
-                                                            "VAT": "tax_amount", "GROSS": "total_amount"}}}})
+    cfg = build_config(
+        {
+            "sources": {
+                "legacy": {
+                    "columns": {
+                        "FP_NO": "invoice_number",
+                        "fp date": "issue_time",
+                        "SELLER": "seller_tax_id",
+                        "NET": "amount",
+                        "VAT": "tax_amount",
+                        "GROSS": "total_amount",
+                    }
+                }
+            }
+        }
+    )
     ingest_night(mem_con, landing, NIGHT, cfg, tmp_path / "tmp")
     assert staged(mem_con, "legacy")[0][0] == "26110000000000000001"
 
@@ -202,8 +328,16 @@ def night_with_registry(tmp_path: Path) -> Path:
         ("bad.xlsx", b"PK\x03\x04 not really a zip", "not a readable .xlsx"),
         ("bad.csv", bytes(range(256)) * 4, "binary content"),
         # GB18030 is validated while it is transcoded, not in a pass of its own: still refused.
-        ("gbk_nul.csv", "发票号码,开票日期,金额\n".encode("gb18030") + b"1\x00,2026-11-18,3\n", "binary content"),
-        ("gbk_bad.csv", "发票号码,开票日期,金额\n".encode("gb18030") + b"1,\x81\x20\xff,3\n", "neither UTF-8 nor GBK"),
+        (
+            "gbk_nul.csv",
+            "发票号码,开票日期,金额\n".encode("gb18030") + b"1\x00,2026-11-18,3\n",
+            "binary content",
+        ),
+        (
+            "gbk_bad.csv",
+            "发票号码,开票日期,金额\n".encode("gb18030") + b"1,\x81\x20\xff,3\n",
+            "neither UTF-8 nor GBK",
+        ),
         ("bad.jsonl", b"not json at all\nstill not\n", "no line is a JSON object"),
         ("empty.csv", b"", "empty file"),
         ("nocols.csv", "开票日期,金额\n2026-11-18,1\n".encode(), "missing required column"),

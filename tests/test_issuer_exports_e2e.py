@@ -42,16 +42,29 @@ def night(tmp_path_factory):
     code, out = quiet(["generate", "--night", NIGHT, "--out", str(landing), "--rows", "3000", "--seed", "5"])
     assert code == 0
     config = landing / "fapiao-audit.toml"
-    run = ["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(base / "reports"),
-           "--db", str(base / "fapiao.duckdb"), "--config", str(config)]
+    run = [
+        "run",
+        "--night",
+        NIGHT,
+        "--landing",
+        str(landing),
+        "--reports",
+        str(base / "reports"),
+        "--db",
+        str(base / "fapiao.duckdb"),
+        "--config",
+        str(config),
+    ]
     code_run, _ = quiet(run)
     assert code_run in (0, 1)
     return base, landing, out
 
 
 def expected_and_got(base: Path, landing: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    return (read_findings(landing / NIGHT / "expected_findings.csv"),
-            read_findings(base / "reports" / NIGHT / "exceptions.csv"))
+    return (
+        read_findings(landing / NIGHT / "expected_findings.csv"),
+        read_findings(base / "reports" / NIGHT / "exceptions.csv"),
+    )
 
 
 def test_generate_writes_the_configuration_beside_the_night(night):
@@ -108,7 +121,11 @@ def test_the_new_sources_are_read_whole(night):
     for system in STATE_SYSTEMS:
         (f,) = sources[system]["files"]
         assert (f["rows_read"], f["rows_loaded"], f["rows_rejected"], f["rows_skipped"]) == (
-            meta["rows_per_source"][system], meta["rows_per_source"][system], 0, 0), system
+            meta["rows_per_source"][system],
+            meta["rows_per_source"][system],
+            0,
+            0,
+        ), system
 
 
 def test_a_missing_batch_invoice_names_its_document_number(night):
@@ -120,7 +137,7 @@ def test_a_missing_batch_invoice_names_its_document_number(night):
     rows = list(wb.worksheets[0].iter_rows(values_only=True))
     wb.close()
     h = next(i for i, r in enumerate(rows) if r[0] == "单据编号*")
-    document = {(r[1] or "", r[2]): r[0] for r in rows[h + 1:]}
+    document = {(r[1] or "", r[2]): r[0] for r in rows[h + 1 :]}
     with (base / "reports" / NIGHT / "exceptions.csv").open(encoding="utf-8-sig", newline="") as f:
         missing = [r for r in csv.DictReader(f) if r["category"] in CAUSED and r["source_system"] == "batch"]
     assert missing
@@ -133,8 +150,19 @@ def test_without_the_configuration_codes_are_not_guessed(night, tmp_path):
     """Run without the sources' tables: taxctl's codes stay text (never guessed), so its failed issuances
     are not told apart and its missing invoices have no known cause; the other systems are unaffected."""
     base, landing, _ = night
-    code, _ = quiet(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(tmp_path / "r"),
-                     "--db", str(tmp_path / "d.duckdb")])
+    code, _ = quiet(
+        [
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(landing),
+            "--reports",
+            str(tmp_path / "r"),
+            "--db",
+            str(tmp_path / "d.duckdb"),
+        ]
+    )
     assert code in (0, 1)
     plain = read_findings(tmp_path / "r" / NIGHT / "exceptions.csv")
     configured = read_findings(base / "reports" / NIGHT / "exceptions.csv")
@@ -163,8 +191,9 @@ def test_generate_leaves_an_operators_configuration_alone(tmp_path):
 
 
 def test_demo_runs_with_its_configuration(tmp_path):
-    code, out = quiet(["demo", "--dir", str(tmp_path / "demo"), "--nights", "1", "--rows", "500",
-                       "--last-night", NIGHT])
+    code, out = quiet(
+        ["demo", "--dir", str(tmp_path / "demo"), "--nights", "1", "--rows", "500", "--last-night", NIGHT]
+    )
     assert code == 0
     config = tmp_path / "demo" / "fapiao-audit.toml"
     assert config.read_text(encoding="utf-8") == SOURCES_TOML and f"Configuration: {config.resolve()}" in out

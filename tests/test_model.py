@@ -23,8 +23,9 @@ def _inserted_categories(sql: str) -> set[str]:
 def test_every_category_has_its_section_and_every_finding_section_a_category() -> None:
     sections = dict(sql_statements("reconcile.sql"))
     known = set(reconcile._PREPARE) | set(reconcile._SHARD_RESULT) | set(reconcile._MERGE)
-    finding_sections = [name for name, sql in sections.items()
-                        if name not in known and "INSERT INTO rc_findings" in sql]
+    finding_sections = [
+        name for name, sql in sections.items() if name not in known and "INSERT INTO rc_findings" in sql
+    ]
     # no section inserts findings unless the model names it (else it would silently never run)
     assert sorted(finding_sections) == sorted(model.FINDING_SECTIONS)
     assert set(sections) == known | set(model.FINDING_SECTIONS)
@@ -50,8 +51,11 @@ def test_categories_are_unique_and_families_known() -> None:
 
 def test_the_suite_checks_categories_against_the_model() -> None:
     suite = json.loads((SUITES / "reconciliation.json").read_text(encoding="utf-8"))
-    (query,) = [e["kwargs"]["unexpected_rows_query"] for e in suite["expectations"]
-                if e["meta"]["name"] == "finding_category_known"]
+    (query,) = [
+        e["kwargs"]["unexpected_rows_query"]
+        for e in suite["expectations"]
+        if e["meta"]["name"] == "finding_category_known"
+    ]
     assert "NOT IN (SELECT code FROM gx_finding_categories)" in query  # the runner fills it from the model
     assert not re.findall(r"'([A-Z]+(?:_[A-Z]+)+)'", query)  # and the suite lists no code of its own
 
@@ -59,7 +63,9 @@ def test_the_suite_checks_categories_against_the_model() -> None:
 def test_the_staged_suites_allow_exactly_the_models_statuses() -> None:
     def value_set(name: str) -> list[str]:
         suite = json.loads((SUITES / name).read_text(encoding="utf-8"))
-        (values,) = [e["kwargs"]["value_set"] for e in suite["expectations"] if e["meta"]["name"] == "status_in_enum"]
+        (values,) = [
+            e["kwargs"]["value_set"] for e in suite["expectations"] if e["meta"]["name"] == "status_in_enum"
+        ]
         return values
 
     assert value_set("staged_issuer.json") == list(model.INVOICE_STATUSES)
@@ -98,21 +104,62 @@ def test_summary_round_trips_through_its_document() -> None:
         model.FileReport("issuer", "erp", "issuers/erp/a.csv", "1" * 64, "csv", "utf-8", 5, 2, 2, 0),
     )
     summary = model.NightSummary(
-        night="2026-11-21", outcome="failed", run=model.RunInfo("r1", "s", "f", 1.5, "0.1.0"), as_of="a",
-        window_start="2026-11-15", window_end="2026-11-21", counts=model.zero_counts(), total_findings=0,
-        previous_night=None, counts_previous=None, new=0, open=0, resolved=0, out_of_window=0,
-        keys={"issuer": 2, "registry": 2, "matched": 2}, sources=model.source_totals(files),
-        by_seller=(model.SellerCount("9111", "甲", 1, 12.5),), registry_other_sellers=4,
-        expectations={"success": False, "suites": []}, config={"window_days": 7},
+        night="2026-11-21",
+        outcome="failed",
+        run=model.RunInfo("r1", "s", "f", 1.5, "0.1.0"),
+        as_of="a",
+        window_start="2026-11-15",
+        window_end="2026-11-21",
+        counts=model.zero_counts(),
+        total_findings=0,
+        previous_night=None,
+        counts_previous=None,
+        new=0,
+        open=0,
+        resolved=0,
+        out_of_window=0,
+        keys={"issuer": 2, "registry": 2, "matched": 2},
+        sources=model.source_totals(files),
+        by_seller=(model.SellerCount("9111", "甲", 1, 12.5),),
+        registry_other_sellers=4,
+        expectations={"success": False, "suites": []},
+        config={"window_days": 7},
         history=(model.NightCounts("2026-11-21", model.zero_counts(), 0, "failed"),),
         amount_at_risk={"total": 12.5, "currency": "CNY", "by_category": {}, "by_source": {}},
-        open_items={"total": 1, "findings": 1, "left_window": 0}, decisions={"files_read": [], "problems": []},
+        open_items={"total": 1, "findings": 1, "left_window": 0},
+        decisions={"files_read": [], "problems": []},
     )
     doc = summary.to_dict()
-    assert list(doc) == ["night", "outcome", "run", "as_of", "window", "counts", "total_findings", "previous_night",
-                         "counts_previous", "new", "open", "resolved", "out_of_window", "keys", "sources",
-                         "by_seller", "out_of_scope", "expectations", "config", "history", "missing_by_cause",
-                         "pending_by_cause", "monitored_sellers", "not_checked", "warnings", "unread_files",
-                         "amount_at_risk", "open_items", "decisions"]
+    assert list(doc) == [
+        "night",
+        "outcome",
+        "run",
+        "as_of",
+        "window",
+        "counts",
+        "total_findings",
+        "previous_night",
+        "counts_previous",
+        "new",
+        "open",
+        "resolved",
+        "out_of_window",
+        "keys",
+        "sources",
+        "by_seller",
+        "out_of_scope",
+        "expectations",
+        "config",
+        "history",
+        "missing_by_cause",
+        "pending_by_cause",
+        "monitored_sellers",
+        "not_checked",
+        "warnings",
+        "unread_files",
+        "amount_at_risk",
+        "open_items",
+        "decisions",
+    ]
     assert [s["source_system"] for s in doc["sources"]] == ["registry", "erp"]
     assert model.NightSummary.from_dict(json.loads(json.dumps(doc))) == summary

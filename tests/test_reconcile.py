@@ -22,7 +22,9 @@ def findings(con, landing, tmp_path, cfg=None, night=NIGHT):
     ingest_night(con, landing, night, cfg, tmp_path / "tmp")
     reconcile_night(con, night, cfg)
     rows = fetch_findings(con, night).to_pylist()
-    return {(r["category"], r["invoice_code"], r["invoice_number"], r["field"], r["source_system"]) for r in rows}, rows
+    return {
+        (r["category"], r["invoice_code"], r["invoice_number"], r["field"], r["source_system"]) for r in rows
+    }, rows
 
 
 def test_clean_night_has_no_findings(make_night, mem_con, tmp_path):
@@ -58,8 +60,12 @@ def test_missing_in_issuer_only_for_monitored_sellers(make_night, mem_con, tmp_p
     got, _ = findings(mem_con, make_night([ours, purchase, keep], {"erp": [keep]}), tmp_path)
     assert got == {("MISSING_IN_ISSUER", "", D20, "", "registry")}
     # Configured monitored sellers replace the default.
-    got, _ = findings(mem_con, make_night([ours, purchase, keep], {"erp": [keep]}), tmp_path,
-                      Config(monitored_sellers=(OUTSIDER,)))
+    got, _ = findings(
+        mem_con,
+        make_night([ours, purchase, keep], {"erp": [keep]}),
+        tmp_path,
+        Config(monitored_sellers=(OUTSIDER,)),
+    )
     assert got == {("MISSING_IN_ISSUER", "", D20B, "", "registry")}
 
 
@@ -86,12 +92,28 @@ def test_duplicates_do_not_multiply_rows(make_night, mem_con, tmp_path):
 
 def test_field_mismatch_one_row_per_field(make_night, mem_con, tmp_path):
     issued = invoice(D20)
-    registry = invoice(D20, amount="1100.00", day="2026-11-17", buyer_name="北京丁有限公司",
-                       buyer_tax_id=SELLER_B, seller=SELLER_A, invoice_type="数电票（增值税专用发票）")
+    registry = invoice(
+        D20,
+        amount="1100.00",
+        day="2026-11-17",
+        buyer_name="北京丁有限公司",
+        buyer_tax_id=SELLER_B,
+        seller=SELLER_A,
+        invoice_type="数电票（增值税专用发票）",
+    )
     got, rows = findings(mem_con, make_night([registry], {"erp": [issued]}), tmp_path)
-    assert got == {("FIELD_MISMATCH", "", D20, f, "erp") for f in
-                   ("amount", "tax_amount", "total_amount", "issue_date", "buyer_name", "buyer_tax_id",
-                    "invoice_type")}
+    assert got == {
+        ("FIELD_MISMATCH", "", D20, f, "erp")
+        for f in (
+            "amount",
+            "tax_amount",
+            "total_amount",
+            "issue_date",
+            "buyer_name",
+            "buyer_tax_id",
+            "invoice_type",
+        )
+    }
     amount = next(r for r in rows if r["field"] == "amount")
     assert (amount["issuer_value"], amount["registry_value"]) == ("1000.00", "1100.00")
     date_row = next(r for r in rows if r["field"] == "issue_date")
@@ -110,8 +132,11 @@ def test_cosmetic_differences_are_equal(make_night, mem_con, tmp_path):
         invoice_number="２６１１０００００００００００００００１",  # full-width digits
         buyer_tax_id=" " + BUYER_C.lower() + " ",
         buyer_name="  北京丙贸易(中国)有限公司 ",
-        amount="1,000.00", tax_amount="130.004", total_amount="1130",
-        issue_time="2026/11/18 10:00", invoice_type="数电票(普通发票)",
+        amount="1,000.00",
+        tax_amount="130.004",
+        total_amount="1130",
+        issue_time="2026/11/18 10:00",
+        invoice_type="数电票(普通发票)",
         status="正常",
     )
     got, _ = findings(mem_con, make_night([registry], {"erp": [issued]}), tmp_path)
@@ -124,7 +149,9 @@ def test_amount_tolerance(make_night, mem_con, tmp_path):
     landing = make_night([registry], {"erp": [issued]})
     got, _ = findings(mem_con, landing, tmp_path)
     assert ("FIELD_MISMATCH", "", D20, "amount", "erp") in got
-    got, _ = findings(mem_con, landing, tmp_path, Config(amount_tolerance=__import__("decimal").Decimal("0.01")))
+    got, _ = findings(
+        mem_con, landing, tmp_path, Config(amount_tolerance=__import__("decimal").Decimal("0.01"))
+    )
     assert got == set()
 
 
@@ -178,9 +205,13 @@ def test_rate_rule_within_tolerance_does_not_fire(make_night, mem_con, tmp_path)
 def test_red_invoices(make_night, mem_con, tmp_path):
     blue = invoice(D20, status="red_reversed")
     red_ok = invoice("26110000000000000011", amount="-1000.00", remark=f"被红冲蓝字数电票号码：{D20}")
-    red_orphan = invoice("26110000000000000012", amount="-50.00", original_invoice_number="26119999999999999999")
+    red_orphan = invoice(
+        "26110000000000000012", amount="-50.00", original_invoice_number="26119999999999999999"
+    )
     blue2 = invoice("00012345", code=CODE, amount="100.00", status="partly_red_reversed")
-    red_over = invoice("00054321", code=CODE, amount="-120.00", remark=f"对应正数发票代码:{CODE}号码:00012345")
+    red_over = invoice(
+        "00054321", code=CODE, amount="-120.00", remark=f"对应正数发票代码:{CODE}号码:00012345"
+    )
     rows = [blue, red_ok, red_orphan, blue2, red_over]
     got, details = findings(mem_con, make_night(rows, {"erp": rows}), tmp_path)
     assert got == {
@@ -214,7 +245,9 @@ def test_new_open_resolved_across_nights(make_night, mem_con, tmp_path):
     a, b, c = invoice(D20, day="2026-11-19"), invoice(D20B, day="2026-11-19"), invoice("00012345", code=CODE)
     fresh = invoice("26110000000000000005", day="2026-11-21", time="08:00:00")
     # Night 1: a missing, fresh pending, b mismatched.
-    make_night([dict(b, buyer_name="X"), c], {"erp": [a, b, c, fresh]}, night=date(2026, 11, 21), landing=landing)
+    make_night(
+        [dict(b, buyer_name="X"), c], {"erp": [a, b, c, fresh]}, night=date(2026, 11, 21), landing=landing
+    )
     # Night 2: a still missing, b fixed, fresh still pending -> missing on night 3.
     make_night([b, c], {"erp": [a, b, c, fresh]}, night=date(2026, 11, 22), landing=landing)
     make_night([b, c], {"erp": [a, b, c, fresh]}, night=date(2026, 11, 23), landing=landing)

@@ -34,8 +34,19 @@ def _read(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module", params=sorted(SOURCE))
 def night(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(request.param)
-    code = main(["run", "--night", NIGHT, "--landing", str(EXAMPLE / request.param), "--reports",
-                 str(base / "reports"), "--db", str(base / "fapiao.duckdb")])
+    code = main(
+        [
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(EXAMPLE / request.param),
+            "--reports",
+            str(base / "reports"),
+            "--db",
+            str(base / "fapiao.duckdb"),
+        ]
+    )
     return request.param, base, code
 
 
@@ -44,13 +55,13 @@ def test_exactly_the_expected_findings(night):
     assert code in (0, 1)  # published (13 invoices: every rate threshold is exceeded)
     got = _read(base / "reports" / NIGHT / "exceptions.csv")
     expected = _read(EXAMPLE / "expected_findings.csv")
-    assert sorted((r["category"], _key(r), r["field"] if r["category"] in WITH_FIELD else "") for r in got) == sorted(
-        (r["category"], r["invoice_key"], r["field"]) for r in expected
-    )
+    assert sorted(
+        (r["category"], _key(r), r["field"] if r["category"] in WITH_FIELD else "") for r in got
+    ) == sorted((r["category"], r["invoice_key"], r["field"]) for r in expected)
     # the issuer's findings name the issuer's system
-    assert {r["source_system"] for r in got if r["category"] in ("MISSING_IN_REGISTRY", "FIELD_MISMATCH")} == {
-        SOURCE[landing]
-    }
+    assert {
+        r["source_system"] for r in got if r["category"] in ("MISSING_IN_REGISTRY", "FIELD_MISMATCH")
+    } == {SOURCE[landing]}
     quiet = {r["invoice_key"] for r in _read(EXAMPLE / "no_finding.csv")}
     assert not quiet & {_key(r) for r in got}
 
@@ -60,14 +71,22 @@ def test_the_totals_row_is_skipped_and_nothing_rejected(night):
     summary = json.loads((base / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
     (registry,) = [s for s in summary["sources"] if s["source_system"] == "registry"]
     # 11 invoices and the 合计行 on 发票基础信息, 13 lines on 信息汇总表
-    assert (registry["rows_read"], registry["rows_loaded"], registry["rows_rejected"], registry["rows_skipped"]) == (
-        25, 24, 0, 1)
+    assert (
+        registry["rows_read"],
+        registry["rows_loaded"],
+        registry["rows_rejected"],
+        registry["rows_skipped"],
+    ) == (25, 24, 0, 1)
     for source in summary["sources"]:
         assert source["rows_rejected"] == 0
         for f in source["files"]:
             assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_skipped"]
-    rejected_rate = [r for s in summary["expectations"]["suites"] for r in s["results"]
-                     if r["expectation"] == "rejected_rate"]
+    rejected_rate = [
+        r
+        for s in summary["expectations"]["suites"]
+        for r in s["results"]
+        if r["expectation"] == "rejected_rate"
+    ]
     assert rejected_rate[0]["observed_value"] == 0.0 and rejected_rate[0]["success"]
 
 
@@ -77,10 +96,12 @@ def test_invoices_and_lines_are_staged_apart(night):
     try:
         invoices = con.execute(
             "SELECT invoice_key, sheet, lines, lines_amount, amount, status, risk_level, is_red, original_invoice_key "
-            "FROM staged_invoices WHERE source_kind = 'registry' ORDER BY invoice_key").fetchall()
+            "FROM staged_invoices WHERE source_kind = 'registry' ORDER BY invoice_key"
+        ).fetchall()
         lines = con.execute(
             "SELECT invoice_key, count(*), sum(amount) FROM staged_lines WHERE source_kind = 'registry' "
-            "GROUP BY ALL ORDER BY 1").fetchall()
+            "GROUP BY ALL ORDER BY 1"
+        ).fetchall()
         skipped = con.execute("SELECT sheet, line, reason, skipped FROM rejected_rows").fetchall()
     finally:
         con.close()
@@ -108,8 +129,19 @@ def test_a_workbook_without_a_required_column_is_refused(tmp_path, capsys):
         if cell.value == "开票日期":
             cell.value = "日期"
     wb.save(path)
-    code = main(["run", "--night", NIGHT, "--landing", str(landing), "--reports", str(tmp_path / "r"),
-                 "--db", str(tmp_path / "d.duckdb")])
+    code = main(
+        [
+            "run",
+            "--night",
+            NIGHT,
+            "--landing",
+            str(landing),
+            "--reports",
+            str(tmp_path / "r"),
+            "--db",
+            str(tmp_path / "d.duckdb"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert path.name in err and "发票基础信息" in err and "issue_time / 开票日期" in err and "'日期'" in err

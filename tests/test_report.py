@@ -174,15 +174,27 @@ def test_structure_matches_snapshot(page: PageParser) -> None:
 
 
 def test_sections_and_counts(page: PageParser, html: str) -> None:
-    assert page.sections == ["overview", "findings", "open-items", "resolved", "categories", "trend", "by-source",
-                             "by-seller", "inputs", "expectations", "rejected", "rules"]
+    assert page.sections == [
+        "overview",
+        "findings",
+        "open-items",
+        "resolved",
+        "categories",
+        "trend",
+        "by-source",
+        "by-seller",
+        "inputs",
+        "expectations",
+        "rejected",
+        "rules",
+    ]
     tables = {t["id"]: t for t in page.tables}
     assert tables["categories-table"]["rows"] == len(CATEGORIES)
     assert tables["trend-table"]["rows"] == 30
     assert tables["rules-table"]["rows"] == len(CATEGORIES)
     assert "✗ 未通过 FAILED" in html
     for cat in CATEGORIES:
-        assert f"{cat.zh}</span> <span class=\"en\">{cat.en}" in html  # 缺失于税务系统 / Missing in registry
+        assert f'{cat.zh}</span> <span class="en">{cat.en}' in html  # 缺失于税务系统 / Missing in registry
         assert str(escape(cat.rule_zh)) in html and str(escape(cat.rule_en)) in html
     blocks = json_blocks(page)
     assert len(blocks["findings-data"]["rows"]) == 60
@@ -213,7 +225,11 @@ def test_hostile_values_never_appear_unescaped(html: str, page: PageParser) -> N
     # No event handler attribute anywhere, whatever the data held.
     for tag, attrs in page.tags:
         assert not [a for a in attrs if a.lower().startswith("on")], (tag, attrs)
-        assert tag not in ("img", "iframe", "object", "embed", "link") or tag == "link" and attrs.get("href") == "data:,"
+        assert (
+            tag not in ("img", "iframe", "object", "embed", "link")
+            or tag == "link"
+            and attrs.get("href") == "data:,"
+        )
 
 
 def test_hostile_values_survive_as_data(page: PageParser) -> None:
@@ -243,10 +259,14 @@ def test_scripts_are_data_or_the_hashed_page_script(page: PageParser, html: str)
     code = [(a, body) for a, body in page.scripts if a.get("type") != "application/json"]
     assert len(code) == 1 and "src" not in code[0][0]
     digest = base64.b64encode(hashlib.sha256(code[0][1].encode()).digest()).decode()
-    csp = next(a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    csp = next(
+        a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    )
     assert f"script-src 'sha256-{digest}'" in csp
     assert "default-src 'none'" in csp
-    assert "innerHTML" not in code[0][1] and "insertAdjacentHTML" not in code[0][1] and "eval(" not in code[0][1]
+    assert (
+        "innerHTML" not in code[0][1] and "insertAdjacentHTML" not in code[0][1] and "eval(" not in code[0][1]
+    )
 
 
 def test_masked_by_default(html: str, page: PageParser) -> None:
@@ -301,7 +321,9 @@ def test_select_embedded_rows_keeps_order_and_shares() -> None:
     assert select_embedded_rows(table, 10_000) is table
 
 
-@given(st.lists(st.integers(min_value=0, max_value=500), max_size=12), st.integers(min_value=0, max_value=3000))
+@given(
+    st.lists(st.integers(min_value=0, max_value=500), max_size=12), st.integers(min_value=0, max_value=3000)
+)
 def test_fair_quotas_properties(counts: list[int], cap: int) -> None:
     q = fair_quotas(counts, cap)
     assert sum(q) == min(cap, sum(counts))
@@ -328,7 +350,9 @@ def test_empty_night_renders() -> None:
 
 def test_minimal_summary_renders() -> None:
     findings = build_inputs(3)[1]
-    html = render_report_html(NightSummary(night="2026-11-21"), findings, build_rejected(0), build_resolved(0))
+    html = render_report_html(
+        NightSummary(night="2026-11-21"), findings, build_rejected(0), build_resolved(0)
+    )
     assert "2026-11-21" in html and "? 未知" in html
     assert 'id="counts-warning"' in html  # summary holds no counts, the list holds 3
 
@@ -359,9 +383,15 @@ def test_expectation_states_are_distinguished(html: str) -> None:
 
 
 def test_trend_svg_escapes_and_draws_every_night() -> None:
-    history = [{"night": "<script>x</script>", "counts": {"MISSING_IN_REGISTRY": 3, "FIELD_MISMATCH": 2},
-                "total": 5, "outcome": "failed"},
-               {"night": "2026-11-21", "counts": {"MISSING_IN_REGISTRY": 1}, "total": 1, "outcome": "passed"}]
+    history = [
+        {
+            "night": "<script>x</script>",
+            "counts": {"MISSING_IN_REGISTRY": 3, "FIELD_MISMATCH": 2},
+            "total": 5,
+            "outcome": "failed",
+        },
+        {"night": "2026-11-21", "counts": {"MISSING_IN_REGISTRY": 1}, "total": 1, "outcome": "passed"},
+    ]
     svg = str(trend_svg(history))
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert svg.count("<rect") == 3 and svg.count('class="failed"') == 1
@@ -372,11 +402,15 @@ def test_trend_svg_escapes_and_draws_every_night() -> None:
 
 
 @settings(max_examples=300)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_json_for_script_is_inert_and_round_trips(value: Any) -> None:
     text = str(json_for_script(value))
     assert not set(text) & {"<", ">", "&", "\u2028", "\u2029"}
@@ -403,34 +437,54 @@ def test_mask_name() -> None:
     assert masking.mask_name("") == "" and masking.mask_name(None) is None
 
 
-@pytest.mark.parametrize(("tax_id", "name", "expected"), [
-    ("", "张三", True),
-    (None, None, True),
-    ("110101199003071234", None, True),
-    ("11010119900307123X", "北京某某有限公司", True),  # a person's id wins over the name
-    ("91110108MA01ABCD2X", None, False),
-    ("91110108MA01ABCD2X", "北京某某科技有限公司", False),
-    (None, "北京某某科技有限公司", False),
-    ("", "海淀区某某小吃店", False),
-    (None, "北京大学", False),
-    (None, "Acme Trading Co., Ltd.", False),
-    (None, "李雷", True),
-    (None, "John Smith", True),
-    ("９１１１０１０８ＭＡ０１ＡＢＣＤ２Ｘ", None, False),  # full-width is normalised first
-])
+@pytest.mark.parametrize(
+    ("tax_id", "name", "expected"),
+    [
+        ("", "张三", True),
+        (None, None, True),
+        ("110101199003071234", None, True),
+        ("11010119900307123X", "北京某某有限公司", True),  # a person's id wins over the name
+        ("91110108MA01ABCD2X", None, False),
+        ("91110108MA01ABCD2X", "北京某某科技有限公司", False),
+        (None, "北京某某科技有限公司", False),
+        ("", "海淀区某某小吃店", False),
+        (None, "北京大学", False),
+        (None, "Acme Trading Co., Ltd.", False),
+        (None, "李雷", True),
+        (None, "John Smith", True),
+        ("９１１１０１０８ＭＡ０１ＡＢＣＤ２Ｘ", None, False),  # full-width is normalised first
+    ],
+)
 def test_is_individual(tax_id: str | None, name: str | None, expected: bool) -> None:
     assert masking.is_individual(tax_id, name) is expected
 
 
 def test_mask_record_rules() -> None:
-    person = masking.mask_record({"field": "buyer_name", "issuer_value": "张三丰", "registry_value": "北京某某有限公司",
-                                  "detail": "张三丰 vs 北京某某有限公司"})
-    assert person == {"field": "buyer_name", "issuer_value": "张**", "registry_value": "北京某某有限公司",
-                      "detail": "张** vs 北京某某有限公司"}
-    ids = masking.mask_record({"field": "buyer_tax_id", "issuer_value": "110101199003071234",
-                               "registry_value": "91110108MA01ABCD2X"})
+    person = masking.mask_record(
+        {
+            "field": "buyer_name",
+            "issuer_value": "张三丰",
+            "registry_value": "北京某某有限公司",
+            "detail": "张三丰 vs 北京某某有限公司",
+        }
+    )
+    assert person == {
+        "field": "buyer_name",
+        "issuer_value": "张**",
+        "registry_value": "北京某某有限公司",
+        "detail": "张** vs 北京某某有限公司",
+    }
+    ids = masking.mask_record(
+        {
+            "field": "buyer_tax_id",
+            "issuer_value": "110101199003071234",
+            "registry_value": "91110108MA01ABCD2X",
+        }
+    )
     assert ids["issuer_value"] == "1101**********1234" and ids["registry_value"] == "91110108MA01ABCD2X"
-    other = masking.mask_record({"field": "amount", "issuer_value": "张三", "detail": "id 110101199003071234."})
+    other = masking.mask_record(
+        {"field": "amount", "issuer_value": "张三", "detail": "id 110101199003071234."}
+    )
     assert other["issuer_value"] == "张三" and other["detail"] == "id 1101**********1234."
     buyer_cols = masking.mask_record({"buyer_name": "李四", "buyer_tax_id": "", "remark": "给李四"})
     assert buyer_cols == {"buyer_name": "李*", "buyer_tax_id": "", "remark": "给李*"}
@@ -445,7 +499,10 @@ def test_mask_free_text_leaves_invoice_numbers_alone() -> None:
 
 def test_mask_raw_line() -> None:
     raw = "00000001,张三丰,110101199003071234,北京某某科技有限公司,正常,数电票（普通发票）"
-    assert masking.mask_raw_line(raw) == "00000001,张**,1101**********1234,北京某某科技有限公司,正常,数电票（普通发票）"
+    assert (
+        masking.mask_raw_line(raw)
+        == "00000001,张**,1101**********1234,北京某某科技有限公司,正常,数电票（普通发票）"
+    )
 
 
 @given(st.text(min_size=0, max_size=40))
@@ -482,23 +539,32 @@ def test_any_text_is_embedded_inertly(texts: list[str]) -> None:
 def test_lines_of_shown_invoices_are_embedded_as_evidence() -> None:
     summary, findings, rejected, resolved = build_inputs(30)
     keys = findings.column("invoice_key").to_pylist()
-    lines = pa.table({
-        "invoice_key": [keys[0], keys[0], "not-a-finding"],
-        "source_system": ["registry", "registry", "registry"],
-        "line": [2, 3, 4],
-        "item_name": ["*计算机*鼠标", "<img src=x onerror=alert(1)>", "x"],
-        "quantity": ["10", None, "1"],
-        "unit_price": ["80", None, "1"],
-        "amount": ["800.00", "-200.00", "1.00"],
-        "tax_rate": ["0.1300", "0.1300", "0.1300"],
-        "tax_amount": ["104.00", "-26.00", "0.13"],
-    })
+    lines = pa.table(
+        {
+            "invoice_key": [keys[0], keys[0], "not-a-finding"],
+            "source_system": ["registry", "registry", "registry"],
+            "line": [2, 3, 4],
+            "item_name": ["*计算机*鼠标", "<img src=x onerror=alert(1)>", "x"],
+            "quantity": ["10", None, "1"],
+            "unit_price": ["80", None, "1"],
+            "amount": ["800.00", "-200.00", "1.00"],
+            "tax_rate": ["0.1300", "0.1300", "0.1300"],
+            "tax_amount": ["104.00", "-26.00", "0.13"],
+        }
+    )
     html = render_report_html(summary, findings, rejected, resolved, lines=lines)
     spec = json_blocks(parse(html))["findings-data"]["lines"]
     assert [c["key"] for c in spec["columns"]][:3] == ["source_system", "line", "item_name"]
-    assert spec["by_key"] == {keys[0]: [["registry", "2", "*计算机*鼠标", "10", "80", "800.00", "0.1300", "104.00"],
-                                        ["registry", "3", "<img src=x onerror=alert(1)>", None, None, "-200.00",
-                                         "0.1300", "-26.00"]]}
+    assert spec["by_key"] == {
+        keys[0]: [
+            ["registry", "2", "*计算机*鼠标", "10", "80", "800.00", "0.1300", "104.00"],
+            ["registry", "3", "<img src=x onerror=alert(1)>", None, None, "-200.00", "0.1300", "-26.00"],
+        ]
+    }
     assert "<img src=x" not in html  # the hostile item name is escaped inside the JSON block
-    assert json_blocks(parse(render_report_html(summary, findings, rejected, resolved)))["findings-data"]["lines"][
-        "by_key"] == {}
+    assert (
+        json_blocks(parse(render_report_html(summary, findings, rejected, resolved)))["findings-data"][
+            "lines"
+        ]["by_key"]
+        == {}
+    )

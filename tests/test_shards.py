@@ -36,14 +36,41 @@ GEN_NIGHT = "2026-11-21"
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("shards")
-    assert main(["generate", "--night", GEN_NIGHT, "--out", str(base / "landing"), "--rows", "4000",
-                 "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--night",
+                GEN_NIGHT,
+                "--out",
+                str(base / "landing"),
+                "--rows",
+                "4000",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     return base / "landing"
 
 
 def _run(landing: Path, out: Path, shards: int) -> Path:
-    code = main(["run", "--night", GEN_NIGHT, "--landing", str(landing), "--reports", str(out / "reports"),
-                 "--db", str(out / "fapiao.duckdb"), "--shards", str(shards)])
+    code = main(
+        [
+            "run",
+            "--night",
+            GEN_NIGHT,
+            "--landing",
+            str(landing),
+            "--reports",
+            str(out / "reports"),
+            "--db",
+            str(out / "fapiao.duckdb"),
+            "--shards",
+            str(shards),
+        ]
+    )
     assert code in (0, 1)
     return out / "reports" / GEN_NIGHT
 
@@ -99,9 +126,16 @@ def test_shards_in_separate_processes_then_merge(landing, tmp_path, monkeypatch)
     # The same night reconciled in one piece gives the same findings.
     con = duckdb.connect(str(db), read_only=True)
     try:
-        sharded = sorted(map(tuple, con.execute(
-            "SELECT category, invoice_key, field, source_system, detail, coalesce(suggested_match, '') "
-            "FROM findings WHERE night = ?", [night]).fetchall()))
+        sharded = sorted(
+            map(
+                tuple,
+                con.execute(
+                    "SELECT category, invoice_key, field, source_system, detail, coalesce(suggested_match, '') "
+                    "FROM findings WHERE night = ?",
+                    [night],
+                ).fetchall(),
+            )
+        )
     finally:
         con.close()
     assert sum(counts.values()) == len(sharded)
@@ -111,9 +145,16 @@ def test_shards_in_separate_processes_then_merge(landing, tmp_path, monkeypatch)
     try:
         ingest_night(whole, landing, night, cfg, tmp_path / "tmp")
         reconcile_night(whole, night, cfg)
-        single = sorted(map(tuple, whole.execute(
-            "SELECT category, invoice_key, field, source_system, detail, coalesce(suggested_match, '') "
-            "FROM findings WHERE night = ?", [night]).fetchall()))
+        single = sorted(
+            map(
+                tuple,
+                whole.execute(
+                    "SELECT category, invoice_key, field, source_system, detail, coalesce(suggested_match, '') "
+                    "FROM findings WHERE night = ?",
+                    [night],
+                ).fetchall(),
+            )
+        )
     finally:
         whole.close()
     assert sharded == single
@@ -159,8 +200,10 @@ def test_red_invoices_of_one_blue_in_different_shards(make_night, mem_con, tmp_p
         cfg = Config(shards=shards)
         ingest_night(mem_con, landing, NIGHT, cfg, tmp_path / "tmp")
         reconcile_night(mem_con, NIGHT, cfg)
-        out[shards] = sorted((r["category"], r["invoice_number"], r["detail"])
-                             for r in fetch_findings(mem_con, NIGHT).to_pylist())
+        out[shards] = sorted(
+            (r["category"], r["invoice_number"], r["detail"])
+            for r in fetch_findings(mem_con, NIGHT).to_pylist()
+        )
     assert out[1] == out[8]
     assert {(c, n) for c, n, _ in out[8]} == {("ORPHAN_RED_INVOICE", r) for r in reds}
     assert all("exceed" in d for _, _, d in out[8])
@@ -169,7 +212,8 @@ def test_red_invoices_of_one_blue_in_different_shards(make_night, mem_con, tmp_p
 def test_probable_match_across_shards(make_night, mem_con, tmp_path):
     # A typo moves the key into another shard: the match is still found after the merge.
     issued, typo = _keys_in_other_shards(
-        mem_con, [f"261100000000000012{i:02d}" for i in range(10)] + ["26110000000000001201"], 8)[:2]
+        mem_con, [f"261100000000000012{i:02d}" for i in range(10)] + ["26110000000000001201"], 8
+    )[:2]
     keep = invoice("26110000000000000999")
     landing = make_night([invoice(typo), keep], {"erp": [invoice(issued), keep]})
     cfg = Config(shards=8)

@@ -74,8 +74,11 @@ def test_retention_counts_nights_run(tmp_path):
 
     con = connect(tmp_path / "f.duckdb", Config())
     for n in (*NIGHTS, date(2036, 11, 1)):
-        con.execute("INSERT INTO ingested_files VALUES ($n, 'registry', 'registry', 'r.csv', 'x', 'csv', NULL, 1, 1, "
-                    "1, 0, NULL, 0)", {"n": n})
+        con.execute(
+            "INSERT INTO ingested_files VALUES ($n, 'registry', 'registry', 'r.csv', 'x', 'csv', NULL, 1, 1, "
+            "1, 0, NULL, 0)",
+            {"n": n},
+        )
     assert retention_horizon(con, Config(retain_nights=3)) == NIGHTS[2]
     assert retention_horizon(con, Config(retain_nights=9)) is None
     assert retention_horizon(con, Config(retain_nights=0)) is None
@@ -89,8 +92,21 @@ def test_night_outside_retention_is_refused(months, capsys):
     staged = _count(paths.db, "SELECT night, count(*) FROM staged_invoices GROUP BY 1 ORDER BY 1")
     cfg = base / "two.toml"
     cfg.write_text("retain_nights = 2\n", encoding="utf-8")
-    code = main(["run", "--night", NIGHTS[1].isoformat(), "--landing", str(paths.landing), "--reports",
-                 str(paths.reports), "--db", str(paths.db), "--config", str(cfg)])
+    code = main(
+        [
+            "run",
+            "--night",
+            NIGHTS[1].isoformat(),
+            "--landing",
+            str(paths.landing),
+            "--reports",
+            str(paths.reports),
+            "--db",
+            str(paths.db),
+            "--config",
+            str(cfg),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "2026-11-02 is outside the retention of 2 nights" in err and "2026-11-03 to 2026-11-04" in err
@@ -121,7 +137,8 @@ def test_compact_shrinks_the_file_and_a_rerun_stays_byte_identical(months, tmp_p
     run_night(paths, NIGHTS[3], Config(retain_nights=2))
     for name in ("exceptions.csv",):
         assert (paths.reports / NIGHTS[3].isoformat() / name).read_bytes() == (
-            runs["all"].reports / NIGHTS[3].isoformat() / name).read_bytes()
+            runs["all"].reports / NIGHTS[3].isoformat() / name
+        ).read_bytes()
     # compacting again: nothing left to remove, the file stays about the size it is
     again = compact(db, Config(retain_nights=2))
     assert again.sweep.nights == () and again.bytes_after <= 1.1 * again.bytes_before
@@ -147,8 +164,12 @@ def test_kill_during_compaction_leaves_the_old_database_usable(months, tmp_path)
     findings = _count(db, "SELECT night, count(*) FROM findings GROUP BY 1 ORDER BY 1")
     marker = tmp_path / "paused"
     env = {**os.environ, "FAPIAO_TEST_PAUSE_AT": "compact", "FAPIAO_TEST_PAUSE_FILE": str(marker)}
-    proc = subprocess.Popen([sys.executable, "-m", "fapiao_audit.cli", "compact", "--db", str(db)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fapiao_audit.cli", "compact", "--db", str(db)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -167,7 +188,8 @@ def test_kill_during_compaction_leaves_the_old_database_usable(months, tmp_path)
     paths = Paths(runs["two"].landing, tmp_path / "reports", db)
     run_night(paths, NIGHTS[3], Config(retain_nights=2))
     assert (paths.reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes() == (
-        runs["two"].reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes()
+        runs["two"].reports / NIGHTS[3].isoformat() / "exceptions.csv"
+    ).read_bytes()
     # the next compaction removes what the killed one left
     res = compact(db, Config(retain_nights=2))
     assert res.leftovers_removed and not list(tmp_path.glob(".fapiao.duckdb.compact-*"))
@@ -179,8 +201,9 @@ def test_a_red_invoice_still_finds_its_blue_after_retention(make_night, tmp_path
     blue_no = "26110000000000000020"
     blue = invoice(blue_no, day="2026-10-01", status="red_reversed")
     other = invoice("26110000000000000030", day="2026-10-20")
-    red = invoice("26110000000000000021", day="2026-10-20", amount="-1000.00",
-                  remark=f"被红冲蓝字数电票号码：{blue_no}")
+    red = invoice(
+        "26110000000000000021", day="2026-10-20", amount="-1000.00", remark=f"被红冲蓝字数电票号码：{blue_no}"
+    )
     landing = tmp_path / "landing"
     make_night([blue], {"erp": [blue]}, night=date(2026, 10, 1), landing=landing)
     make_night([other], {"erp": [other]}, night=date(2026, 10, 10), landing=landing)
@@ -193,7 +216,13 @@ def test_a_red_invoice_still_finds_its_blue_after_retention(make_night, tmp_path
         got[keep] = (paths.reports / "2026-10-20" / "exceptions.csv").read_bytes()
         if keep:  # the first night's rows are gone; its blue invoice is kept
             assert _count(paths.db, "SELECT min(night) FROM staged_invoices") == [(date(2026, 10, 10),)]
-            assert _count(paths.db, "SELECT invoice_key, night FROM retired_blues WHERE invoice_key = "
-                          f"'{blue_no}' ORDER BY ALL") == [(blue_no, date(2026, 10, 1))] * 2
+            assert (
+                _count(
+                    paths.db,
+                    "SELECT invoice_key, night FROM retired_blues WHERE invoice_key = "
+                    f"'{blue_no}' ORDER BY ALL",
+                )
+                == [(blue_no, date(2026, 10, 1))] * 2
+            )
     assert b"ORPHAN_RED_INVOICE" not in got[0]
     assert got[2] == got[0]

@@ -464,7 +464,9 @@ def test_lines_belong_to_invoices_and_add_up(con):
     # a registry invoice whose 2 lines add up to 90 (the invoice says 100), and a line of no invoice
     con.execute(
         "UPDATE staged_invoices SET lines = 2, lines_amount = 90.00, lines_tax = 13.00 "
-        "WHERE source_kind = 'registry' AND invoice_number = ?", [digital(1)])
+        "WHERE source_kind = 'registry' AND invoice_number = ?",
+        [digital(1)],
+    )
     con.executemany(
         "INSERT INTO staged_lines (night, source_kind, source_system, file, sheet, line, invoice_key, amount) "
         "VALUES (?, 'registry', 'registry', 'registry/export.xlsx', '信息汇总表', ?, ?, ?)",

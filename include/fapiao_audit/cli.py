@@ -44,39 +44,78 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="ingest, reconcile, validate and publish one night")
     run.add_argument("--night", required=True, help="business night, YYYY-MM-DD (Asia/Shanghai)")
-    run.add_argument("--landing", required=True, type=Path, help="landing folder holding <night>/registry and <night>/issuers")
-    run.add_argument("--reports", required=True, type=Path, help="reports folder; the night is published into <reports>/<night>/")
-    run.add_argument("--db", type=Path, default=None, help="DuckDB file (default: <reports>/../fapiao.duckdb)")
+    run.add_argument(
+        "--landing",
+        required=True,
+        type=Path,
+        help="landing folder holding <night>/registry and <night>/issuers",
+    )
+    run.add_argument(
+        "--reports",
+        required=True,
+        type=Path,
+        help="reports folder; the night is published into <reports>/<night>/",
+    )
+    run.add_argument(
+        "--db", type=Path, default=None, help="DuckDB file (default: <reports>/../fapiao.duckdb)"
+    )
     run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     run.add_argument("--shards", type=int, default=None, help="partitions of the reconciliation by key hash")
-    run.add_argument("--allow-missing", action="append", default=[], metavar="SYSTEM",
-                     help="run although this issuing system, expected from earlier nights, delivered nothing "
-                          "(its open findings are carried as not checked); repeatable")
-    run.add_argument("--acks", type=Path, default=None, metavar="DIR",
-                     help="acknowledgements folder: finance's decision files (the workbook with 处理状态 filled "
-                          "in, or a CSV of finding id, status, note); overrides acknowledgements_dir")
+    run.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="SYSTEM",
+        help="run although this issuing system, expected from earlier nights, delivered nothing "
+        "(its open findings are carried as not checked); repeatable",
+    )
+    run.add_argument(
+        "--acks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="acknowledgements folder: finance's decision files (the workbook with 处理状态 filled "
+        "in, or a CSV of finding id, status, note); overrides acknowledgements_dir",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
-    run.add_argument("-q", "--quiet", action="store_true",
-                     help="no progress on stderr (by default: files read and stages done, one line each when "
-                          "stderr is not a terminal)")
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (by default: files read and stages done, one line each when "
+        "stderr is not a terminal)",
+    )
 
     gen = sub.add_parser("generate", help="write a synthetic landing night with known defects")
     gen.add_argument("--night", required=True)
     gen.add_argument("--out", required=True, type=Path)
     gen.add_argument("--rows", type=int, default=5000, help="invoices per side (default 5000)")
     gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--layout", choices=("real", "flat"), default="real",
-                     help="real: the registry's two-sheet workbook with invoice lines and the issuers' own "
-                          "exports (default); flat: one row per invoice everywhere (the benchmarks' layout)")
+    gen.add_argument(
+        "--layout",
+        choices=("real", "flat"),
+        default="real",
+        help="real: the registry's two-sheet workbook with invoice lines and the issuers' own "
+        "exports (default); flat: one row per invoice everywhere (the benchmarks' layout)",
+    )
 
-    comp = sub.add_parser("compact", help="remove staged rows outside retain_nights and rewrite the database "
-                                           "file so that it shrinks (waits for, and blocks, any run)")
+    comp = sub.add_parser(
+        "compact",
+        help="remove staged rows outside retain_nights and rewrite the database "
+        "file so that it shrinks (waits for, and blocks, any run)",
+    )
     comp.add_argument("--db", required=True, type=Path, help="the DuckDB file the nights run on")
-    comp.add_argument("--config", type=Path, default=None, help="TOML configuration file (retain_nights, "
-                                                                "lock_timeout_s, DuckDB resources)")
+    comp.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML configuration file (retain_nights, lock_timeout_s, DuckDB resources)",
+    )
 
     demo = sub.add_parser("demo", help="generate a few nights, run them, print where the report is")
-    demo.add_argument("--dir", type=Path, default=Path("data/demo"), help="working folder (default data/demo)")
+    demo.add_argument(
+        "--dir", type=Path, default=Path("data/demo"), help="working folder (default data/demo)"
+    )
     demo.add_argument("--nights", type=int, default=3)
     demo.add_argument("--rows", type=int, default=5000)
     demo.add_argument("--last-night", default=None, help="last night of the demo (default: yesterday)")
@@ -159,12 +198,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if res.layout == "real":  # taxctl's state codes and shopapi's invoiceType need the sources' tables
         path, ours = _write_generated_config(args.out)
         if ours:
-            print(f"configuration: run the night with --config {path} (taxctl's state codes, shopapi's ignored "
-                  "invoiceType)")
+            print(
+                f"configuration: run the night with --config {path} (taxctl's state codes, shopapi's ignored "
+                "invoiceType)"
+            )
         else:
-            print(f"configuration: the night needs the [sources.taxctl.values.*] and [sources.shopapi] tables of "
-                  f"fapiao_audit.generate.SOURCES_TOML (config.example.toml shows them); {path} exists and was "
-                  "left as it is")
+            print(
+                f"configuration: the night needs the [sources.taxctl.values.*] and [sources.shopapi] tables of "
+                f"fapiao_audit.generate.SOURCES_TOML (config.example.toml shows them); {path} exists and was "
+                "left as it is"
+            )
     return EXIT_OK
 
 
@@ -174,9 +217,16 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     res = compact(args.db, cfg)
     nights = res.sweep.nights
-    swept = (f"staged rows of {len(nights)} night(s) {nights[0].isoformat()}..{nights[-1].isoformat()} removed; "
-             if nights else "no night outside retention; ")
-    leftovers = f"; removed {len(res.leftovers_removed)} file(s) a stopped compaction left" if res.leftovers_removed else ""
+    swept = (
+        f"staged rows of {len(nights)} night(s) {nights[0].isoformat()}..{nights[-1].isoformat()} removed; "
+        if nights
+        else "no night outside retention; "
+    )
+    leftovers = (
+        f"; removed {len(res.leftovers_removed)} file(s) a stopped compaction left"
+        if res.leftovers_removed
+        else ""
+    )
     print(f"{res.db}: {swept}{res.bytes_before / 1e6:.1f} MB -> {res.bytes_after / 1e6:.1f} MB{leftovers}")
     return EXIT_OK
 
@@ -226,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else EXIT_OK
         if args.command is None:
             raise ConfigError(f"no command given: use one of {', '.join(_COMMANDS)} (see {_PROG} --help)")
-        handler = {"run": _cmd_run, "generate": _cmd_generate, "compact": _cmd_compact, "demo": _cmd_demo}[args.command]
+        handler = {"run": _cmd_run, "generate": _cmd_generate, "compact": _cmd_compact, "demo": _cmd_demo}[
+            args.command
+        ]
         return handler(args)
     except FapiaoError as e:
         print(f"fapiao-audit: error: {e}", file=sys.stderr)
@@ -246,8 +298,10 @@ def _describe(e: Exception) -> str:
     import duckdb
 
     if isinstance(e, duckdb.OutOfMemoryException | MemoryError):
-        return (f"out of memory ({first_line(e, 500)}); raise duckdb_memory_limit or lower "
-                "duckdb_threads in the configuration. Nothing was published for this night")
+        return (
+            f"out of memory ({first_line(e, 500)}); raise duckdb_memory_limit or lower "
+            "duckdb_threads in the configuration. Nothing was published for this night"
+        )
     if isinstance(e, duckdb.FatalException):
         # DuckDB stops the database after a fatal error and repeats it as "database has been invalidated";
         # the cause is the original error it quotes (under a tight memory limit, a block it could not pin).
@@ -256,11 +310,15 @@ def _describe(e: Exception) -> str:
         cause_lines = original.removeprefix("FATAL Error: ").strip().splitlines()
         cause = (cause_lines[0][:500] if cause_lines else type(e).__name__).rstrip('"')
         if re.search(r"pin block|could not allocate|out of memory|memory_limit", original, re.IGNORECASE):
-            return (f"out of memory in the database ({cause}); raise duckdb_memory_limit or lower "
-                    "duckdb_threads in the configuration. Nothing was published for this night; the "
-                    "database keeps what the last finished night committed")
-        return (f"the database stopped on a fatal error ({cause}). Nothing was published for this night; "
-                "the database keeps what the last finished night committed")
+            return (
+                f"out of memory in the database ({cause}); raise duckdb_memory_limit or lower "
+                "duckdb_threads in the configuration. Nothing was published for this night; the "
+                "database keeps what the last finished night committed"
+            )
+        return (
+            f"the database stopped on a fatal error ({cause}). Nothing was published for this night; "
+            "the database keeps what the last finished night committed"
+        )
     if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or first_line(e, 500)}. Nothing was published for this night"

@@ -106,8 +106,14 @@ class DatabaseSource:
     time_column: str = "issue_time"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"system": self.system, "url": redact_url(self.url) if self.url else None, "conn_id": self.conn_id,
-                "table": self.table, "query": self.query, "time_column": self.time_column}
+        return {
+            "system": self.system,
+            "url": redact_url(self.url) if self.url else None,
+            "conn_id": self.conn_id,
+            "table": self.table,
+            "query": self.query,
+            "time_column": self.time_column,
+        }
 
 
 @dataclass(frozen=True)
@@ -280,14 +286,18 @@ def _check(cfg: Config) -> Config:
     if not 1 <= cfg.window_days <= 366:
         raise ConfigError(f"config key 'window_days': must be between 1 and 366, got {cfg.window_days}")
     if not 0 <= cfg.sync_grace_hours <= 24 * 60:
-        raise ConfigError(f"config key 'sync_grace_hours': must be between 0 and 1440, got {cfg.sync_grace_hours}")
+        raise ConfigError(
+            f"config key 'sync_grace_hours': must be between 0 and 1440, got {cfg.sync_grace_hours}"
+        )
     for key in ("xlsx_max_uncompressed_mb", "xlsx_max_shared_strings", "xlsx_max_columns"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"config key '{key}': must be at least 1")
     if not 0 <= cfg.source_lookback_nights <= 366:
         raise ConfigError("config key 'source_lookback_nights': must be between 0 and 366")
     if not 0 <= cfg.retain_nights <= 3660:
-        raise ConfigError(f"config key 'retain_nights': must be between 0 (keep every night) and 3660, got {cfg.retain_nights}")
+        raise ConfigError(
+            f"config key 'retain_nights': must be between 0 (keep every night) and 3660, got {cfg.retain_nights}"
+        )
     if not 1 <= cfg.shards <= 1024:
         raise ConfigError(f"config key 'shards': must be between 1 and 1024, got {cfg.shards}")
     if cfg.report_max_rows < 0:
@@ -297,12 +307,19 @@ def _check(cfg: Config) -> Config:
     if cfg.duckdb_threads < 0:
         raise ConfigError("config key 'duckdb_threads': must not be negative")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", cfg.duckdb_memory_limit.strip()):
-        raise ConfigError(f"config key 'duckdb_memory_limit': expected a size like '4GB', got {cfg.duckdb_memory_limit!r}")
+        raise ConfigError(
+            f"config key 'duckdb_memory_limit': expected a size like '4GB', got {cfg.duckdb_memory_limit!r}"
+        )
     for tax_id in cfg.monitored_sellers:
         if not re.fullmatch(r"[0-9A-Z]{15,20}", tax_id):
             raise ConfigError(f"config key 'monitored_sellers': {tax_id!r} is not a tax id")
     t = cfg.thresholds
-    for name in ("max_missing_in_registry_rate", "max_missing_in_issuer_rate", "max_field_mismatch_rate", "max_rejected_rate"):
+    for name in (
+        "max_missing_in_registry_rate",
+        "max_missing_in_issuer_rate",
+        "max_field_mismatch_rate",
+        "max_rejected_rate",
+    ):
         v = getattr(t, name)
         if not 0 <= v <= 1:
             raise ConfigError(f"config key 'thresholds.{name}': must be a rate between 0 and 1, got {v}")
@@ -349,8 +366,14 @@ def build_config(data: dict[str, Any]) -> Config:
 
 
 #: The keys a configuration file may hold at its top level.
-_TOP_LEVEL_KEYS = ("thresholds", "sources", "database_sources", "expected_sources", "retired_sources",
-                   *_SCALARS)
+_TOP_LEVEL_KEYS = (
+    "thresholds",
+    "sources",
+    "database_sources",
+    "expected_sources",
+    "retired_sources",
+    *_SCALARS,
+)
 
 
 _SOURCE_KEYS = ("columns", "values", "ignore_columns")
@@ -437,8 +460,16 @@ def _database_sources(value: Any) -> tuple[DatabaseSource, ...]:
         check_identifier_path(time_column, f"{key}.time_column")
         if "." in time_column:
             raise ConfigError(f"config key '{key}.time_column': a column name, not a path")
-        out.append(DatabaseSource(system, spec.get("url"), spec.get("conn_id"), spec.get("table"), spec.get("query"),
-                                  time_column))
+        out.append(
+            DatabaseSource(
+                system,
+                spec.get("url"),
+                spec.get("conn_id"),
+                spec.get("table"),
+                spec.get("query"),
+                time_column,
+            )
+        )
     return tuple(out)
 
 

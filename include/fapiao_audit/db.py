@@ -48,7 +48,9 @@ def sql_statements(filename: str) -> list[tuple[str, str]]:
     return out
 
 
-def execute_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
+def execute_sql(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]
+) -> duckdb.DuckDBPyConnection:
     """Run one statement, binding only the ``$named`` parameters it uses."""
     at = os.environ.get(PAUSE_ENV)
     if at and at.startswith("sql:") and at[4:] in sql:
@@ -78,7 +80,11 @@ def quote_ident(name: str) -> str:
 
 
 def connect(
-    db_path: Path | str, cfg: Config, *, allowed_dirs: Sequence[Path | str] | None = None, read_only: bool = False
+    db_path: Path | str,
+    cfg: Config,
+    *,
+    allowed_dirs: Sequence[Path | str] | None = None,
+    read_only: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """Open the job's DuckDB database with the configured resources and the schema in place.
 
@@ -182,8 +188,11 @@ def exclusive(db_path: Path | str, timeout_s: float) -> Iterator[None]:
         return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another run"
 
     def say_waiting() -> None:
-        print(f"fapiao-audit: waiting up to {timeout_s:g} s for another run ({holder()}) "
-              f"to release {db_path}", file=sys.stderr, flush=True)
+        print(
+            f"fapiao-audit: waiting up to {timeout_s:g} s for another run ({holder()}) to release {db_path}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         if not _flock(fd, fcntl.LOCK_EX, timeout_s, say_waiting):

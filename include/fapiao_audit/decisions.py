@@ -118,7 +118,9 @@ def _tables(path: Path) -> list[tuple[str | None, list[tuple[int, list[str | Non
     return out
 
 
-def _header_row(rows: list[tuple[int, list[str | None]]]) -> tuple[int, int, int, int | None, int | None] | None:
+def _header_row(
+    rows: list[tuple[int, list[str | None]]],
+) -> tuple[int, int, int, int | None, int | None] | None:
     """(index in rows, id column, status column, note column, owner column) of the first of the first
     10 rows that names an id and a status column."""
     for i, (_n, cells) in enumerate(rows[:10]):
@@ -151,8 +153,9 @@ def read_folder(con: duckdb.DuckDBPyConnection, folder: Path | None, night: date
         paths = sorted(folder.iterdir())
     except OSError as e:
         paths = []
-        problems.append(Problem(str(folder), None, None, f"the acknowledgements folder cannot be read: "
-                                                         f"{e.strerror or e}"))
+        problems.append(
+            Problem(str(folder), None, None, f"the acknowledgements folder cannot be read: {e.strerror or e}")
+        )
         problem_rows.append(["", str(folder), night, None, None, problems[-1].reason])
     for path in paths:
         if path.name.startswith((".", "~$")) or not path.is_file() or path.suffix.lower() not in _FORMATS:
@@ -178,45 +181,75 @@ def read_folder(con: duckdb.DuckDBPyConnection, folder: Path | None, night: date
             tables = []
             found.append(Problem(name, None, None, f"cannot be read: {e}"))
         if tables and all(_header_row(rows) is None for _s, rows in tables):
-            found.append(Problem(name, None, None, "no header row with a finding id (编号) and a status (处理状态) "
-                                                   "column"))
+            found.append(
+                Problem(
+                    name, None, None, "no header row with a finding id (编号) and a status (处理状态) column"
+                )
+            )
         for sheet, rows in tables:
             header = _header_row(rows)
             if header is None:
                 continue
             at, c_id, c_status, c_note, c_owner = header
-            for row_number, cells in rows[at + 1:]:
+            for row_number, cells in rows[at + 1 :]:
+
                 def cell(i: int | None, cells: list[str | None] = cells) -> str:
                     return (cells[i] or "").strip() if i is not None and i < len(cells) else ""
+
                 fid, word = cell(c_id), cell(c_status)
                 try:
                     code = decision_code(word)
                 except ValueError:
-                    found.append(Problem(name, sheet, row_number,
-                                         f"unknown status {word[:40]!r}; use one of "
-                                         + ", ".join(f"{zh} ({en})" for zh, en, _c in DECISIONS.values())))
+                    found.append(
+                        Problem(
+                            name,
+                            sheet,
+                            row_number,
+                            f"unknown status {word[:40]!r}; use one of "
+                            + ", ".join(f"{zh} ({en})" for zh, en, _c in DECISIONS.values()),
+                        )
+                    )
                     continue
                 if code is None:
                     continue
                 if not fid:
                     found.append(Problem(name, sheet, row_number, "a status without a finding id (编号)"))
                     continue
-                decided.append([fid.upper(), code, cell(c_note) or None, cell(c_owner) or Path(name).stem,
-                                night, None, name, sheet, row_number, sha, now])
+                decided.append(
+                    [
+                        fid.upper(),
+                        code,
+                        cell(c_note) or None,
+                        cell(c_owner) or Path(name).stem,
+                        night,
+                        None,
+                        name,
+                        sheet,
+                        row_number,
+                        sha,
+                        now,
+                    ]
+                )
         # Values the decision was taken on: the finding as last published before tonight.
         ids = sorted({d[0] for d in decided})
         hashes: dict[str, str] = {}
         if ids:
-            hashes = dict(con.execute(
-                "SELECT finding_id, arg_max(fa_values_hash(category, issuer_value, registry_value, issuer_total, "
-                "registry_total), night) FROM fa_items_upto($n) WHERE finding_id IN (SELECT unnest($ids)) "
-                "GROUP BY finding_id", {"n": night, "ids": ids},
-            ).fetchall())
+            hashes = dict(
+                con.execute(
+                    "SELECT finding_id, arg_max(fa_values_hash(category, issuer_value, registry_value, issuer_total, "
+                    "registry_total), night) FROM fa_items_upto($n) WHERE finding_id IN (SELECT unnest($ids)) "
+                    "GROUP BY finding_id",
+                    {"n": night, "ids": ids},
+                ).fetchall()
+            )
         taken = 0
         for d in decided:
             if d[0] not in hashes:
-                found.append(Problem(name, d[7], d[8], f"unknown finding id {d[0][:40]!r} (no published night "
-                                                         "holds it)"))
+                found.append(
+                    Problem(
+                        name, d[7], d[8], f"unknown finding id {d[0][:40]!r} (no published night holds it)"
+                    )
+                )
                 continue
             d[5] = hashes[d[0]]
             rows_in.append(d)
@@ -247,14 +280,16 @@ def night_decisions(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, An
         {"file": f, "sha256": s, "decisions": int(d), "problems": int(p)}
         for f, s, d, p in con.execute(
             "SELECT file, file_sha256, decisions, problems FROM decision_files WHERE read_night = $n "
-            "ORDER BY file, file_sha256", {"n": night},
+            "ORDER BY file, file_sha256",
+            {"n": night},
         ).fetchall()
     ]
     problems = [
         {"file": f, "sheet": sh, "row": r, "reason": why}
         for f, sh, r, why in con.execute(
             "SELECT file, sheet, row_number, reason FROM decision_problems WHERE read_night = $n "
-            "ORDER BY file, sheet NULLS FIRST, row_number NULLS FIRST, reason", {"n": night},
+            "ORDER BY file, sheet NULLS FIRST, row_number NULLS FIRST, reason",
+            {"n": night},
         ).fetchall()
     ]
     in_force = con.execute(

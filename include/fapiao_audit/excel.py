@@ -111,12 +111,14 @@ def write_exceptions_xlsx(
     try:
         fmt = _formats(workbook)
         created = _night_datetime(summary)
-        workbook.set_properties({
-            "title": f"发票核对异常清单 Fapiao exceptions {summary.night}",
-            "subject": "fapiao reconciliation",
-            "author": "fapiao-audit",
-            "created": created,
-        })
+        workbook.set_properties(
+            {
+                "title": f"发票核对异常清单 Fapiao exceptions {summary.night}",
+                "subject": "fapiao reconciliation",
+                "author": "fapiao-audit",
+                "created": created,
+            }
+        )
         # Worksheet names are fixed before any data is streamed: the summary links to them.
         plan = _sheet_plan(findings, max_rows_per_sheet)
         summary_ws = workbook.add_worksheet(SUMMARY_SHEET)
@@ -211,8 +213,16 @@ def _sheet_plan(findings: pa.Table, max_rows: int) -> list[tuple[str | None, int
 
 def _formats(workbook: xlsxwriter.Workbook) -> dict[str, Any]:
     return {
-        "header": workbook.add_format({"bold": True, "bg_color": "#1F2937", "font_color": "#FFFFFF",
-                                       "border": 1, "valign": "vcenter", "text_wrap": True}),
+        "header": workbook.add_format(
+            {
+                "bold": True,
+                "bg_color": "#1F2937",
+                "font_color": "#FFFFFF",
+                "border": 1,
+                "valign": "vcenter",
+                "text_wrap": True,
+            }
+        ),
         "text": workbook.add_format({"num_format": "@", "valign": "top"}),
         "id": workbook.add_format({"num_format": "@", "valign": "top", "font_name": "Consolas"}),
         "date": workbook.add_format({"num_format": "yyyy-mm-dd", "valign": "top", "align": "left"}),
@@ -298,8 +308,17 @@ def _write_findings_sheet(
     ws.freeze_panes(1, 0)
     ws.set_row(0, 20)
     for col, (_header, key, kind, width) in enumerate(HEADERS):
-        style = ("edit" if key in EDITABLE else "id" if kind == "id" else "text" if kind in ("text", "value")
-                 else "money" if kind == "money" else None)
+        style = (
+            "edit"
+            if key in EDITABLE
+            else "id"
+            if kind == "id"
+            else "text"
+            if kind in ("text", "value")
+            else "money"
+            if kind == "money"
+            else None
+        )
         ws.set_column(col, col, width, fmt[style] if style else None)
     ws.autofilter(0, 0, max(table.num_rows, 1), len(HEADERS) - 1)
     for col, (header, *_rest) in enumerate(HEADERS):
@@ -307,11 +326,20 @@ def _write_findings_sheet(
     if note:
         ws.write_string(0, len(HEADERS), note, fmt["bad"])
     decision_col = [key for _h, key, _k, _w in HEADERS].index("decision")
-    ws.data_validation(1, decision_col, max(table.num_rows, 1), decision_col, {
-        "validate": "list", "source": [zh for zh, _en, _c in DECISIONS.values()], "ignore_blank": True,
-        "error_type": "warning", "input_title": "处理状态 Decision",
-        "input_message": "已核实 verified / 已处理 handled / 无需处理 no action needed",
-    })
+    ws.data_validation(
+        1,
+        decision_col,
+        max(table.num_rows, 1),
+        decision_col,
+        {
+            "validate": "list",
+            "source": [zh for zh, _en, _c in DECISIONS.values()],
+            "ignore_blank": True,
+            "error_type": "warning",
+            "input_title": "处理状态 Decision",
+            "input_message": "已核实 verified / 已处理 handled / 无需处理 no action needed",
+        },
+    )
 
     if table.num_rows == 0:
         return
@@ -337,8 +365,17 @@ def _stream_rows(ws: Worksheet, fmt: Mapping[str, Any], table: pa.Table, *, mask
     """
     if len(HEADERS) > len(_COL_NAMES) or table.num_rows > EXCEL_MAX_DATA_ROWS:
         raise ValueError("a findings sheet holds at most 14 columns and 1,048,575 rows")
-    xf = {kind: fmt[name]._get_xf_index() for kind, name in
-          (("text", "text"), ("id", "id"), ("date", "date"), ("int", "int"), ("money", "money"), ("edit", "edit"))}
+    xf = {
+        kind: fmt[name]._get_xf_index()
+        for kind, name in (
+            ("text", "text"),
+            ("id", "id"),
+            ("date", "date"),
+            ("int", "int"),
+            ("money", "money"),
+            ("edit", "edit"),
+        )
+    }
     text_s, id_s = f'" s="{xf["text"]}" t="inlineStr"><is><t', f'" s="{xf["id"]}" t="inlineStr"><is><t'
     edit_s = f'" s="{xf["edit"]}" t="inlineStr"><is><t'
     date_s, int_s, money_s = f'" s="{xf["date"]}"><v>', f'" s="{xf["int"]}"><v>', f'" s="{xf["money"]}"><v>'
@@ -461,8 +498,17 @@ def _write_summary(
         row += 1
 
     row += 1
-    heads: tuple[str, ...] = ("类别代码 Code", "类别 Category (中文)", "Category (English)", "今晚 Tonight", "上一晚 Previous",
-             "变化 Change", "新增 New", "工作表 Sheets", "涉及金额(元) At risk")
+    heads: tuple[str, ...] = (
+        "类别代码 Code",
+        "类别 Category (中文)",
+        "Category (English)",
+        "今晚 Tonight",
+        "上一晚 Previous",
+        "变化 Change",
+        "新增 New",
+        "工作表 Sheets",
+        "涉及金额(元) At risk",
+    )
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
@@ -539,8 +585,18 @@ def _write_summary(
             row += 1
 
     row += 1
-    heads = ("来源系统 Source", "文件 File", "SHA-256", "读取 Read", "载入 Loaded", "拒绝 Rejected", "跳过 Skipped",
-             "字节 Bytes", "格式/编码 Format/encoding", "核对 Check")
+    heads = (
+        "来源系统 Source",
+        "文件 File",
+        "SHA-256",
+        "读取 Read",
+        "载入 Loaded",
+        "拒绝 Rejected",
+        "跳过 Skipped",
+        "字节 Bytes",
+        "格式/编码 Format/encoding",
+        "核对 Check",
+    )
     for col, head in enumerate(heads):
         ws.write_string(row, col, head, fmt["header"])
     row += 1
@@ -555,7 +611,9 @@ def _write_summary(
             ws.write_number(row, 6, f.rows_skipped, fmt["num"])
             ws.write_number(row, 7, f.bytes, fmt["num"])
             fe = " / ".join(str(v) for v in (f.format, f.encoding) if v)
-            _write_text(ws, row, 8, fe + (f" (重复 duplicate of {f.duplicate_of})" if f.duplicate_of else ""), None)
+            _write_text(
+                ws, row, 8, fe + (f" (重复 duplicate of {f.duplicate_of})" if f.duplicate_of else ""), None
+            )
             if f.balanced:
                 ws.write_string(row, 9, "✓ 平衡 balanced", fmt["ok"])
             else:

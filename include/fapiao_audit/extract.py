@@ -72,9 +72,9 @@ def _query(src: DatabaseSource) -> Any:
     if src.query:
         return src.query
     schema_table = (src.table or "").split(".")
-    return sql.SQL("SELECT * FROM {t} WHERE {c} >= %(window_start)s AND {c} < %(window_end_exclusive)s ORDER BY {c}").format(
-        t=sql.Identifier(*schema_table), c=sql.Identifier(src.time_column)
-    )
+    return sql.SQL(
+        "SELECT * FROM {t} WHERE {c} >= %(window_start)s AND {c} < %(window_end_exclusive)s ORDER BY {c}"
+    ).format(t=sql.Identifier(*schema_table), c=sql.Identifier(src.time_column))
 
 
 def extract_source(src: DatabaseSource, landing: Path, night: date, cfg: Config) -> ExtractReport:
@@ -111,7 +111,11 @@ def extract_source(src: DatabaseSource, landing: Path, night: date, cfg: Config)
                         if not batch:
                             break
                         cols = list(zip(*batch, strict=True))
-                        writer.write_table(pa.table([pa.array([_text(v) for v in c], pa.string()) for c in cols], names=names))
+                        writer.write_table(
+                            pa.table(
+                                [pa.array([_text(v) for v in c], pa.string()) for c in cols], names=names
+                            )
+                        )
                         rows += len(batch)
                 finally:
                     if writer is not None:

@@ -110,7 +110,14 @@ _STATE_SYSTEMS: tuple[str, ...] = ("taxctl", "shopapi", "batch")
 
 #: Columns of expected_findings.csv (real layout). ``cause`` is set on MISSING_IN_REGISTRY and
 #: PENDING_SYNC only: why the invoice is missing, from the issuer's issuance and upload states.
-EXPECTED_COLUMNS: tuple[str, ...] = ("category", "invoice_code", "invoice_number", "field", "source_system", "cause")
+EXPECTED_COLUMNS: tuple[str, ...] = (
+    "category",
+    "invoice_code",
+    "invoice_number",
+    "field",
+    "source_system",
+    "cause",
+)
 #: The flat layout's expected_findings.csv keeps its earlier columns (byte for byte): its systems deliver no
 #: upload state, so every MISSING_IN_REGISTRY / PENDING_SYNC there has the cause ``unknown``.
 FLAT_EXPECTED_COLUMNS: tuple[str, ...] = EXPECTED_COLUMNS[:5]
@@ -118,7 +125,13 @@ FLAT_EXPECTED_COLUMNS: tuple[str, ...] = EXPECTED_COLUMNS[:5]
 #: The 税控 export's numeric codes (开票状态, bszt) and what they mean; a night needs them mapped
 #: (SOURCES_TOML), since the same digits mean other things in other systems.
 TAXCTL_STATUS_CODES: dict[str, str] = {"0": "开票成功", "1": "开票中", "2": "开票失败", "3": "作废中"}
-TAXCTL_UPLOAD_CODES: dict[str, str] = {"0": "未报送", "1": "已报送", "2": "报送失败", "3": "验签失败", "4": "报送中"}
+TAXCTL_UPLOAD_CODES: dict[str, str] = {
+    "0": "未报送",
+    "1": "已报送",
+    "2": "报送失败",
+    "3": "验签失败",
+    "4": "报送中",
+}
 
 
 def _toml_table(name: str, codes: dict[str, str]) -> str:
@@ -1897,7 +1910,6 @@ def _write_night(
     return sorted(files), rows
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Writing the real layout
 # --------------------------------------------------------------------------------------------------
@@ -2114,12 +2126,14 @@ def _template_sheet_xml(
         if list(cells) == ["A"]:
             merges.append(f'<mergeCell ref="A{r}:{last}{r}"/>')
     header = "".join(
-        f'<c r="{_column_letters(i)}{h}" t="inlineStr"><is><t>{name}</t></is></c>' for i, name in enumerate(columns)
+        f'<c r="{_column_letters(i)}{h}" t="inlineStr"><is><t>{name}</t></is></c>'
+        for i, name in enumerate(columns)
     )
     head = (
         f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}"><dimension ref="A1:{last}{h + rows}"/><sheetViews>'
         '<sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/><sheetData>'
-        + "".join(body) + f'<row r="{h}">{header}</row>\n'
+        + "".join(body)
+        + f'<row r="{h}">{header}</row>\n'
     )
     merged = f'<mergeCells count="{len(merges)}">{"".join(merges)}</mergeCells>' if merges else ""
     return head.encode(), f"</sheetData>{merged}</worksheet>".encode()
@@ -2155,7 +2169,9 @@ def _write_registry_real(
 
     DuckDB writes each sheet's rows as XML (no XML library, no per-cell Python); Python zips them.
     """
-    total_lines = int(con.execute("SELECT coalesce(sum(n_lines), 0) FROM rr WHERE copy_no = 0").fetchall()[0][0])
+    total_lines = int(
+        con.execute("SELECT coalesce(sum(n_lines), 0) FROM rr WHERE copy_no = 0").fetchall()[0][0]
+    )
     con.execute(
         _REG_UNITS_SQL,
         {"total": total_lines, "max_rows": _SHEET_MAX_ROWS, "cap": _SHEET_MAX_ROWS - _MAX_LINES},
@@ -2403,7 +2419,11 @@ def generate_night(
                 _load(con, "items", items)
                 _load(con, "item_cat", item_cat)
                 for statement in (
-                    _LINE_PLAN_SQL, _BLUE_LINES_SQL, _LINES_SQL, _LINE_SUMS_SQL, _ROUTE_SQL,
+                    _LINE_PLAN_SQL,
+                    _BLUE_LINES_SQL,
+                    _LINES_SQL,
+                    _LINE_SUMS_SQL,
+                    _ROUTE_SQL,
                     *_REAL_INV_SQL.split(";"),
                 ):
                     con.execute(statement)

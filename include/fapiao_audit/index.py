@@ -60,16 +60,18 @@ def night_rows(reports: Path, nights: list[date]) -> list[dict[str, Any]]:
         money_value, items_value = s.get("amount_at_risk"), s.get("open_items")
         money: dict[str, Any] = money_value if isinstance(money_value, dict) else {}
         items: dict[str, Any] = items_value if isinstance(items_value, dict) else {}
-        rows.append({
-            "night": night.isoformat(),
-            "outcome": s.get("outcome") if s.get("outcome") in _OUTCOME else "unknown",
-            "findings": _int(s.get("total_findings")),
-            "new": _int(s.get("new")),
-            "resolved": _int(s.get("resolved")),
-            "open_items": _int(items.get("total")),
-            "left_window": _int(items.get("left_window")),
-            "amount_at_risk": money.get("total"),
-        })
+        rows.append(
+            {
+                "night": night.isoformat(),
+                "outcome": s.get("outcome") if s.get("outcome") in _OUTCOME else "unknown",
+                "findings": _int(s.get("total_findings")),
+                "new": _int(s.get("new")),
+                "resolved": _int(s.get("resolved")),
+                "open_items": _int(items.get("total")),
+                "left_window": _int(items.get("left_window")),
+                "amount_at_risk": money.get("total"),
+            }
+        )
     return rows
 
 
@@ -90,8 +92,11 @@ def render_index(rows: list[dict[str, Any]]) -> str:
             f'<td class="opt"><a href="{n}/exceptions.xlsx">xlsx</a> · <a href="{n}/exceptions.csv">csv</a></td></tr>'
         )
     latest = rows[0] if rows else None
-    lead = (f"最新一晚 {escape(latest['night'])}：{num(latest['findings'])} 项发现，涉及金额 {_yuan(latest['amount_at_risk'])} 元"
-            if latest else "尚无已发布的夜间结果 No night published yet")
+    lead = (
+        f"最新一晚 {escape(latest['night'])}：{num(latest['findings'])} 项发现，涉及金额 {_yuan(latest['amount_at_risk'])} 元"
+        if latest
+        else "尚无已发布的夜间结果 No night published yet"
+    )
     return (
         '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -102,7 +107,8 @@ def render_index(rows: list[dict[str, Any]]) -> str:
         "<th>业务日期 Night</th><th>结果 Outcome</th><th>发现 Findings</th><th>新增 New</th>"
         '<th class="opt">已解决 Resolved</th><th>未结 Open items</th><th class="opt">离开窗口 Left window</th>'
         '<th>涉及金额(元) At risk</th><th class="opt">清单 Lists</th></tr></thead><tbody>'
-        + "".join(body) + "</tbody></table></div></body></html>\n"
+        + "".join(body)
+        + "</tbody></table></div></body></html>\n"
     )
 
 

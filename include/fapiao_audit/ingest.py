@@ -50,7 +50,12 @@ _CHUNK = 1 << 20
 #: Headers of the fully digital (数电) 20-digit number: where a row has both it and a legacy 8-digit
 #: number, the 20-digit one is the key.
 _DIGITAL_NUMBER_HEADERS = (
-    "数电发票号码", "数电票号码", "全电发票号码", "zzfphm", "allelectronicinvoicenumber", "qdinvoicenum",
+    "数电发票号码",
+    "数电票号码",
+    "全电发票号码",
+    "zzfphm",
+    "allelectronicinvoicenumber",
+    "qdinvoicenum",
 )
 #: Header aliases per canonical column, compared after `header_key` (NFKC, lower case, no
 #: spaces, underscores, dashes, brackets or a trailing '*'). Order matters where several headers of
@@ -58,31 +63,82 @@ _DIGITAL_NUMBER_HEADERS = (
 ALIASES: dict[str, tuple[str, ...]] = {
     "invoice_code": ("invoice_code", "invoicecode", "code", "发票代码", "fpdm"),
     "invoice_number": (
-        "invoice_number", "invoicenumber", "invoiceno", "invoice_no", "number", "发票号码", "发票号", "金税发票号",
-        "fphm", *_DIGITAL_NUMBER_HEADERS,
+        "invoice_number",
+        "invoicenumber",
+        "invoiceno",
+        "invoice_no",
+        "number",
+        "发票号码",
+        "发票号",
+        "金税发票号",
+        "fphm",
+        *_DIGITAL_NUMBER_HEADERS,
     ),
     "invoice_type": (
-        "invoice_type", "invoicetype", "type", "发票票种", "票种", "发票类型", "发票种类", "票据类型",
+        "invoice_type",
+        "invoicetype",
+        "type",
+        "发票票种",
+        "票种",
+        "发票类型",
+        "发票种类",
+        "票据类型",
     ),
     "issue_time": (
-        "issue_time", "issuetime", "issuedate", "issue_date", "invoicedate", "invoicetime", "issuedat",
-        "开票日期", "开票时间", "开具日期", "kprq",
+        "issue_time",
+        "issuetime",
+        "issuedate",
+        "issue_date",
+        "invoicedate",
+        "invoicetime",
+        "issuedat",
+        "开票日期",
+        "开票时间",
+        "开具日期",
+        "kprq",
     ),
     "seller_tax_id": (
-        "seller_tax_id", "sellertaxid", "销方识别号", "销售方纳税人识别号", "销方纳税人识别号", "销售方识别号",
-        "销方税号", "销售方税号", "xfsh", "salertaxnum", "payee_register_no", "salestaxno",
+        "seller_tax_id",
+        "sellertaxid",
+        "销方识别号",
+        "销售方纳税人识别号",
+        "销方纳税人识别号",
+        "销售方识别号",
+        "销方税号",
+        "销售方税号",
+        "xfsh",
+        "salertaxnum",
+        "payee_register_no",
+        "salestaxno",
     ),
     "seller_name": ("seller_name", "sellername", "销方名称", "销售方名称"),
     "buyer_tax_id": (
-        "buyer_tax_id", "buyertaxid", "购方识别号", "购买方纳税人识别号", "购方纳税人识别号", "购买方识别号",
-        "购方税号", "购买方税号", "gfsh", "payertaxno", "payer_register_no", "customertaxno",
+        "buyer_tax_id",
+        "buyertaxid",
+        "购方识别号",
+        "购买方纳税人识别号",
+        "购方纳税人识别号",
+        "购买方识别号",
+        "购方税号",
+        "购买方税号",
+        "gfsh",
+        "payertaxno",
+        "payer_register_no",
+        "customertaxno",
     ),
     "buyer_name": ("buyer_name", "buyername", "购买方名称", "购方名称", "payername"),
     "amount": ("amount", "金额", "合计金额", "不含税金额", "hjje", "extaxamount", "sum_price"),
     "tax_amount": ("tax_amount", "taxamount", "tax", "税额", "合计税额", "票面税额", "hjse", "sum_tax"),
     "tax_rate": ("tax_rate", "taxrate", "rate", "税率", "税率征收率"),
     "total_amount": (
-        "total_amount", "totalamount", "total", "价税合计", "价税合计金额", "价税合计(小写)", "jshj", "orderamount",
+        "total_amount",
+        "totalamount",
+        "total",
+        "价税合计",
+        "价税合计金额",
+        "价税合计(小写)",
+        "jshj",
+        "orderamount",
         "invoice_amount",
     ),
     # The registry's 发票状态, or an issuer's issuance state (开票状态: 开票中, 开票失败, ...).
@@ -94,13 +150,25 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "source_document": ("source_document", "sourcedocument", "单据编号", "单据号"),
     "risk_level": ("risk_level", "risklevel", "发票风险等级", "风险等级"),
     "original_invoice_number": (
-        "original_invoice_number", "originalinvoicenumber", "originalinvoiceno", "blueinvoicenumber",
-        "原发票号码", "蓝字发票号码", "对应蓝字发票号码",
+        "original_invoice_number",
+        "originalinvoicenumber",
+        "originalinvoiceno",
+        "blueinvoicenumber",
+        "原发票号码",
+        "蓝字发票号码",
+        "对应蓝字发票号码",
     ),
     "remark": ("remark", "remarks", "note", "备注"),
     "is_positive": ("is_positive", "ispositive", "是否正数发票"),
     # Line columns: a table holding one of them is a list of invoice lines.
-    "item_name": ("item_name", "itemname", "货物或应税劳务名称", "货物或应税劳务、服务名称", "项目名称", "商品名称"),
+    "item_name": (
+        "item_name",
+        "itemname",
+        "货物或应税劳务名称",
+        "货物或应税劳务、服务名称",
+        "项目名称",
+        "商品名称",
+    ),
     "tax_code": ("tax_code", "taxcode", "税收分类编码", "商品和服务税收分类编码"),
     "spec": ("spec", "规格型号"),
     "unit": ("unit", "单位"),
@@ -124,10 +192,13 @@ LINE_SHEET = "信息汇总表"
 #: Rows searched for the header row (templates start with instructions, 填表说明).
 _HEADER_SEARCH_ROWS = 20
 #: The model's words, bound into the normalisation (ingest.sql, normalize).
-_VOCABULARY: dict[str, list[str]] = dict(zip(
-    ("status_words", "status_values", "risk_words", "risk_values", "upload_words", "upload_values"),
-    (*word_lists(STATUS_WORDS), *word_lists(RISK_WORDS), *word_lists(UPLOAD_WORDS)), strict=True,
-)) | {"not_positive": list(NOT_POSITIVE_WORDS)}
+_VOCABULARY: dict[str, list[str]] = dict(
+    zip(
+        ("status_words", "status_values", "risk_words", "risk_values", "upload_words", "upload_values"),
+        (*word_lists(STATUS_WORDS), *word_lists(RISK_WORDS), *word_lists(UPLOAD_WORDS)),
+        strict=True,
+    )
+) | {"not_positive": list(NOT_POSITIVE_WORDS)}
 
 
 def header_key(header: str) -> str:
@@ -205,8 +276,9 @@ def unread_files(landing: Path, night: date) -> list[UnreadFile]:
         if p.name.startswith("."):
             return "a hidden file"
         if p.suffix.lower() not in FORMATS:
-            return (f"not a format the night reads ({', '.join(FORMATS)})"
-                    + ("; compressed files are not unpacked" if p.suffix.lower() in _COMPRESSED else ""))
+            return f"not a format the night reads ({', '.join(FORMATS)})" + (
+                "; compressed files are not unpacked" if p.suffix.lower() in _COMPRESSED else ""
+            )
         return "not read"
 
     def source(folder: Path) -> None:
@@ -244,8 +316,10 @@ def landing_hint(landing: Path) -> str:
     for i in range(len(parts) - 1, -1, -1):
         if _NIGHT_FOLDER_RE.fullmatch(parts[i]) and i > 0:
             parent = Path(*parts[:i])
-            return (f"; {landing} looks like a night's folder (or a folder inside one): --landing takes the folder "
-                    f"that holds the nights, here --landing {parent}")
+            return (
+                f"; {landing} looks like a night's folder (or a folder inside one): --landing takes the folder "
+                f"that holds the nights, here --landing {parent}"
+            )
     return ""
 
 
@@ -253,8 +327,9 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
     """Find the night's deliveries; refuse a missing night, registry or issuer folder."""
     night_dir = landing / night.isoformat()
     if not night_dir.is_dir():
-        raise InputError(f"{night_dir}: no delivery folder for night {night.isoformat()}"
-                         + landing_hint(landing))
+        raise InputError(
+            f"{night_dir}: no delivery folder for night {night.isoformat()}" + landing_hint(landing)
+        )
     root = os.path.realpath(night_dir)
     ignored: list[str] = []
 
@@ -321,9 +396,7 @@ def discover(landing: Path, night: date) -> tuple[list[Delivery], list[str]]:
 
 def _printable(text: str) -> str:
     """A name as it may be shown in a message: undecodable bytes and control characters escaped."""
-    return "".join(
-        c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else repr(c)[1:-1] for c in text
-    )
+    return "".join(c if c.isprintable() and not 0xDC80 <= ord(c) <= 0xDCFF else repr(c)[1:-1] for c in text)
 
 
 def detect_encoding(path: Path, *, validate_gb18030: bool = True) -> str:
@@ -356,7 +429,9 @@ def detect_encoding(path: Path, *, validate_gb18030: bool = True) -> str:
             if enc == "utf-8":
                 # Valid UTF-8 up to a character cut in half: a truncated delivery, not GB18030 (reading
                 # it as GB18030 would garble every Chinese name instead of refusing the file).
-                raise InputError(f"{path}: ends in the middle of a UTF-8 character; the file looks truncated") from None
+                raise InputError(
+                    f"{path}: ends in the middle of a UTF-8 character; the file looks truncated"
+                ) from None
             continue
         return enc
     raise InputError(f"{path}: text is neither UTF-8 nor GBK/GB18030")
@@ -417,9 +492,15 @@ class _Part:
 class _Reader:
     """Loads one file into temp relations (c0..cN VARCHAR, __line), one per part, with their headers."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: Path, buffer_size: int = 32 << 20,
-                 overrides: dict[str, str] | None = None, ignore: Iterable[str] = (),
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tmp_dir: Path,
+        buffer_size: int = 32 << 20,
+        overrides: dict[str, str] | None = None,
+        ignore: Iterable[str] = (),
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.con = con
         self.limits = limits
         self.tmp_dir = tmp_dir
@@ -448,7 +529,9 @@ class _Reader:
             raise InputError(f"{path}: cannot read as {fmt}: {first_line(e)}") from None
 
     @staticmethod
-    def _positional(n: int, float_cols: frozenset[int] = frozenset(), tz_cols: frozenset[int] = frozenset()) -> str:
+    def _positional(
+        n: int, float_cols: frozenset[int] = frozenset(), tz_cols: frozenset[int] = frozenset()
+    ) -> str:
         """c0..cN as text from positional references; integral floats lose their '.0' (ids typed as numbers),
         and instants (TIMESTAMPTZ) become Beijing wall-clock text, which fa_time reads without parsing an offset."""
         cols = []
@@ -457,8 +540,10 @@ class _Reader:
             if i in tz_cols:
                 expr = f"CAST(timezone('Asia/Shanghai', {ref}) AS VARCHAR)"
             elif i in float_cols:
-                expr = (f"CASE WHEN {ref} = trunc({ref}) AND abs({ref}) < 1e15 "
-                        f"THEN CAST(CAST({ref} AS BIGINT) AS VARCHAR) ELSE CAST({ref} AS VARCHAR) END")
+                expr = (
+                    f"CASE WHEN {ref} = trunc({ref}) AND abs({ref}) < 1e15 "
+                    f"THEN CAST(CAST({ref} AS BIGINT) AS VARCHAR) ELSE CAST({ref} AS VARCHAR) END"
+                )
             else:
                 expr = f"CAST({ref} AS VARCHAR)"
             cols.append(f"{expr} AS c{i}")
@@ -498,7 +583,9 @@ class _Reader:
         try:
             header_row = next(csv.reader([first], delimiter=delim), [])
         except csv.Error as e:  # a header cell over the csv module's field limit (128 KiB): no header of ours
-            raise InputError(f"{path}: the header row cannot be read ({e}); is the first line a header?") from None
+            raise InputError(
+                f"{path}: the header row cannot be read ({e}); is the first line a header?"
+            ) from None
         headers = [h.strip() for h in header_row]
         if not any(headers):
             raise InputError(f"{path}: no header row")
@@ -526,7 +613,8 @@ class _Reader:
         self.con.execute("CREATE OR REPLACE TEMP TABLE ing_rej_shift (t BIGINT)")
         if rejects:
             self.con.executemany(
-                "INSERT INTO ing_rej_shift VALUES (?)", [[r[0] - j - 1] for j, r in enumerate(rejects, start=1)]
+                "INSERT INTO ing_rej_shift VALUES (?)",
+                [[r[0] - j - 1] for j, r in enumerate(rejects, start=1)],
             )
         self.con.execute(
             "CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT c.*, "
@@ -584,9 +672,12 @@ class _Reader:
         )
         self.con.execute("CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM ing_jsonl")
         bad = self.con.execute("SELECT __line, j, ok FROM ing_json WHERE NOT obj ORDER BY __line").fetchall()
-        more = self.con.execute("SELECT line, min(csv_line) FROM ing_rej GROUP BY line ORDER BY line").fetchall()
+        more = self.con.execute(
+            "SELECT line, min(csv_line) FROM ing_rej GROUP BY line ORDER BY line"
+        ).fetchall()
         reader_rejects = [
-            (int(line), raw, "malformed JSON line" if not ok else "JSON line is not an object") for line, raw, ok in bad
+            (int(line), raw, "malformed JSON line" if not ok else "JSON line is not an object")
+            for line, raw, ok in bad
         ] + [(int(line), raw, "malformed JSON line") for line, raw in more]
         return keys, enc, reader_rejects
 
@@ -614,8 +705,14 @@ class _Reader:
         except XlsxError as e:
             raise InputError(f"{path}: not a readable .xlsx workbook ({e})") from None
 
-    def _sheet(self, path: Path, rows: Iterator[tuple[int, list[str | None]]], name: str, relation: str,
-               role: str | None) -> tuple[list[str], int]:
+    def _sheet(
+        self,
+        path: Path,
+        rows: Iterator[tuple[int, list[str | None]]],
+        name: str,
+        relation: str,
+        role: str | None,
+    ) -> tuple[list[str], int]:
         """Load one sheet into ``relation``; the header is the first row, within the first 20 rows that
         hold anything, that has the required columns (templates start with instruction rows), else the
         first such row. Returns the header and how many rows below it hold anything (counted here, as
@@ -634,7 +731,9 @@ class _Reader:
             physical += len(buf)
             if created and not buf:
                 return
-            arrays = [pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)]
+            arrays = [
+                pa.array([r[i] if i < len(r) else None for r in buf], pa.string()) for i in range(width)
+            ]
             arrays.append(pa.array(lines, pa.int64()))
             batch = pa.Table.from_arrays(arrays, [f"c{i}" for i in range(width)] + ["__line"])
             self.con.register("ing_xlsx_arrow", batch)
@@ -642,7 +741,9 @@ class _Reader:
                 if created:
                     self.con.execute(f"INSERT INTO {relation} SELECT * FROM ing_xlsx_arrow")
                 else:
-                    self.con.execute(f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM ing_xlsx_arrow")
+                    self.con.execute(
+                        f"CREATE OR REPLACE TEMP TABLE {relation} AS SELECT * FROM ing_xlsx_arrow"
+                    )
                     created = True
             finally:
                 self.con.unregister("ing_xlsx_arrow")
@@ -655,7 +756,7 @@ class _Reader:
             while headers and headers[-1] == "":
                 headers.pop()
             width = len(headers)
-            for excel_row, cells in candidates[at + 1:]:
+            for excel_row, cells in candidates[at + 1 :]:
                 buf.append(cells[:width])
                 lines.append(excel_row)
 
@@ -681,10 +782,17 @@ class _Reader:
         return headers, physical
 
 
-
-
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
 
 
 def csv_buffer_size(memory_limit: str) -> int:
@@ -751,7 +859,11 @@ def _mapped_view_sql(mapping: dict[str, list[int]], ncols: int, coded: Iterable[
                 expr = f"fa_code('{canonical}', {expr})"
             cols.append(f"{expr} AS {name}")
     # The first non-empty cell (a totals row says 合计 there), looked at only where a row has no number.
-    first = "coalesce(" + ", ".join(f"NULLIF(trim(c{i}), '')" for i in range(min(ncols, 64))) + ")" if ncols else "NULL"
+    first = (
+        "coalesce(" + ", ".join(f"NULLIF(trim(c{i}), '')" for i in range(min(ncols, 64))) + ")"
+        if ncols
+        else "NULL"
+    )
     cols.append(f"{first}::VARCHAR AS first_cell")
     return "CREATE OR REPLACE TEMP VIEW ing_mapped AS SELECT " + ", ".join(cols) + " FROM ing_raw"
 
@@ -765,11 +877,15 @@ def _raw_line_sql(ncols: int, raw_column: str | None = None) -> str:
         raw = "concat_ws(',', " + ", ".join(f"coalesce(r.c{i}, '')" for i in range(ncols)) + ")"
     else:
         raw = "''"
-    return ("CREATE OR REPLACE TEMP VIEW ing_raw_rejected AS SELECT n.__line, n.reason, n.skipped, "
-            f"left({raw}, 2000) AS raw FROM ing_raw r JOIN ing_norm n USING (__line) WHERE n.reason IS NOT NULL")
+    return (
+        "CREATE OR REPLACE TEMP VIEW ing_raw_rejected AS SELECT n.__line, n.reason, n.skipped, "
+        f"left({raw}, 2000) AS raw FROM ing_raw r JOIN ing_norm n USING (__line) WHERE n.reason IS NOT NULL"
+    )
 
 
-def _install_macros(con: duckdb.DuckDBPyConnection, value_maps: dict[str, dict[str, str]] | None = None) -> None:
+def _install_macros(
+    con: duckdb.DuckDBPyConnection, value_maps: dict[str, dict[str, str]] | None = None
+) -> None:
     """The normalising macros, and a source's value codes ({canonical column: {code: value}})."""
     con.execute("CREATE OR REPLACE TEMP TABLE ing_value_map (col VARCHAR, k VARCHAR, v VARCHAR)")
     rows = [[col, k, v] for col, codes in (value_maps or {}).items() for k, v in codes.items()]
@@ -821,11 +937,14 @@ def ingest_source(
     night_dir = landing / night.isoformat()
     _install_macros(con, cfg.value_maps.get(delivery.source_system))
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    reader = _Reader(con, tmp_dir, csv_buffer_size(cfg.duckdb_memory_limit),
-                     cfg.column_mappings.get(delivery.source_system, {}),
-                     cfg.ignore_columns.get(delivery.source_system, ()),
-                     Limits(cfg.xlsx_max_uncompressed_mb << 20, cfg.xlsx_max_shared_strings,
-                            columns=cfg.xlsx_max_columns))
+    reader = _Reader(
+        con,
+        tmp_dir,
+        csv_buffer_size(cfg.duckdb_memory_limit),
+        cfg.column_mappings.get(delivery.source_system, {}),
+        cfg.ignore_columns.get(delivery.source_system, ()),
+        Limits(cfg.xlsx_max_uncompressed_mb << 20, cfg.xlsx_max_shared_strings, columns=cfg.xlsx_max_columns),
+    )
     reports: list[FileReport] = []
     seen: dict[str, str] = {}
     d = delivery
@@ -858,8 +977,13 @@ def ingest_source(
                 )
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             for rel, t in staged:
-                params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
-                          "sheet": t.sheet}
+                params = {
+                    "night": night,
+                    "kind": d.source_kind,
+                    "system": d.source_system,
+                    "file": rel,
+                    "sheet": t.sheet,
+                }
                 if t.kind == "lines":
                     con.execute(f"CREATE OR REPLACE TEMP VIEW ing_lines_file AS {_lines_view(t.table)}")
                     statement = "insert_lines"
@@ -874,7 +998,9 @@ def ingest_source(
                     con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM {t.table}")
                     statement = "insert_staged"
                 else:
-                    con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT *, {_NO_LINES} FROM {t.table}")
+                    con.execute(
+                        f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT *, {_NO_LINES} FROM {t.table}"
+                    )
                     statement = "insert_staged"
                 try:
                     execute_sql(con, named_sql("ingest.sql", statement), params)
@@ -885,8 +1011,24 @@ def ingest_source(
                 "INSERT INTO ingested_files (night, source_kind, source_system, file, sha256, format, encoding, "
                 "bytes, rows_read, rows_loaded, rows_rejected, rows_skipped, duplicate_of) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[night, r.source_kind, r.source_system, r.file, r.sha256, r.format, r.encoding, r.bytes,
-                  r.rows_read, r.rows_loaded, r.rows_rejected, r.rows_skipped, r.duplicate_of] for r in reports],
+                [
+                    [
+                        night,
+                        r.source_kind,
+                        r.source_system,
+                        r.file,
+                        r.sha256,
+                        r.format,
+                        r.encoding,
+                        r.bytes,
+                        r.rows_read,
+                        r.rows_loaded,
+                        r.rows_rejected,
+                        r.rows_skipped,
+                        r.duplicate_of,
+                    ]
+                    for r in reports
+                ],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -911,8 +1053,8 @@ def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     for kind, catalog in (("VIEW", "duckdb_views()"), ("TABLE", "duckdb_tables()")):
         names = con.execute(
             f"SELECT view_name FROM {catalog} WHERE temporary AND starts_with(view_name, 'ing_')"
-            if kind == "VIEW" else
-            f"SELECT table_name FROM {catalog} WHERE temporary AND starts_with(table_name, 'ing_')"
+            if kind == "VIEW"
+            else f"SELECT table_name FROM {catalog} WHERE temporary AND starts_with(table_name, 'ing_')"
         ).fetchall()
         for (name,) in names:
             con.execute(f"DROP {kind} IF EXISTS temp.main.{quote_ident(name)}")
@@ -966,22 +1108,32 @@ class _Staged:
 
 def _lines_view(table: str) -> str:
     """The loaded lines of a normalised line table, with what only a line has (``<table>_details``)."""
-    return (f"SELECT n.*, d.* EXCLUDE (__line) FROM {table} n JOIN {table}_details d USING (__line) "
-            "WHERE n.reason IS NULL")
+    return (
+        f"SELECT n.*, d.* EXCLUDE (__line) FROM {table} n JOIN {table}_details d USING (__line) "
+        "WHERE n.reason IS NULL"
+    )
 
 
-_NO_LINES = ("NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax, "
-             "NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem")
+_NO_LINES = (
+    "NULL::INTEGER AS lines, NULL::DECIMAL(18, 2) AS lines_amount, NULL::DECIMAL(18, 2) AS lines_tax, "
+    "NULL::DECIMAL(38, 6) AS line_rate_gap, NULL::BIGINT AS line_rate_line, NULL::VARCHAR AS line_problem"
+)
 
 
 def _sum_lines(
-    con: duckdb.DuckDBPyConnection, path: Path, index: int, staged: list[_Staged], line_parts: list[tuple[str, str]]
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    index: int,
+    staged: list[_Staged],
+    line_parts: list[tuple[str, str]],
 ) -> list[_Staged]:
     """Sum the file's lines per invoice (all its line sheets together: an invoice's lines may run on from
     信息汇总表 to 信息汇总表1). A line file's invoices are those sums; a workbook's invoices take them."""
     groups = f"ing_{index}_groups"
-    con.execute("CREATE OR REPLACE TEMP VIEW ing_norm_lines AS "
-                + " UNION ALL ".join(_lines_view(t) for t, _role in line_parts))
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW ing_norm_lines AS "
+        + " UNION ALL ".join(_lines_view(t) for t, _role in line_parts)
+    )
     con.execute(f"DROP TABLE IF EXISTS {groups}")
     try:
         execute_sql(con, named_sql("ingest.sql", "line_groups"), {})
@@ -1013,8 +1165,9 @@ def _ingest_file(
     size = path.stat().st_size
     sha = sha256_file(path)
     if sha in seen:
-        return FileReport(d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0,
-                          duplicate_of=seen[sha]), []
+        return FileReport(
+            d.source_kind, d.source_system, rel, sha, fmt, None, size, 0, 0, 0, duplicate_of=seen[sha]
+        ), []
     seen[sha] = rel
     if size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
@@ -1031,26 +1184,38 @@ def _ingest_file(
         if missing:
             shown = ", ".join(repr(h) for h in part.headers[:30]) or "none"
             raise InputError(
-                f"{where}: missing required column(s): " + "; ".join(_REQUIRED_HINT[c] for c in missing)
+                f"{where}: missing required column(s): "
+                + "; ".join(_REQUIRED_HINT[c] for c in missing)
                 + f" (headers found: {shown}). If the export renamed a header, map it in the configuration "
-                f"file (--config): [sources.{d.source_system}.columns] \"<header as delivered>\" = \"{missing[0]}\""
+                f'file (--config): [sources.{d.source_system}.columns] "<header as delivered>" = "{missing[0]}"'
             )
         if part.relation != "ing_raw":
             con.execute(f"CREATE OR REPLACE TEMP VIEW ing_raw AS SELECT * FROM {part.relation}")
         con.execute(_mapped_view_sql(mapping, len(part.headers), cfg.value_maps.get(d.source_system, {})))
-        params = {"night": night, "kind": d.source_kind, "system": d.source_system, "file": rel,
-                  "sheet": part.sheet, "role": role, **_VOCABULARY}
+        params = {
+            "night": night,
+            "kind": d.source_kind,
+            "system": d.source_system,
+            "file": rel,
+            "sheet": part.sheet,
+            "role": role,
+            **_VOCABULARY,
+        }
         try:
             execute_sql(con, named_sql("ingest.sql", "normalize"), params)
             con.execute(_raw_line_sql(len(part.headers), "__text" if fmt == "jsonl" else None))
             execute_sql(con, named_sql("ingest.sql", "insert_rejected"), params)
-            normalised, loaded, skipped = execute_sql(con, named_sql("ingest.sql", "counts"), params).fetchall()[0]
+            normalised, loaded, skipped = execute_sql(
+                con, named_sql("ingest.sql", "counts"), params
+            ).fetchall()[0]
             if part.rejects:
                 con.executemany(
                     "INSERT INTO ing_rejected (night, source_system, file, line, raw, reason, sheet) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [[night, d.source_system, rel, line, (raw or "")[:2000], reason, part.sheet]
-                     for line, raw, reason in part.rejects],
+                    [
+                        [night, d.source_system, rel, line, (raw or "")[:2000], reason, part.sheet]
+                        for line, raw, reason in part.rejects
+                    ],
                 )
             rejected = normalised - loaded - skipped + len(part.rejects)
             # rows_read is what the file holds, not what the reader returned: a row lost between the
@@ -1090,5 +1255,6 @@ def _ingest_file(
     if line_parts:
         staged = _sum_lines(con, path, index, staged, line_parts)
     read, loaded, rejected, skipped = totals
-    return FileReport(d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, rejected,
-                      skipped), staged
+    return FileReport(
+        d.source_kind, d.source_system, rel, sha, fmt, encoding, size, read, loaded, rejected, skipped
+    ), staged

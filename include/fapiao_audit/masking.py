@@ -46,10 +46,39 @@ BUYER_FIELDS = frozenset({"buyer_name", "buyer_tax_id"})
 #: Words that mark an organisation's name. A buyer name containing none of them is taken to
 #: be a person. Erring towards "person" only costs readability; the opposite leaks a name.
 COMPANY_WORDS = (
-    "公司", "有限", "集团", "厂", "店", "中心", "院", "所", "局", "部",
-    "合作社", "学校", "大学", "银行", "商行", "工作室", "协会", "委员会", "基金会",
-    "事务", "办事处", "经营", "门市", "超市", "酒店", "宾馆", "医院", "诊所", "幼儿园",
-    "政府", "街道", "居委会", "村委会",
+    "公司",
+    "有限",
+    "集团",
+    "厂",
+    "店",
+    "中心",
+    "院",
+    "所",
+    "局",
+    "部",
+    "合作社",
+    "学校",
+    "大学",
+    "银行",
+    "商行",
+    "工作室",
+    "协会",
+    "委员会",
+    "基金会",
+    "事务",
+    "办事处",
+    "经营",
+    "门市",
+    "超市",
+    "酒店",
+    "宾馆",
+    "医院",
+    "诊所",
+    "幼儿园",
+    "政府",
+    "街道",
+    "居委会",
+    "村委会",
 )
 _COMPANY_WORDS_LATIN = re.compile(
     r"\b(?:co|company|corp|corporation|inc|incorporated|ltd|limited|llc|llp|plc|gmbh|ag|sa|bv|group)\b",
@@ -131,12 +160,49 @@ def mask_free_text(s: str | None) -> str | None:
 
 
 #: Short Han words of an invoice row that are not names (statuses, types, yes/no, totals).
-_NOT_NAMES = frozenset({
-    "正常", "作废", "已作废", "红冲", "已红冲", "全额红冲", "部分红冲", "失控", "异常", "是", "否", "合计", "小计",
-    "总计", "数电票", "蓝字", "红字", "正数", "负数", "普通发票", "专用发票", "电子发票", "纸质发票", "增值税",
-    "发票", "备注", "免税", "不征税", "开票人", "复核", "收款人", "销售方", "购买方", "个人", "北京", "上海",
-})
-_HAN_RUN = re.compile(r"(?<![\u3400-\u9fff])[\u3400-\u9fff]{2,4}(?:·[\u3400-\u9fff]{1,6})?(?![\u3400-\u9fff])")
+_NOT_NAMES = frozenset(
+    {
+        "正常",
+        "作废",
+        "已作废",
+        "红冲",
+        "已红冲",
+        "全额红冲",
+        "部分红冲",
+        "失控",
+        "异常",
+        "是",
+        "否",
+        "合计",
+        "小计",
+        "总计",
+        "数电票",
+        "蓝字",
+        "红字",
+        "正数",
+        "负数",
+        "普通发票",
+        "专用发票",
+        "电子发票",
+        "纸质发票",
+        "增值税",
+        "发票",
+        "备注",
+        "免税",
+        "不征税",
+        "开票人",
+        "复核",
+        "收款人",
+        "销售方",
+        "购买方",
+        "个人",
+        "北京",
+        "上海",
+    }
+)
+_HAN_RUN = re.compile(
+    r"(?<![\u3400-\u9fff])[\u3400-\u9fff]{2,4}(?:·[\u3400-\u9fff]{1,6})?(?![\u3400-\u9fff])"
+)
 
 
 def mask_raw_line(s: str | None) -> str | None:
@@ -202,7 +268,9 @@ def mask_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
     # Longest first, so that a name contained in a longer name is not half-replaced.
     ordered = sorted((k for k in replacements if k.strip()), key=len, reverse=True)
-    done = {"buyer_name", "buyer_tax_id"} | ({"issuer_value", "registry_value"} if field in BUYER_FIELDS else set())
+    done = {"buyer_name", "buyer_tax_id"} | (
+        {"issuer_value", "registry_value"} if field in BUYER_FIELDS else set()
+    )
     for key, value in out.items():
         if key in done or key == "field" or not isinstance(value, str) or not value:
             continue

@@ -45,20 +45,34 @@ class Category:
 #: The categories of DESIGN.md, in display (and publication) order.
 CATEGORIES: tuple[Category, ...] = (
     Category(
-        "MISSING_IN_REGISTRY", "MISSING_IN_REGISTRY", "missing_in_registry", "缺失于税务系统", "Missing in registry",
+        "MISSING_IN_REGISTRY",
+        "MISSING_IN_REGISTRY",
+        "missing_in_registry",
+        "缺失于税务系统",
+        "Missing in registry",
         "#d62728",
         "开票系统已开具，税务系统中不存在，且开票时间早于数据截至时间（as_of）前的同步宽限期（默认 48 小时）。",
         "Issued in an issuing system, absent from the registry, and issued longer ago than the sync "
         "grace period before as_of (default 48 h).",
     ),
     Category(
-        "PENDING_SYNC", "MISSING_IN_REGISTRY", "missing_in_registry", "等待同步", "Pending sync", "#a3acb9",
+        "PENDING_SYNC",
+        "MISSING_IN_REGISTRY",
+        "missing_in_registry",
+        "等待同步",
+        "Pending sync",
+        "#a3acb9",
         "开票系统已开具，税务系统中暂不存在，但仍在同步宽限期内（仅供参考）。",
         "Issued in an issuing system, absent from the registry, but still inside the sync grace period "
         "(informational).",
     ),
     Category(
-        "NOT_ISSUED", "NOT_ISSUED", "not_issued", "开票失败未开具", "Not issued", "#7f7f7f",
+        "NOT_ISSUED",
+        "NOT_ISSUED",
+        "not_issued",
+        "开票失败未开具",
+        "Not issued",
+        "#7f7f7f",
         "开票系统记录开票失败或签章失败：发票从未开具，不应出现在税务系统中（不算缺失于税务系统）；"
         "若税务系统中存在该发票，则为状态不一致。",
         "The issuing system records a failed issuance (开票失败, 签章失败): the invoice was never issued and "
@@ -66,25 +80,42 @@ CATEGORIES: tuple[Category, ...] = (
         "mismatch.",
     ),
     Category(
-        "MISSING_IN_ISSUER", "MISSING_IN_ISSUER", "missing_in_issuer", "缺失于开票系统", "Missing in issuer",
+        "MISSING_IN_ISSUER",
+        "MISSING_IN_ISSUER",
+        "missing_in_issuer",
+        "缺失于开票系统",
+        "Missing in issuer",
         "#ff7f0e",
         "税务系统中存在且属于受监控销方，但任何开票系统中都没有。",
         "In the registry under a monitored seller, in no issuing system.",
     ),
     Category(
-        "DUPLICATE_IN_SOURCE", "DUPLICATE_IN_SOURCE", "duplicate_in_source", "同源重复", "Duplicate in source",
+        "DUPLICATE_IN_SOURCE",
+        "DUPLICATE_IN_SOURCE",
+        "duplicate_in_source",
+        "同源重复",
+        "Duplicate in source",
         "#8c564b",
         "同一发票键在同一来源的快照中出现多次。",
         "The same invoice key appears more than once in one source's snapshot.",
     ),
     Category(
-        "DUPLICATE_ACROSS_ISSUERS", "DUPLICATE_ACROSS_ISSUERS", "duplicate_across_issuers", "跨开票系统重复",
-        "Duplicate across issuers", "#e377c2",
+        "DUPLICATE_ACROSS_ISSUERS",
+        "DUPLICATE_ACROSS_ISSUERS",
+        "duplicate_across_issuers",
+        "跨开票系统重复",
+        "Duplicate across issuers",
+        "#e377c2",
         "同一发票键出现在两个或以上开票系统中。",
         "The same invoice key appears in two or more issuing systems.",
     ),
     Category(
-        "FIELD_MISMATCH", "FIELD_MISMATCH", "field_mismatch", "字段不一致", "Field mismatch", "#1f77b4",
+        "FIELD_MISMATCH",
+        "FIELD_MISMATCH",
+        "field_mismatch",
+        "字段不一致",
+        "Field mismatch",
+        "#1f77b4",
         "双方均有该发票，但规范化后某字段不一致；每个不一致字段一行（金额、税额、价税合计、开票日期、"
         "销方识别号、购方识别号、购方名称、发票票种）。",
         "Both sides have the invoice but a field differs after normalisation; one row per differing field "
@@ -92,14 +123,24 @@ CATEGORIES: tuple[Category, ...] = (
         "amount, tax_amount, total_amount, issue_date, seller_tax_id, buyer_tax_id, buyer_name, invoice_type",
     ),
     Category(
-        "STATUS_MISMATCH", "STATUS_MISMATCH", "status_mismatch", "状态不一致", "Status mismatch", "#9467bd",
+        "STATUS_MISMATCH",
+        "STATUS_MISMATCH",
+        "status_mismatch",
+        "状态不一致",
+        "Status mismatch",
+        "#9467bd",
         "发票状态（正常 / 作废 / 红冲 / 部分红冲）在开票系统与税务系统之间不一致。",
         "The status (normal / voided / red_reversed / partly_red_reversed) disagrees between issuer and "
         "registry.",
         "status",
     ),
     Category(
-        "REGISTRY_RISK", "REGISTRY_RISK", "registry_risk", "税务系统风险", "Registry risk", "#b8860b",
+        "REGISTRY_RISK",
+        "REGISTRY_RISK",
+        "registry_risk",
+        "税务系统风险",
+        "Registry risk",
+        "#b8860b",
         "税务系统将该发票的发票状态标记为失控或异常（且不同时属于状态不一致），或其发票风险等级不是正常"
         "（疑点发票、异常凭证等）。",
         "The registry marks the invoice out_of_control or abnormal in 发票状态 (and it is not also a status "
@@ -107,7 +148,12 @@ CATEGORIES: tuple[Category, ...] = (
         "status, risk_level",
     ),
     Category(
-        "INVALID_RECORD", "INVALID_RECORD", "invalid_records", "无效记录", "Invalid record", "#17a2b8",
+        "INVALID_RECORD",
+        "INVALID_RECORD",
+        "invalid_records",
+        "无效记录",
+        "Invalid record",
+        "#17a2b8",
         "记录本身违反规则：发票代码/号码格式错误；18 位纳税人识别号未通过 GB 32100 校验；"
         "价税合计 ≠ 金额 + 税额；|金额 × 税率 − 税额| > 0.06（有明细行的发票逐行检查）；明细行合计与发票不符，"
         "或同一发票的明细行表头字段不一致。",
@@ -117,7 +163,11 @@ CATEGORIES: tuple[Category, ...] = (
         "invoice_code / invoice_number, the tax id's column, total_amount, tax_amount, lines",
     ),
     Category(
-        "ORPHAN_RED_INVOICE", "ORPHAN_RED_INVOICE", "orphan_red_invoices", "孤立红字发票", "Orphan red invoice",
+        "ORPHAN_RED_INVOICE",
+        "ORPHAN_RED_INVOICE",
+        "orphan_red_invoices",
+        "孤立红字发票",
+        "Orphan red invoice",
         "#2f4b7c",
         "红字（负数）发票找不到对应的蓝字原发票，或红冲金额合计超过蓝字发票；该发现指向红字发票。",
         "A red (negative) invoice whose original blue invoice is found nowhere, or whose red totals exceed "
@@ -162,7 +212,13 @@ STATUS_WORDS: dict[str, tuple[str, ...]] = {
     "normal": ("正常", "normal", "有效", "正常发票", "开票完成", "开票成功", "已开具"),
     "voided": ("作废", "已作废", "voided", "void", "作废发票", "作废中"),
     "red_reversed": ("红冲", "已红冲", "全额红冲", "全部红冲", "已红冲全额", "已全额红冲", "redreversed"),
-    "partly_red_reversed": ("部分红冲", "已红冲部分", "已部分红冲", "partlyredreversed", "partiallyredreversed"),
+    "partly_red_reversed": (
+        "部分红冲",
+        "已红冲部分",
+        "已部分红冲",
+        "partlyredreversed",
+        "partiallyredreversed",
+    ),
     "out_of_control": ("失控", "失控发票", "outofcontrol"),
     "abnormal": ("异常", "异常发票", "abnormal"),
     "issuing": ("开票中", "签章中", "开票成功签章中", "issuing"),
@@ -219,7 +275,12 @@ def word_lists(words: Mapping[str, tuple[str, ...]]) -> tuple[list[str], list[st
 COMPARABLE_STATUSES: tuple[str, ...] = ("normal", "voided", "red_reversed", "partly_red_reversed", "failed")
 #: The recognised invoice kinds (medium x kind); invoice_type is compared only between two of them.
 INVOICE_TYPES: tuple[str, ...] = (
-    "digital_special", "digital_normal", "electronic_special", "electronic_normal", "paper_special", "paper_normal",
+    "digital_special",
+    "digital_normal",
+    "electronic_special",
+    "electronic_normal",
+    "paper_special",
+    "paper_normal",
 )
 #: Statuses only an issuing system has (its issuance state); the registry holds issued invoices only.
 ISSUER_ONLY_STATUSES: tuple[str, ...] = ("issuing", "failed")
@@ -243,7 +304,10 @@ CARRIED_STATUSES: dict[str, tuple[str, str]] = {
 }
 #: The aging buckets of open items (days since first seen, inclusive bounds; None: no upper bound).
 AGING_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
-    ("0-2", 0, 2), ("3-7", 3, 7), ("8-30", 8, 30), (">30", 31, None),
+    ("0-2", 0, 2),
+    ("3-7", 3, 7),
+    ("8-30", 8, 30),
+    (">30", 31, None),
 )
 
 
@@ -267,9 +331,19 @@ DECISIONS: dict[str, tuple[str, str, bool]] = {
 DECISION_WORDS: dict[str, str] = {
     **{zh: code for code, (zh, _en, _c) in DECISIONS.items()},
     **{en.replace(" ", "").lower(): code for code, (_zh, en, _c) in DECISIONS.items()},
-    "verified": "verified", "checked": "verified", "已确认": "verified", "核实": "verified",
-    "done": "handled", "fixed": "handled", "resolved": "handled", "已解决": "handled", "已修正": "handled",
-    "noaction": "no_action", "accepted": "no_action", "ignore": "no_action", "不处理": "no_action",
+    "verified": "verified",
+    "checked": "verified",
+    "已确认": "verified",
+    "核实": "verified",
+    "done": "handled",
+    "fixed": "handled",
+    "resolved": "handled",
+    "已解决": "handled",
+    "已修正": "handled",
+    "noaction": "no_action",
+    "accepted": "no_action",
+    "ignore": "no_action",
+    "不处理": "no_action",
     "无需": "no_action",
 }
 #: The decision a finding shows when its values changed after finance decided on it.
@@ -307,49 +381,82 @@ ACTIONS: dict[tuple[str, str | None], Action] = {
     ("MISSING_IN_REGISTRY", None): Action(
         "检查报送状态，重新上传至税务系统；若发票未真正开具，在开票系统中作废",
         "Check the upload state and re-upload to the registry; if it was never really issued, void it in "
-        "the issuing system", "it"),
+        "the issuing system",
+        "it",
+    ),
     ("PENDING_SYNC", None): Action(
-        "暂不处理，等待同步；宽限期后仍缺失再处理", "Wait for the sync; act only if still missing after the "
-        "grace period", "it"),
+        "暂不处理，等待同步；宽限期后仍缺失再处理",
+        "Wait for the sync; act only if still missing after the grace period",
+        "it",
+    ),
     ("NOT_ISSUED", None): Action(
-        "确认开票失败原因，需要时重新开具", "Find why issuance failed and issue again where needed", "finance"),
+        "确认开票失败原因，需要时重新开具", "Find why issuance failed and issue again where needed", "finance"
+    ),
     ("MISSING_IN_ISSUER", None): Action(
-        "核实是否为本单位开具；是则补录开票系统，否则向税务机关反映", "Confirm it was issued by us: record it in the "
-        "issuing system, or else report it to the tax bureau", "tax"),
+        "核实是否为本单位开具；是则补录开票系统，否则向税务机关反映",
+        "Confirm it was issued by us: record it in the issuing system, or else report it to the tax bureau",
+        "tax",
+    ),
     ("DUPLICATE_IN_SOURCE", None): Action(
-        "在来源系统中删除或合并重复记录", "Remove or merge the duplicate record in the source system", "it"),
+        "在来源系统中删除或合并重复记录", "Remove or merge the duplicate record in the source system", "it"
+    ),
     ("DUPLICATE_ACROSS_ISSUERS", None): Action(
-        "确定哪个开票系统为准，删除另一系统中的记录", "Decide which issuing system holds the invoice and remove "
-        "it from the other", "it"),
+        "确定哪个开票系统为准，删除另一系统中的记录",
+        "Decide which issuing system holds the invoice and remove it from the other",
+        "it",
+    ),
     ("FIELD_MISMATCH", None): Action(
-        "以税务系统为准更正开票系统（ERP）中的记录", "Correct the issuing system's (ERP) record to match the "
-        "registry", "finance"),
+        "以税务系统为准更正开票系统（ERP）中的记录",
+        "Correct the issuing system's (ERP) record to match the registry",
+        "finance",
+    ),
     ("FIELD_MISMATCH", "amount"): Action(
-        "核对金额；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the amount: if the invoice is wrong, "
-        "issue a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+        "核对金额；开票有误则开具红字发票后重开，录入有误则更正 ERP",
+        "Check the amount: if the invoice is wrong, "
+        "issue a red invoice and reissue; if the ERP entry is wrong, correct it",
+        "finance",
+    ),
     ("FIELD_MISMATCH", "tax_amount"): Action(
-        "核对税额；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the tax: if the invoice is wrong, issue "
-        "a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+        "核对税额；开票有误则开具红字发票后重开，录入有误则更正 ERP",
+        "Check the tax: if the invoice is wrong, issue "
+        "a red invoice and reissue; if the ERP entry is wrong, correct it",
+        "finance",
+    ),
     ("FIELD_MISMATCH", "total_amount"): Action(
-        "核对价税合计；开票有误则开具红字发票后重开，录入有误则更正 ERP", "Check the total: if the invoice is wrong, "
-        "issue a red invoice and reissue; if the ERP entry is wrong, correct it", "finance"),
+        "核对价税合计；开票有误则开具红字发票后重开，录入有误则更正 ERP",
+        "Check the total: if the invoice is wrong, "
+        "issue a red invoice and reissue; if the ERP entry is wrong, correct it",
+        "finance",
+    ),
     ("FIELD_MISMATCH", "buyer_tax_id"): Action(
-        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"),
+        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"
+    ),
     ("FIELD_MISMATCH", "buyer_name"): Action(
-        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"),
+        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"
+    ),
     ("STATUS_MISMATCH", None): Action(
-        "在开票系统中同步作废/红冲状态，或向税务机关核实", "Bring the issuing system's void/red status in line, or "
-        "check it with the tax bureau", "finance"),
+        "在开票系统中同步作废/红冲状态，或向税务机关核实",
+        "Bring the issuing system's void/red status in line, or check it with the tax bureau",
+        "finance",
+    ),
     ("REGISTRY_RISK", None): Action(
-        "联系主管税务机关核实风险，暂停抵扣", "Ask the tax bureau about the risk; hold the input-tax credit", "tax"),
+        "联系主管税务机关核实风险，暂停抵扣",
+        "Ask the tax bureau about the risk; hold the input-tax credit",
+        "tax",
+    ),
     ("INVALID_RECORD", None): Action(
-        "更正来源系统中的错误数据", "Correct the record in its source system", "it"),
+        "更正来源系统中的错误数据", "Correct the record in its source system", "it"
+    ),
     ("INVALID_RECORD", "lines"): Action(
-        "核对明细行与发票金额，更正来源数据", "Reconcile the lines with the invoice and correct the source",
-        "finance"),
+        "核对明细行与发票金额，更正来源数据",
+        "Reconcile the lines with the invoice and correct the source",
+        "finance",
+    ),
     ("ORPHAN_RED_INVOICE", None): Action(
-        "查找对应蓝字发票；红冲超额须向税务机关说明", "Find the blue invoice; red totals above it must be explained "
-        "to the tax bureau", "tax"),
+        "查找对应蓝字发票；红冲超额须向税务机关说明",
+        "Find the blue invoice; red totals above it must be explained to the tax bureau",
+        "tax",
+    ),
 }
 _NO_ACTION = Action("人工核查", "Review by hand", "finance")
 
@@ -401,8 +508,16 @@ FIELD_LABELS: dict[str, str] = {
 }
 #: The fields a FIELD_MISMATCH, STATUS_MISMATCH or REGISTRY_RISK can name.
 COMPARED_FIELDS: tuple[str, ...] = (
-    "invoice_type", "issue_date", "seller_tax_id", "buyer_tax_id", "buyer_name", "amount", "tax_amount",
-    "total_amount", "status", "risk_level",
+    "invoice_type",
+    "issue_date",
+    "seller_tax_id",
+    "buyer_tax_id",
+    "buyer_name",
+    "amount",
+    "tax_amount",
+    "total_amount",
+    "status",
+    "risk_level",
 )
 
 
@@ -466,22 +581,67 @@ COLUMN_BY_NAME: dict[str, FindingColumn] = {c.name: c for c in FINDING_COLUMNS}
 
 #: exceptions.csv, in this order (DESIGN.md's columns first; the key last, for joins).
 CSV_COLUMNS: tuple[str, ...] = (
-    "category", "invoice_code", "invoice_number", "field", "source_system", "issuer_value", "registry_value",
-    "seller_tax_id", "issue_date", "detail", "amount_at_risk", "issuer_total", "registry_total", "action",
-    "owner_role", "case_id", "cause", "suggested_match", "finding_status", "first_seen", "age_days", "decision",
-    "decision_note", "decided_by", "decided_on", "finding_id", "invoice_key",
+    "category",
+    "invoice_code",
+    "invoice_number",
+    "field",
+    "source_system",
+    "issuer_value",
+    "registry_value",
+    "seller_tax_id",
+    "issue_date",
+    "detail",
+    "amount_at_risk",
+    "issuer_total",
+    "registry_total",
+    "action",
+    "owner_role",
+    "case_id",
+    "cause",
+    "suggested_match",
+    "finding_status",
+    "first_seen",
+    "age_days",
+    "decision",
+    "decision_note",
+    "decided_by",
+    "decided_on",
+    "finding_id",
+    "invoice_key",
 )
 #: exceptions.xlsx's findings sheets: the CSV's columns without the key (code and number say it).
 EXCEL_COLUMNS: tuple[str, ...] = CSV_COLUMNS[:-1]
 #: report.html's findings table: what a clerk scans (the amount next to the category, the action, the case).
 REPORT_COLUMNS: tuple[str, ...] = (
-    "category", "finding_status", "amount_at_risk", "invoice_code", "invoice_number", "field", "source_system",
-    "issuer_value", "registry_value", "detail", "action", "owner_role", "decision", "age_days", "case_id",
+    "category",
+    "finding_status",
+    "amount_at_risk",
+    "invoice_code",
+    "invoice_number",
+    "field",
+    "source_system",
+    "issuer_value",
+    "registry_value",
+    "detail",
+    "action",
+    "owner_role",
+    "decision",
+    "age_days",
+    "case_id",
 )
 #: ... and what opens under a finding when it is clicked (with every column above).
 REPORT_DETAIL_COLUMNS: tuple[str, ...] = (
-    "cause", "seller_tax_id", "issue_date", "suggested_match", "first_seen", "issuer_total", "registry_total",
-    "decision_note", "decided_by", "decided_on", "finding_id",
+    "cause",
+    "seller_tax_id",
+    "issue_date",
+    "suggested_match",
+    "first_seen",
+    "issuer_total",
+    "registry_total",
+    "decision_note",
+    "decided_by",
+    "decided_on",
+    "finding_id",
 )
 #: report.html's resolved table: what was found, when it was first seen.
 REPORT_RESOLVED_COLUMNS: tuple[str, ...] = tuple(c for c in REPORT_COLUMNS if c not in ("age_days",))
@@ -543,20 +703,30 @@ class SourceTotals:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source_system": self.source_system, "source_kind": self.source_kind, "rows_read": self.rows_read,
-            "rows_loaded": self.rows_loaded, "rows_rejected": self.rows_rejected, "rows_skipped": self.rows_skipped,
+            "source_system": self.source_system,
+            "source_kind": self.source_kind,
+            "rows_read": self.rows_read,
+            "rows_loaded": self.rows_loaded,
+            "rows_rejected": self.rows_rejected,
+            "rows_skipped": self.rows_skipped,
             "files": [f.to_dict() for f in self.files],
         }
 
     @property
     def balanced(self) -> bool:
         """The source's rows add up, and so do its files, each on its own and together."""
-        sums = [sum(getattr(f, k) for f in self.files) for k in ("rows_read", "rows_loaded", "rows_rejected",
-                                                                  "rows_skipped")]
-        return (self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_skipped
-                and all(f.balanced for f in self.files)
-                and (not self.files or sums == [self.rows_read, self.rows_loaded, self.rows_rejected,
-                                                self.rows_skipped]))
+        sums = [
+            sum(getattr(f, k) for f in self.files)
+            for k in ("rows_read", "rows_loaded", "rows_rejected", "rows_skipped")
+        ]
+        return (
+            self.rows_read == self.rows_loaded + self.rows_rejected + self.rows_skipped
+            and all(f.balanced for f in self.files)
+            and (
+                not self.files
+                or sums == [self.rows_read, self.rows_loaded, self.rows_rejected, self.rows_skipped]
+            )
+        )
 
 
 def source_totals(files: Iterable[FileReport]) -> tuple[SourceTotals, ...]:
@@ -565,8 +735,15 @@ def source_totals(files: Iterable[FileReport]) -> tuple[SourceTotals, ...]:
     for f in files:
         by_source.setdefault(f.source_system, []).append(f)
     out = [
-        SourceTotals(name, fs[0].source_kind, sum(f.rows_read for f in fs), sum(f.rows_loaded for f in fs),
-                     sum(f.rows_rejected for f in fs), sum(f.rows_skipped for f in fs), tuple(fs))
+        SourceTotals(
+            name,
+            fs[0].source_kind,
+            sum(f.rows_read for f in fs),
+            sum(f.rows_loaded for f in fs),
+            sum(f.rows_rejected for f in fs),
+            sum(f.rows_skipped for f in fs),
+            tuple(fs),
+        )
         for name, fs in by_source.items()
     ]
     return tuple(sorted(out, key=lambda s: (s.source_kind != "registry", s.source_system)))
@@ -672,8 +849,10 @@ class NightSummary:
             "out_of_scope": {"registry_other_sellers": self.registry_other_sellers},
             "expectations": self.expectations,
             "config": self.config,
-            "history": [{"night": h.night, "counts": dict(h.counts), "total": h.total, "outcome": h.outcome}
-                        for h in self.history],
+            "history": [
+                {"night": h.night, "counts": dict(h.counts), "total": h.total, "outcome": h.outcome}
+                for h in self.history
+            ],
             "missing_by_cause": dict(self.missing_by_cause),
             "pending_by_cause": dict(self.pending_by_cause),
             "monitored_sellers": {"from": self.monitored_from, "count": self.monitored_sellers},
@@ -694,9 +873,13 @@ class NightSummary:
         return cls(
             night=str(d.get("night") or ""),
             outcome=str(d.get("outcome") or "unknown"),
-            run=RunInfo(str(run.get("run_id") or ""), str(run.get("started_at") or ""),
-                        str(run.get("finished_at") or ""), _number(run.get("duration_s")),
-                        str(run.get("version") or "")),
+            run=RunInfo(
+                str(run.get("run_id") or ""),
+                str(run.get("started_at") or ""),
+                str(run.get("finished_at") or ""),
+                _number(run.get("duration_s")),
+                str(run.get("version") or ""),
+            ),
             as_of=_str_or_none(d.get("as_of")),
             window_start=_str_or_none(window.get("start")),
             window_end=_str_or_none(window.get("end")),
@@ -711,18 +894,29 @@ class NightSummary:
             keys={str(k): _int(v) for k, v in _mapping(d.get("keys")).items()},
             sources=tuple(_source_from_dict(s) for s in _list(d.get("sources")) if isinstance(s, Mapping)),
             by_seller=tuple(
-                SellerCount(_str_or_none(s.get("seller_tax_id")), _str_or_none(s.get("seller_name")),
-                            _int(s.get("findings")), float(_number(s.get("amount_at_risk"))))
-                for s in _list(d.get("by_seller")) if isinstance(s, Mapping)
+                SellerCount(
+                    _str_or_none(s.get("seller_tax_id")),
+                    _str_or_none(s.get("seller_name")),
+                    _int(s.get("findings")),
+                    float(_number(s.get("amount_at_risk"))),
+                )
+                for s in _list(d.get("by_seller"))
+                if isinstance(s, Mapping)
             ),
             registry_other_sellers=_int(_mapping(d.get("out_of_scope")).get("registry_other_sellers")),
             expectations=_mapping(d.get("expectations")),
             config=_mapping(d.get("config")),
             history=tuple(
-                NightCounts(str(h.get("night") or ""), _counts(h.get("counts")),
-                            _int(h["total"]) if h.get("total") is not None else sum(_counts(h.get("counts")).values()),
-                            str(h.get("outcome") or ""))
-                for h in _list(d.get("history")) if isinstance(h, Mapping)
+                NightCounts(
+                    str(h.get("night") or ""),
+                    _counts(h.get("counts")),
+                    _int(h["total"])
+                    if h.get("total") is not None
+                    else sum(_counts(h.get("counts")).values()),
+                    str(h.get("outcome") or ""),
+                )
+                for h in _list(d.get("history"))
+                if isinstance(h, Mapping)
             ),
             missing_by_cause=_counts(d.get("missing_by_cause")),
             pending_by_cause=_counts(d.get("pending_by_cause")),
@@ -731,9 +925,13 @@ class NightSummary:
             not_checked=tuple(str(x) for x in _list(d.get("not_checked"))),
             warnings=tuple(str(x) for x in _list(d.get("warnings"))),
             unread_files=tuple(
-                UnreadFile(str(u.get("path") or ""), None if u.get("bytes") is None else _int(u.get("bytes")),
-                           str(u.get("why") or ""))
-                for u in _list(d.get("unread_files")) if isinstance(u, Mapping)
+                UnreadFile(
+                    str(u.get("path") or ""),
+                    None if u.get("bytes") is None else _int(u.get("bytes")),
+                    str(u.get("why") or ""),
+                )
+                for u in _list(d.get("unread_files"))
+                if isinstance(u, Mapping)
             ),
             amount_at_risk=_mapping(d.get("amount_at_risk")),
             open_items=_mapping(d.get("open_items")),
@@ -744,16 +942,31 @@ class NightSummary:
 def _source_from_dict(s: Mapping[str, Any]) -> SourceTotals:
     files = tuple(
         FileReport(
-            str(f.get("source_kind") or s.get("source_kind") or ""), str(f.get("source_system") or s.get("source_system")),
-            str(f.get("file") or ""), str(f.get("sha256") or ""), str(f.get("format") or ""),
-            _str_or_none(f.get("encoding")), _int(f.get("bytes")), _int(f.get("rows_read")),
-            _int(f.get("rows_loaded")), _int(f.get("rows_rejected")), _int(f.get("rows_skipped")),
+            str(f.get("source_kind") or s.get("source_kind") or ""),
+            str(f.get("source_system") or s.get("source_system")),
+            str(f.get("file") or ""),
+            str(f.get("sha256") or ""),
+            str(f.get("format") or ""),
+            _str_or_none(f.get("encoding")),
+            _int(f.get("bytes")),
+            _int(f.get("rows_read")),
+            _int(f.get("rows_loaded")),
+            _int(f.get("rows_rejected")),
+            _int(f.get("rows_skipped")),
             _str_or_none(f.get("duplicate_of")),
         )
-        for f in _list(s.get("files")) if isinstance(f, Mapping)
+        for f in _list(s.get("files"))
+        if isinstance(f, Mapping)
     )
-    return SourceTotals(str(s.get("source_system")), str(s.get("source_kind") or ""), _int(s.get("rows_read")),
-                        _int(s.get("rows_loaded")), _int(s.get("rows_rejected")), _int(s.get("rows_skipped")), files)
+    return SourceTotals(
+        str(s.get("source_system")),
+        str(s.get("source_kind") or ""),
+        _int(s.get("rows_read")),
+        _int(s.get("rows_loaded")),
+        _int(s.get("rows_rejected")),
+        _int(s.get("rows_skipped")),
+        files,
+    )
 
 
 def _mapping(v: Any) -> Mapping[str, Any]:

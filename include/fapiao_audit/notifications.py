@@ -113,8 +113,12 @@ def _published_on_disk(context: dict[str, Any]) -> dict[str, Any] | None:
     run_start = getattr(dag_run, "start_date", None)
     if run_start is not None and started < run_start.replace(microsecond=0):
         return None  # an earlier run's report, not this run's
-    return {"night": night, "outcome": summary["outcome"], "published": str(folder),
-            "counts": summary.get("counts") or {}}
+    return {
+        "night": night,
+        "outcome": summary["outcome"],
+        "published": str(folder),
+        "counts": summary.get("counts") or {},
+    }
 
 
 def _report_path(night: str) -> str:
@@ -163,9 +167,15 @@ def night_outcome(context: dict[str, Any]) -> NightOutcome:
     else:
         report = f"{_report_path(night)} (not published by this run)"
         outcome, counts = "not published", {}
-    return NightOutcome(night=night, state=state, outcome=outcome, report=report,
-                        run_id=str(getattr(dag_run, "run_id", None) or context.get("run_id") or "?"),
-                        failed_task=failed_task, counts=counts)
+    return NightOutcome(
+        night=night,
+        state=state,
+        outcome=outcome,
+        report=report,
+        run_id=str(getattr(dag_run, "run_id", None) or context.get("run_id") or "?"),
+        failed_task=failed_task,
+        counts=counts,
+    )
 
 
 class _NightContext:
@@ -204,7 +214,9 @@ def _connection(conn_id: str) -> Any | None:
 class NightMailNotifier(_NightContext, SmtpNotifier):
     """``SmtpNotifier`` with the night's summary as subject and body; recipients from FAPIAO_ALERT_EMAIL."""
 
-    def __init__(self, to: str | list[str] | None = None, smtp_conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, to: str | list[str] | None = None, smtp_conn_id: str | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("subject", SUBJECT)
         kwargs.setdefault("html_content", HTML)
         super().__init__(to=to or "", smtp_conn_id=smtp_conn_id, **kwargs)
@@ -221,17 +233,22 @@ class NightMailNotifier(_NightContext, SmtpNotifier):
             log.warning("e-mail not sent: no Airflow connection %r (an SMTP connection)", self.smtp_conn_id)
             return
         super().notify(context)
-        log.info("e-mail sent to %s: %s", ", ".join([self.to] if isinstance(self.to, str) else list(self.to)),
-                 self.subject)
+        log.info(
+            "e-mail sent to %s: %s",
+            ", ".join([self.to] if isinstance(self.to, str) else list(self.to)),
+            self.subject,
+        )
 
 
 def webhook_url(conn: Any) -> str:
     """The robot's URL: the connection's host, with DingTalk's signature added when it has a secret."""
     url = str(conn.host or "")
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"connection {conn.conn_id!r}: its host must be the robot's webhook URL "
-                         "(https://oapi.dingtalk.com/robot/send?access_token=... or "
-                         "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...)")
+        raise ValueError(
+            f"connection {conn.conn_id!r}: its host must be the robot's webhook URL "
+            "(https://oapi.dingtalk.com/robot/send?access_token=... or "
+            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...)"
+        )
     if conn.port and "://" in url and ":" not in url.split("://", 1)[1].split("/", 1)[0]:
         scheme, rest = url.split("://", 1)
         host, _, path = rest.partition("/")
@@ -247,8 +264,9 @@ def webhook_url(conn: Any) -> str:
 def post_text(url: str, text: str, timeout: float = 10.0) -> None:
     """Post a text message the way DingTalk and WeCom robots both take it; their errcode is checked."""
     body = json.dumps({"msgtype": "text", "text": {"content": text}}, ensure_ascii=False).encode("utf-8")
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json; charset=utf-8"})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the URL is the operator's
         reply = resp.read().decode("utf-8", "replace")
     try:
@@ -272,8 +290,10 @@ class ChatWebhookNotifier(_NightContext, BaseNotifier):
     def notify(self, context: Any) -> None:
         conn = _connection(self.conn_id)
         if conn is None:
-            log.warning("chat message not sent: no Airflow connection %r (host = the robot's webhook URL)",
-                        self.conn_id)
+            log.warning(
+                "chat message not sent: no Airflow connection %r (host = the robot's webhook URL)",
+                self.conn_id,
+            )
             return
         post_text(webhook_url(conn), self.text)
         log.info("chat message sent through %s", self.conn_id)
@@ -292,9 +312,13 @@ def _late_context(context: dict[str, Any] | None, publish_by: str) -> dict[str, 
         night = night_for(run.get("conf") or {}, _as_datetime(run.get("data_interval_start"))).isoformat()
     except Exception:  # noqa: BLE001
         night = "?"
-    outcome = NightOutcome(night=night, state=str(run.get("state") or "running"), outcome="not published",
-                           report=_report_path(night),
-                           run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"))
+    outcome = NightOutcome(
+        night=night,
+        state=str(run.get("state") or "running"),
+        outcome="not published",
+        report=_report_path(night),
+        run_id=str(run.get("dag_run_id") or run.get("run_id") or "?"),
+    )
     return {"fapiao": _Late(outcome, publish_by), "dag_run": run}
 
 
@@ -317,16 +341,22 @@ class _Late:
     @property
     def line(self) -> str:
         o = self.outcome
-        return (f"{DAG_ID} night {o.night}: not published by {self.publish_by} (run {o.run_id}, "
-                f"{o.state}); report expected at {o.report}")
+        return (
+            f"{DAG_ID} night {o.night}: not published by {self.publish_by} (run {o.run_id}, "
+            f"{o.state}); report expected at {o.report}"
+        )
 
     @property
     def subject(self) -> str:
         return f"[fapiao] night {self.outcome.night}: not published by {self.publish_by}"
 
 
-def send_late_alert(context: dict[str, Any] | None = None, publish_by: str = "?",
-                    smtp_conn_id: str | None = None, chat_conn_id: str = DEFAULT_CHAT_CONN_ID) -> None:
+def send_late_alert(
+    context: dict[str, Any] | None = None,
+    publish_by: str = "?",
+    smtp_conn_id: str | None = None,
+    chat_conn_id: str = DEFAULT_CHAT_CONN_ID,
+) -> None:
     """The deadline was missed: tell the same people, through the same notifiers.
 
     Only the scheduled night is due by the morning: a backfill or a manual rerun of an old night passed its
@@ -339,20 +369,30 @@ def send_late_alert(context: dict[str, Any] | None = None, publish_by: str = "?"
         return
     from types import SimpleNamespace
 
-    as_run = SimpleNamespace(conf=run.get("conf") or {}, data_interval_start=_as_datetime(run.get("data_interval_start")),
-                             start_date=_as_datetime(run.get("start_date")))
+    as_run = SimpleNamespace(
+        conf=run.get("conf") or {},
+        data_interval_start=_as_datetime(run.get("data_interval_start")),
+        start_date=_as_datetime(run.get("start_date")),
+    )
     published = _published_on_disk({"dag_run": as_run})
     if published:
-        log.info("night %s was published (expectations %s): no deadline alert", published["night"],
-                 published["outcome"])
+        log.info(
+            "night %s was published (expectations %s): no deadline alert",
+            published["night"],
+            published["outcome"],
+        )
         return
     ctx = _late_context(context, publish_by)
     for notifier in night_notifiers(smtp_conn_id, chat_conn_id):
         notifier(dict(ctx))
 
 
-async def night_not_published(context: dict[str, Any] | None = None, publish_by: str = "?",
-                              smtp_conn_id: str | None = None, chat_conn_id: str = DEFAULT_CHAT_CONN_ID) -> None:
+async def night_not_published(
+    context: dict[str, Any] | None = None,
+    publish_by: str = "?",
+    smtp_conn_id: str | None = None,
+    chat_conn_id: str = DEFAULT_CHAT_CONN_ID,
+) -> None:
     """The deadline alert's callback (run by the triggerer): the notifiers are synchronous, so a thread."""
     import asyncio
 

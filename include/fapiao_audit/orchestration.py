@@ -177,12 +177,28 @@ def reconcile_shard(night: date, shard: int, shards: int) -> dict[str, Any]:
         finally:
             con.close()
     out = {
-        "night": night.isoformat(), "shard": shard, "shards": shards, "findings": res.findings,
-        "issuer_keys": res.issuer_keys, "registry_keys": res.registry_keys, "seconds": res.seconds,
-        "host": os.uname().nodename, "pid": os.getpid(), "worker": os.environ.get("FAPIAO_WORKER_NAME"),
+        "night": night.isoformat(),
+        "shard": shard,
+        "shards": shards,
+        "findings": res.findings,
+        "issuer_keys": res.issuer_keys,
+        "registry_keys": res.registry_keys,
+        "seconds": res.seconds,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "worker": os.environ.get("FAPIAO_WORKER_NAME"),
     }
-    log.info("shard %s/%s of %s: %s findings in %.1f s on %s (pid %s, worker %s)", shard + 1, shards,
-             out["night"], res.findings, res.seconds, out["host"], out["pid"], out["worker"] or "-")
+    log.info(
+        "shard %s/%s of %s: %s findings in %.1f s on %s (pid %s, worker %s)",
+        shard + 1,
+        shards,
+        out["night"],
+        res.findings,
+        res.seconds,
+        out["host"],
+        out["pid"],
+        out["worker"] or "-",
+    )
     return out
 
 
@@ -205,8 +221,13 @@ def publish(night: date) -> dict[str, Any]:
         out = stage_retention(con, cfg, stage_publish(con, paths, night, cfg))
     for warning in out.warnings:  # in the task's log, as the CLI prints them on stderr
         log.warning("%s", warning)
-    return {"night": night.isoformat(), "outcome": out.outcome, "published": str(out.published), "counts": out.counts,
-            "warnings": list(out.warnings)}
+    return {
+        "night": night.isoformat(),
+        "outcome": out.outcome,
+        "published": str(out.published),
+        "counts": out.counts,
+        "warnings": list(out.warnings),
+    }
 
 
 def report_dir(night: str) -> Path:
@@ -232,7 +253,16 @@ def compact_database() -> dict[str, Any]:
 
     paths, cfg = settings()
     res = compact(paths.db, cfg)  # settings() gives tasks the longer lock wait
-    log.info("compacted %s: %.1f MB -> %.1f MB; staged rows of %d night(s) removed", res.db,
-             res.bytes_before / 1e6, res.bytes_after / 1e6, len(res.sweep.nights))
-    return {"db": str(res.db), "bytes_before": res.bytes_before, "bytes_after": res.bytes_after,
-            "nights_removed": [n.isoformat() for n in res.sweep.nights]}
+    log.info(
+        "compacted %s: %.1f MB -> %.1f MB; staged rows of %d night(s) removed",
+        res.db,
+        res.bytes_before / 1e6,
+        res.bytes_after / 1e6,
+        len(res.sweep.nights),
+    )
+    return {
+        "db": str(res.db),
+        "bytes_before": res.bytes_before,
+        "bytes_after": res.bytes_after,
+        "nights_removed": [n.isoformat() for n in res.sweep.nights],
+    }

@@ -101,8 +101,11 @@ class Paths:
                 if inside(db, folder):
                     raise ConfigError(
                         f"--db {self.db} is inside {name} {folder}: "
-                        + ("publishing a night would delete the database and its history"
-                           if name == "--reports" else "the database would sit among the deliveries")
+                        + (
+                            "publishing a night would delete the database and its history"
+                            if name == "--reports"
+                            else "the database would sit among the deliveries"
+                        )
                         + "; keep the database outside both folders"
                     )
 
@@ -155,7 +158,9 @@ def open_db(paths: Paths, cfg: Config) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             paths.db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"--db: cannot create the folder {paths.db.parent}: {e.strerror or e}") from None
+            raise ConfigError(
+                f"--db: cannot create the folder {paths.db.parent}: {e.strerror or e}"
+            ) from None
     with exclusive(paths.db, cfg.lock_timeout_s):
         con = connect(paths.db, cfg, allowed_dirs=paths.allowed_dirs(cfg))
         try:
@@ -179,7 +184,9 @@ def _put_state(con: duckdb.DuckDBPyConnection, night: date, stage: str, payload:
 
 
 def _get_state(con: duckdb.DuckDBPyConnection, night: date, stage: str) -> dict[str, Any]:
-    row = con.execute("SELECT payload FROM run_state WHERE night = $n AND stage = $s", {"n": night, "s": stage}).fetchone()
+    row = con.execute(
+        "SELECT payload FROM run_state WHERE night = $n AND stage = $s", {"n": night, "s": stage}
+    ).fetchone()
     if row is None:
         raise FapiaoError(f"night {night.isoformat()}: stage '{stage}' has not run yet")
     return json.loads(row[0])
@@ -205,12 +212,16 @@ def expected_sources(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -
     return {s: why for s, why in sorted(out.items()) if s not in cfg.retired_sources}
 
 
-def check_sources(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config,
-                  delivered: list[str]) -> None:
+def check_sources(
+    con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config, delivered: list[str]
+) -> None:
     """Refuse a night from which an expected issuing system is absent: its invoices would all turn up as
     MISSING_IN_ISSUER and its open findings as resolved. ``--allow-missing`` or retired_sources accept it."""
-    missing = {s: why for s, why in expected_sources(con, night, cfg).items()
-               if s not in delivered and s not in cfg.allow_missing}
+    missing = {
+        s: why
+        for s, why in expected_sources(con, night, cfg).items()
+        if s not in delivered and s not in cfg.allow_missing
+    }
     if missing:
         names = "; ".join(f"'{s}' ({why})" for s, why in missing.items())
         raise InputError(
@@ -221,8 +232,13 @@ def check_sources(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg
         )
 
 
-def stage_ingest(con: duckdb.DuckDBPyConnection, paths: Paths, night: date, cfg: Config,
-                 on_file: Callable[[FileReport], None] | None = None) -> list[FileReport]:
+def stage_ingest(
+    con: duckdb.DuckDBPyConnection,
+    paths: Paths,
+    night: date,
+    cfg: Config,
+    on_file: Callable[[FileReport], None] | None = None,
+) -> list[FileReport]:
     check_retained(con, night, cfg)
     check_sources(con, paths, night, cfg, list_sources(paths, night))
     return list(ingest_night(con, paths.landing, night, cfg, paths.tmp_dir, on_file).files)
@@ -258,9 +274,15 @@ def stage_validate(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
 
     start, end = cfg.window_for(night)
     systems = list(load_ingest_result(con, night).issuer_systems)
-    thresholds = {**asdict(cfg.thresholds), "window_start": start, "window_end": end,
-                  "amount_tolerance": cfg.amount_tolerance}
-    result = run_expectations(con, night, sources=systems, suites_dir=expectations_dir(), thresholds=thresholds)
+    thresholds = {
+        **asdict(cfg.thresholds),
+        "window_start": start,
+        "window_end": end,
+        "amount_tolerance": cfg.amount_tolerance,
+    }
+    result = run_expectations(
+        con, night, sources=systems, suites_dir=expectations_dir(), thresholds=thresholds
+    )
     # GX's own results are published as they are (gx_results.json); summary.json keeps the digest.
     _put_state(con, night, GX_RESULTS_STATE, {"results": result.pop("gx_results", [])})
     _put_state(con, night, "validate", result)
@@ -291,19 +313,26 @@ def _yuan(value: Any) -> float:
 def _amount_at_risk(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, Any]:
     """Yuan at risk on the night: each invoice counted once per group (an invoice with three differing
     fields is one amount), by category and by source; the total leaves PENDING_SYNC out (informational)."""
+
     def grouped(column: str) -> dict[str, float]:
         rows = con.execute(
             f"SELECT {column}, sum(a) FROM (SELECT {column}, invoice_key, max(amount_at_risk) AS a FROM findings "
-            f"WHERE night = $n GROUP BY 1, 2) GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1", {"n": night},
+            f"WHERE night = $n GROUP BY 1, 2) GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1",
+            {"n": night},
         ).fetchall()
         return {str(k): _yuan(v) for k, v in rows if k is not None}
 
     total = con.execute(
         "SELECT sum(a) FROM (SELECT invoice_key, max(amount_at_risk) AS a FROM findings WHERE night = $n "
-        "AND category <> 'PENDING_SYNC' GROUP BY 1)", {"n": night},
+        "AND category <> 'PENDING_SYNC' GROUP BY 1)",
+        {"n": night},
     ).fetchall()[0][0]
-    return {"total": _yuan(total), "currency": "CNY", "by_category": grouped("category"),
-            "by_source": grouped("source_system")}
+    return {
+        "total": _yuan(total),
+        "currency": "CNY",
+        "by_category": grouped("category"),
+        "by_source": grouped("source_system"),
+    }
 
 
 def _open_items(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, Any]:
@@ -330,8 +359,14 @@ def _open_items(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, Any]:
         decided += decision is not None and decision != "reopened"
         reopened += decision == "reopened"
     return {
-        "total": len(rows), "findings": states.pop("finding"), **states, "decided": decided, "reopened": reopened,
-        "aging": {k: {"count": counts[k], "amount": _yuan(sum(money[k].values(), Decimal(0)))} for k in counts},
+        "total": len(rows),
+        "findings": states.pop("finding"),
+        **states,
+        "decided": decided,
+        "reopened": reopened,
+        "aging": {
+            k: {"count": counts[k], "amount": _yuan(sum(money[k].values(), Decimal(0)))} for k in counts
+        },
     }
 
 
@@ -361,10 +396,12 @@ def _counts_of(con: duckdb.DuckDBPyConnection, night: date) -> dict[str, int]:
 
 def _by_cause(con: duckdb.DuckDBPyConnection, night: date, category: str) -> dict[str, int]:
     """A missing category's findings per cause, the most serious cause first (model.MISSING_CAUSES)."""
-    rows = dict(con.execute(
-        "SELECT coalesce(cause, 'unknown'), count(*) FROM findings WHERE night = $n AND category = $c GROUP BY 1",
-        {"n": night, "c": category},
-    ).fetchall())
+    rows = dict(
+        con.execute(
+            "SELECT coalesce(cause, 'unknown'), count(*) FROM findings WHERE night = $n AND category = $c GROUP BY 1",
+            {"n": night, "c": category},
+        ).fetchall()
+    )
     order = {c: i for i, c in enumerate(MISSING_CAUSES)}
     return {c: rows[c] for c in sorted(rows, key=lambda c: (order.get(c, len(order)), c))}
 
@@ -389,7 +426,11 @@ def _night_warnings(rec: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ..
 
 
 def build_summary(
-    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, run_id: str, started: datetime,
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    cfg: Config,
+    run_id: str,
+    started: datetime,
     unread: tuple[UnreadFile, ...] = (),
 ) -> NightSummary:
     rec = _get_state(con, night, "reconcile")
@@ -412,9 +453,13 @@ def build_summary(
             for f in unbalanced
         )
     if unread:
-        shown = ", ".join(u.path for u in unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
-        warnings += (f"{len(unread)} file(s) or folder(s) under the night's delivery were not read: {shown} "
-                     "(summary.json unread_files says why)",)
+        shown = ", ".join(u.path for u in unread[:5]) + (
+            f" and {len(unread) - 5} more" if len(unread) > 5 else ""
+        )
+        warnings += (
+            f"{len(unread)} file(s) or folder(s) under the night's delivery were not read: {shown} "
+            "(summary.json unread_files says why)",
+        )
     tonight = NightCounts(night.isoformat(), counts, sum(counts.values()), outcome)
     return NightSummary(
         night=night.isoformat(),
@@ -492,35 +537,66 @@ def stage_publish(
     resolved = fetch_resolved(con, night, cfg)
     carried = fetch_carried(con, night)
     rejected = _rejected_table(con, night)
-    mask_csv, mask_excel, mask_html = (cfg.mask_csv or cfg.mask_all, cfg.mask_excel or cfg.mask_all,
-                                       cfg.mask_html or cfg.mask_all)
+    mask_csv, mask_excel, mask_html = (
+        cfg.mask_csv or cfg.mask_all,
+        cfg.mask_excel or cfg.mask_all,
+        cfg.mask_html or cfg.mask_all,
+    )
     with NightWriter(paths.reports, night, run_id) as w:
         write_exceptions_csv(
-            w.path("exceptions.csv"), findings.to_batches(max_chunksize=50_000), mask_record if mask_csv else None
+            w.path("exceptions.csv"),
+            findings.to_batches(max_chunksize=50_000),
+            mask_record if mask_csv else None,
         )
         pause_point("publish")
         write_exceptions_xlsx(
-            w.path("exceptions.xlsx"), summary, findings, resolved, mask=mask_excel,
-            max_rows_per_sheet=cfg.excel_max_rows, carried=carried,
+            w.path("exceptions.xlsx"),
+            summary,
+            findings,
+            resolved,
+            mask=mask_excel,
+            max_rows_per_sheet=cfg.excel_max_rows,
+            carried=carried,
         )
         document = summary.to_dict()
         write_json(w.path("summary.json"), masked_summary(document) if mask_csv else document)
         gx_results = _get_state(con, night, GX_RESULTS_STATE)["results"]
         write_json(w.path(GX_RESULTS_FILE), masked_gx_results(gx_results) if mask_csv else gx_results)
-        html = render_report_html(summary, findings, rejected, resolved, mask=mask_html, max_rows=cfg.report_max_rows,
-                                  lines=_evidence_lines(con, night, 5 * cfg.report_max_rows), carried=carried,
-                                  gx_results=gx_results_digest(gx_results))
+        html = render_report_html(
+            summary,
+            findings,
+            rejected,
+            resolved,
+            mask=mask_html,
+            max_rows=cfg.report_max_rows,
+            lines=_evidence_lines(con, night, 5 * cfg.report_max_rows),
+            carried=carried,
+            gx_results=gx_results_digest(gx_results),
+        )
         write_text(w.path("report.html"), html)
-        w.write_manifest({"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"})
+        w.write_manifest(
+            {"run_id": run_id, "outcome": summary.outcome, "generator": f"fapiao-audit {__version__}"}
+        )
         pause_point("commit")
         final = w.commit()
     con.execute(
         "INSERT INTO runs VALUES ($n, $id, $start, now(), $outcome, true, $counts)",
-        {"n": night, "id": run_id, "start": started, "outcome": summary.outcome,
-         "counts": json.dumps(summary.counts)},
+        {
+            "n": night,
+            "id": run_id,
+            "start": started,
+            "outcome": summary.outcome,
+            "counts": json.dumps(summary.counts),
+        },
     )
-    return RunOutcome(night, final, summary.outcome, dict(summary.counts), 0 if summary.outcome == "passed" else 1,
-                      summary.warnings)
+    return RunOutcome(
+        night,
+        final,
+        summary.outcome,
+        dict(summary.counts),
+        0 if summary.outcome == "passed" else 1,
+        summary.warnings,
+    )
 
 
 def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = None) -> list[Any]:
@@ -534,8 +610,9 @@ def stage_extract(paths: Paths, night: date, cfg: Config, system: str | None = N
     ]
 
 
-def run_night(paths: Paths, night: date, cfg: Config, *, log: Any = None,
-              progress: Progress | None = None) -> RunOutcome:
+def run_night(
+    paths: Paths, night: date, cfg: Config, *, log: Any = None, progress: Progress | None = None
+) -> RunOutcome:
     """The whole night on one connection: what ``fapiao-audit run`` does.
 
     ``log`` gets each stage's wall time; ``progress`` is told of every file read and stage done.
@@ -572,8 +649,14 @@ def stage_retention(con: duckdb.DuckDBPyConnection, cfg: Config, outcome: RunOut
     try:
         sweep(con, cfg)
     except duckdb.Error as e:
-        return replace(outcome, warnings=(*outcome.warnings, f"retention of old nights' staged rows failed: "
-                                          f"{str(e).splitlines()[0]}; the next night tries again"))
+        return replace(
+            outcome,
+            warnings=(
+                *outcome.warnings,
+                f"retention of old nights' staged rows failed: "
+                f"{str(e).splitlines()[0]}; the next night tries again",
+            ),
+        )
     return outcome
 
 

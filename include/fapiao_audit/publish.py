@@ -40,7 +40,14 @@ EXCEPTIONS_COLUMNS = CSV_COLUMNS
 #: GX's own validation results of the night: a list of ExpectationSuiteValidationResult.to_json_dict(),
 #: one per suite run (registry, each issuing system, reconciliation).
 GX_RESULTS_FILE = "gx_results.json"
-OUTPUT_FILES = ("exceptions.csv", "exceptions.xlsx", "summary.json", GX_RESULTS_FILE, "report.html", "manifest.json")
+OUTPUT_FILES = (
+    "exceptions.csv",
+    "exceptions.xlsx",
+    "summary.json",
+    GX_RESULTS_FILE,
+    "report.html",
+    "manifest.json",
+)
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -94,14 +101,19 @@ def csv_safe(text: str) -> str:
     ' =1+1'). A program reading exceptions.csv gets the raw value back by dropping that one leading '
     where the character after it is one of = + - @, a tab, a carriage return or white space."""
     text = mark_bidi(text)
-    if text and (text.startswith(_FORMULA_START) or text.lstrip().startswith(_FORMULA_START)) \
-            and not _PLAIN_NUMBER.fullmatch(text):
+    if (
+        text
+        and (text.startswith(_FORMULA_START) or text.lstrip().startswith(_FORMULA_START))
+        and not _PLAIN_NUMBER.fullmatch(text)
+    ):
         return "'" + text
     return text
 
 
 def write_exceptions_csv(
-    path: Path, batches: Iterable[pa.RecordBatch], transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    path: Path,
+    batches: Iterable[pa.RecordBatch],
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> int:
     """UTF-8 with BOM, header row, one row per finding; every value written as text, formula starts
     neutralised (csv_safe)."""
@@ -160,8 +172,10 @@ class NightWriter:
             self._lock = os.open(self.reports, os.O_RDONLY | os.O_DIRECTORY)
             if not _flock(self._lock, fcntl.LOCK_EX, PUBLISH_LOCK_TIMEOUT_S):
                 os.close(self._lock)
-                raise PublishError(f"{self.reports}: another run kept publishing into this folder for "
-                                   f"{PUBLISH_LOCK_TIMEOUT_S:g} s; nothing was published")
+                raise PublishError(
+                    f"{self.reports}: another run kept publishing into this folder for "
+                    f"{PUBLISH_LOCK_TIMEOUT_S:g} s; nothing was published"
+                )
             try:
                 sweep(self.reports, self.night)
                 self.tmp.mkdir()
@@ -169,7 +183,9 @@ class NightWriter:
                 os.close(self._lock)
                 raise
         except OSError as e:
-            raise PublishError(f"{self.reports}: cannot prepare the reports folder: {e.strerror or e}") from None
+            raise PublishError(
+                f"{self.reports}: cannot prepare the reports folder: {e.strerror or e}"
+            ) from None
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -253,7 +269,9 @@ def sweep(reports: Path, night: date) -> None:
     final = reports / night.isoformat()
     prefix_tmp = f".{night.isoformat()}.tmp-"
     prefix_old = f".{night.isoformat()}.old-"
-    leftovers = sorted(p for p in reports.iterdir() if p.name.startswith((prefix_tmp, prefix_old)) and p.is_dir())
+    leftovers = sorted(
+        p for p in reports.iterdir() if p.name.startswith((prefix_tmp, prefix_old)) and p.is_dir()
+    )
     if not final.exists() and not final.is_symlink():
         for p in leftovers:
             if p.name.startswith(prefix_old) and (p / "manifest.json").is_file():
@@ -327,7 +345,8 @@ def masked_summary(summary: dict[str, Any]) -> dict[str, Any]:
             out = {k: walk(x) for k, x in v.items()}
             if out.get("column") in BUYER_FIELDS and isinstance(v.get("unexpected_sample"), list):
                 out["unexpected_sample"] = [
-                    mask_record({"field": v["column"], "issuer_value": x})["issuer_value"] if isinstance(x, str)
+                    mask_record({"field": v["column"], "issuer_value": x})["issuer_value"]
+                    if isinstance(x, str)
                     else walk(x)
                     for x in v["unexpected_sample"]
                 ]
@@ -360,11 +379,19 @@ def masked_gx_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k, x in v.items():
                 if k in BUYER_FIELDS:
                     out[k] = buyer(k, x)
-                elif column is not None and k in ("partial_unexpected_list", "unexpected_list") and isinstance(x, list):
+                elif (
+                    column is not None
+                    and k in ("partial_unexpected_list", "unexpected_list")
+                    and isinstance(x, list)
+                ):
                     out[k] = [buyer(column, y) for y in x]
                 elif column is not None and k == "partial_unexpected_counts" and isinstance(x, list):
-                    out[k] = [{**walk(c, None), "value": buyer(column, c.get("value"))} if isinstance(c, dict)
-                              else walk(c, None) for c in x]
+                    out[k] = [
+                        {**walk(c, None), "value": buyer(column, c.get("value"))}
+                        if isinstance(c, dict)
+                        else walk(c, None)
+                        for c in x
+                    ]
                 else:
                     out[k] = walk(x, column)
             return out
@@ -376,7 +403,9 @@ def masked_gx_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for suite_result in results:
         evrs = []
         for evr in suite_result.get("results") or []:
-            kwargs = ((evr.get("expectation_config") or {}).get("kwargs") or {}) if isinstance(evr, dict) else {}
+            kwargs = (
+                ((evr.get("expectation_config") or {}).get("kwargs") or {}) if isinstance(evr, dict) else {}
+            )
             column = kwargs.get("column") if kwargs.get("column") in BUYER_FIELDS else None
             evrs.append(walk(evr, column))
         out.append({**walk({k: v for k, v in suite_result.items() if k != "results"}, None), "results": evrs})
@@ -388,5 +417,11 @@ def gx_results_digest(results: list[dict[str, Any]]) -> dict[str, Any]:
     runs = len(results)
     evaluated = sum(int((r.get("statistics") or {}).get("evaluated_expectations") or 0) for r in results)
     passed = sum(int((r.get("statistics") or {}).get("successful_expectations") or 0) for r in results)
-    return {"file": GX_RESULTS_FILE, "suite_runs": runs, "failed_runs": sum(1 for r in results if not r.get("success")),
-            "evaluated": evaluated, "passed": passed, "failed": evaluated - passed}
+    return {
+        "file": GX_RESULTS_FILE,
+        "suite_runs": runs,
+        "failed_runs": sum(1 for r in results if not r.get("success")),
+        "evaluated": evaluated,
+        "passed": passed,
+        "failed": evaluated - passed,
+    }

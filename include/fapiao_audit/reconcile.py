@@ -66,13 +66,29 @@ _PREPARE = (
 _PER_SHARD = _PREPARE + FINDING_SECTIONS
 #: Statements of reconcile.sql that run outside the per-shard sequence.
 _SHARD_RESULT = ("shard_stats", "unmatched")
-_MERGE = ("probable_match", "probable_match_apply", "missing_causes", "money", "money_apply", "money_at_risk", "cases",
-          "cases_apply")
+_MERGE = (
+    "probable_match",
+    "probable_match_apply",
+    "missing_causes",
+    "money",
+    "money_apply",
+    "money_at_risk",
+    "cases",
+    "cases_apply",
+)
 
 #: Bumped when the layout of a shard's result changes: older results are then refused, not merged.
 SHARD_FORMAT = 2
 _TEMP_TABLES = (
-    "rc_keys", "rc_krows", "rc_dups", "rc_one", "rc_monitored", "rc_issuer", "rc_across", "rc_pairs", "rc_findings",
+    "rc_keys",
+    "rc_krows",
+    "rc_dups",
+    "rc_one",
+    "rc_monitored",
+    "rc_issuer",
+    "rc_across",
+    "rc_pairs",
+    "rc_findings",
     "rc_bad_tax_ids",
 )
 
@@ -191,7 +207,9 @@ def night_fingerprint(con: duckdb.DuckDBPyConnection, night: date, cfg: Config, 
         "SELECT source_system, file, sha256, rows_loaded FROM ingested_files WHERE night = $n ORDER BY ALL",
         {"n": night},
     ).fetchall()
-    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchall()[0][0]
+    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchall()[0][
+        0
+    ]
     p = params_for(night, cfg, shards)
     p.pop("shard")
     payload = {"version": __version__, "format": SHARD_FORMAT, "files": files, "staged": staged, "params": p}
@@ -199,8 +217,14 @@ def night_fingerprint(con: duckdb.DuckDBPyConnection, night: date, cfg: Config, 
 
 
 def reconcile_shard(
-    con: duckdb.DuckDBPyConnection, night: date, cfg: Config, shard: int, shards: int, root: Path,
-    *, fingerprint: str | None = None,
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    cfg: Config,
+    shard: int,
+    shards: int,
+    root: Path,
+    *,
+    fingerprint: str | None = None,
 ) -> ShardResult:
     """Reconcile the keys of one shard; write the result into its own folder under ``root``.
 
@@ -216,7 +240,9 @@ def reconcile_shard(
     p = params_for(night, cfg, shards, shard)
     for name in _PER_SHARD:
         execute_sql(con, statements[name], p)
-    issuer_keys, registry_keys, issuer_only, other = execute_sql(con, statements["shard_stats"], p).fetchall()[0]
+    issuer_keys, registry_keys, issuer_only, other = execute_sql(
+        con, statements["shard_stats"], p
+    ).fetchall()[0]
     findings = con.execute("SELECT count(*) FROM rc_findings").fetchall()[0][0]
     folder = shard_folder(root, shard, shards)
     part = folder.with_name(f".{folder.name}.{os.getpid()}.part")
@@ -229,18 +255,39 @@ def reconcile_shard(
     unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchall()[0][0]
     seconds = round(time.perf_counter() - t0, 3)
     stats = {
-        "format": SHARD_FORMAT, "fingerprint": fingerprint, "night": night.isoformat(), "shard": shard,
-        "shards": shards, "findings": findings, "unmatched": unmatched, "issuer_keys": issuer_keys,
-        "registry_keys": registry_keys, "matched_keys": issuer_keys - issuer_only,
-        "registry_other_sellers": other, "seconds": seconds, "pid": os.getpid(), "host": os.uname().nodename,
+        "format": SHARD_FORMAT,
+        "fingerprint": fingerprint,
+        "night": night.isoformat(),
+        "shard": shard,
+        "shards": shards,
+        "findings": findings,
+        "unmatched": unmatched,
+        "issuer_keys": issuer_keys,
+        "registry_keys": registry_keys,
+        "matched_keys": issuer_keys - issuer_only,
+        "registry_other_sellers": other,
+        "seconds": seconds,
+        "pid": os.getpid(),
+        "host": os.uname().nodename,
     }
     (part / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(part, folder)
     for t in _TEMP_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {t}")
-    return ShardResult(night, shard, shards, folder, findings, unmatched, issuer_keys, registry_keys,
-                       issuer_keys - issuer_only, other, seconds)
+    return ShardResult(
+        night,
+        shard,
+        shards,
+        folder,
+        findings,
+        unmatched,
+        issuer_keys,
+        registry_keys,
+        issuer_keys - issuer_only,
+        other,
+        seconds,
+    )
 
 
 def read_shard_stats(root: Path, shards: int, fingerprint: str) -> list[dict[str, Any]]:
@@ -289,8 +336,12 @@ def merge_shards(
     statements = dict(sql_statements("reconcile.sql"))
     p = params_for(night, cfg)
     con.execute("ALTER TABLE rc_all ADD COLUMN cause VARCHAR")
-    for column, kind in (("case_id", "VARCHAR"), ("issuer_total", "DECIMAL(18, 2)"),
-                         ("registry_total", "DECIMAL(18, 2)"), ("amount_at_risk", "DECIMAL(18, 2)")):
+    for column, kind in (
+        ("case_id", "VARCHAR"),
+        ("issuer_total", "DECIMAL(18, 2)"),
+        ("registry_total", "DECIMAL(18, 2)"),
+        ("amount_at_risk", "DECIMAL(18, 2)"),
+    ):
         con.execute(f"ALTER TABLE rc_all ADD COLUMN {column} {kind}")
     for name in _MERGE:
         execute_sql(con, statements[name], p)
@@ -313,15 +364,28 @@ def merge_shards(
     ).fetchall()[0][0]
     monitored_from = "configured" if cfg.monitored_sellers else "issuers" if issuer_sellers else "none"
     return ReconcileResult(
-        night, counts, total("issuer_keys"), total("registry_keys"), total("matched_keys"),
-        total("registry_other_sellers"), prev, new, open_, resolved, gone, monitored_from,
-        len(cfg.monitored_sellers) if cfg.monitored_sellers else issuer_sellers, issuer_sellers,
+        night,
+        counts,
+        total("issuer_keys"),
+        total("registry_keys"),
+        total("matched_keys"),
+        total("registry_other_sellers"),
+        prev,
+        new,
+        open_,
+        resolved,
+        gone,
+        monitored_from,
+        len(cfg.monitored_sellers) if cfg.monitored_sellers else issuer_sellers,
+        issuer_sellers,
     )
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
     """The file behind a connection (None in memory)."""
-    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
     return Path(row[0]) if row and row[0] else None
 
 
@@ -333,7 +397,11 @@ def reconcile_night(
     The shards' results go to ``<work_dir>/shards/<night>/`` (a temporary folder when None) and
     are removed after the merge.
     """
-    with tempfile.TemporaryDirectory(prefix="fapiao-shards-") if work_dir is None else nullcontext(work_dir) as w:
+    with (
+        tempfile.TemporaryDirectory(prefix="fapiao-shards-")
+        if work_dir is None
+        else nullcontext(work_dir) as w
+    ):
         root = shard_root(Path(w), night)
         clear_shards(root)
         fingerprint = night_fingerprint(con, night, cfg, cfg.shards)
@@ -358,13 +426,20 @@ def connect_read_only(
 
 def _install_actions(con: duckdb.DuckDBPyConnection) -> None:
     """model.ACTIONS as a temp table fa_actions(category, field, action, role) for findings.sql."""
-    con.execute("CREATE OR REPLACE TEMP TABLE fa_actions (category VARCHAR, field VARCHAR, action VARCHAR, "
-                "role VARCHAR)")
-    con.executemany("INSERT INTO fa_actions VALUES (?, ?, ?, ?)",
-                    [[cat, fld, a.text, a.role_label] for (cat, fld), a in ACTIONS.items()])
-    con.execute("CREATE OR REPLACE TEMP TABLE fa_detail_zh (category VARCHAR, field VARCHAR, template VARCHAR)")
-    con.executemany("INSERT INTO fa_detail_zh VALUES (?, ?, ?)",
-                    [[cat, fld, t] for (cat, fld), t in DETAIL_ZH.items()])
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fa_actions (category VARCHAR, field VARCHAR, action VARCHAR, "
+        "role VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO fa_actions VALUES (?, ?, ?, ?)",
+        [[cat, fld, a.text, a.role_label] for (cat, fld), a in ACTIONS.items()],
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE fa_detail_zh (category VARCHAR, field VARCHAR, template VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO fa_detail_zh VALUES (?, ?, ?)", [[cat, fld, t] for (cat, fld), t in DETAIL_ZH.items()]
+    )
     con.execute("CREATE OR REPLACE TEMP TABLE fa_field_labels (field VARCHAR, label VARCHAR)")
     con.executemany("INSERT INTO fa_field_labels VALUES (?, ?)", [[k, v] for k, v in FIELD_LABELS.items()])
 
@@ -372,15 +447,21 @@ def _install_actions(con: duckdb.DuckDBPyConnection) -> None:
 def _findings_params(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> dict[str, Any]:
     """The parameters of findings.sql for a night (and its macros installed)."""
     start, _ = cfg.window_for(night)
-    p: dict[str, Any] = {"night": night, "window_start": start, **_category_params(),
-                         "closing": [code for code, (_zh, _en, closes) in DECISIONS.items() if closes]}
+    p: dict[str, Any] = {
+        "night": night,
+        "window_start": start,
+        **_category_params(),
+        "closing": [code for code, (_zh, _en, closes) in DECISIONS.items() if closes],
+    }
     execute_sql(con, named_sql("findings.sql", "macros"), p)
     p["prev"] = execute_sql(con, named_sql("findings.sql", "previous_night"), p).fetchall()[0][0]
     p["absent"] = execute_sql(con, named_sql("findings.sql", "absent_sources"), p).fetchall()[0][0]
     return p
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> tuple[date | None, int, int, int, int]:
+def store_findings(
+    con: duckdb.DuckDBPyConnection, night: date, cfg: Config
+) -> tuple[date | None, int, int, int, int]:
     """Replace the night's findings, each with new/open and first-seen relative to the previous night,
     the decisions in force, and the open items carried (left the window or not checked, not closed)."""
     p = _findings_params(con, night, cfg)
@@ -400,7 +481,9 @@ def store_findings(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
 
 def fetch_findings(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
     """The night's stored findings in publication order."""
-    return execute_sql(con, named_sql("findings.sql", "ordered"), {"night": night, **_category_params()}).to_arrow_table()
+    return execute_sql(
+        con, named_sql("findings.sql", "ordered"), {"night": night, **_category_params()}
+    ).to_arrow_table()
 
 
 def fetch_resolved(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> pa.Table:
@@ -411,4 +494,6 @@ def fetch_resolved(con: duckdb.DuckDBPyConnection, night: date, cfg: Config) -> 
 
 def fetch_carried(con: duckdb.DuckDBPyConnection, night: date) -> pa.Table:
     """The open items carried tonight (left the window unresolved, or not checked)."""
-    return execute_sql(con, named_sql("findings.sql", "carried"), {"night": night, **_category_params()}).to_arrow_table()
+    return execute_sql(
+        con, named_sql("findings.sql", "carried"), {"night": night, **_category_params()}
+    ).to_arrow_table()

@@ -69,8 +69,13 @@ __all__ = [
 # Column specs of the client-side tables: (key, Chinese label, English label, kind).
 _REPORT_KIND = {"id": "mono", "source": "mono", "value": "text", "int": "num"}
 #: Status and decision words of the client-side tables (code -> "中文 English").
-_STATUS_LABELS = {k: f"{zh} {en}" for k, (zh, en) in {**FINDING_STATUSES, **GONE_STATUSES, **CARRIED_STATUSES}.items()}
-_DECISION_LABELS = {**{k: f"{zh} {en}" for k, (zh, en, _c) in DECISIONS.items()}, "reopened": f"{REOPENED[0]} re-opened"}
+_STATUS_LABELS = {
+    k: f"{zh} {en}" for k, (zh, en) in {**FINDING_STATUSES, **GONE_STATUSES, **CARRIED_STATUSES}.items()
+}
+_DECISION_LABELS = {
+    **{k: f"{zh} {en}" for k, (zh, en, _c) in DECISIONS.items()},
+    "reopened": f"{REOPENED[0]} re-opened",
+}
 
 
 def _view(names: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
@@ -220,9 +225,14 @@ def _table_payload(
 
 #: The columns of an invoice's lines shown under a finding: (key, Chinese label, English label).
 LINE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("source_system", "来源", "Source"), ("line", "行号", "Line"), ("item_name", "项目名称", "Item"),
-    ("quantity", "数量", "Qty"), ("unit_price", "单价", "Unit price"), ("amount", "金额", "Amount"),
-    ("tax_rate", "税率", "Rate"), ("tax_amount", "税额", "Tax"),
+    ("source_system", "来源", "Source"),
+    ("line", "行号", "Line"),
+    ("item_name", "项目名称", "Item"),
+    ("quantity", "数量", "Qty"),
+    ("unit_price", "单价", "Unit price"),
+    ("amount", "金额", "Amount"),
+    ("tax_rate", "税率", "Rate"),
+    ("tax_amount", "税额", "Tax"),
 )
 
 
@@ -235,7 +245,8 @@ def _lines_payload(lines: pa.Table | None, shown: pa.Table) -> dict[str, Any]:
         for record in _records(lines, ["invoice_key", *names]):
             if record["invoice_key"] in keys:
                 by_key.setdefault(record["invoice_key"], []).append(
-                    [None if record[k] is None else str(record[k]) for k in names])
+                    [None if record[k] is None else str(record[k]) for k in names]
+                )
     return {"columns": [{"key": k, "zh": zh, "en": en} for k, zh, en in LINE_COLUMNS], "by_key": by_key}
 
 
@@ -381,8 +392,10 @@ def _text_colour(hex_colour: str) -> str:
 
 
 def _short_json(value: Any, limit: int = 400) -> str:
-    text = value if isinstance(value, str) else json.dumps(
-        value, ensure_ascii=False, sort_keys=True, default=_json_default
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
     )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -406,8 +419,16 @@ def _cause_rows(summary: NightSummary) -> list[dict[str, Any]]:
         missing, pending = summary.missing_by_cause.get(code, 0), summary.pending_by_cause.get(code, 0)
         if missing or pending:
             zh, en = MISSING_CAUSES.get(code, (code, code))
-            rows.append({"code": code, "zh": zh, "en": en, "missing": missing, "pending": pending,
-                         "serious": code == "uploaded_but_absent" and missing > 0})
+            rows.append(
+                {
+                    "code": code,
+                    "zh": zh,
+                    "en": en,
+                    "missing": missing,
+                    "pending": pending,
+                    "serious": code == "uploaded_but_absent" and missing > 0,
+                }
+            )
     return rows
 
 
@@ -429,22 +450,24 @@ def _category_rows(summary: NightSummary, findings: pa.Table) -> list[dict[str, 
         cat = CATEGORY_BY_CODE.get(code)
         n = counts.get(code, 0)
         prev = None if previous is None else previous.get(code, 0)
-        rows.append({
-            "code": code,
-            "zh": cat.zh if cat else code,
-            "en": cat.en if cat else code,
-            "css": f"c{idx}" if cat else "cx",
-            "count": n,
-            "previous": prev,
-            "delta": None if prev is None else n - prev,
-            "new": new_by_cat.get(code, 0),
-            "not_checked": code in summary.not_checked,
-            "share": round(100 * n / top, 1),
-            "spark": _sparkline(
-                [h["counts"].get(code, 0) for h in history], cat.colour if cat else "#6b7280"
-            ),
-            "table_count": table_counts.get(code, 0),
-        })
+        rows.append(
+            {
+                "code": code,
+                "zh": cat.zh if cat else code,
+                "en": cat.en if cat else code,
+                "css": f"c{idx}" if cat else "cx",
+                "count": n,
+                "previous": prev,
+                "delta": None if prev is None else n - prev,
+                "new": new_by_cat.get(code, 0),
+                "not_checked": code in summary.not_checked,
+                "share": round(100 * n / top, 1),
+                "spark": _sparkline(
+                    [h["counts"].get(code, 0) for h in history], cat.colour if cat else "#6b7280"
+                ),
+                "table_count": table_counts.get(code, 0),
+            }
+        )
     return rows
 
 
@@ -462,15 +485,17 @@ def _source_breakdown(summary: NightSummary, findings: pa.Table) -> list[dict[st
     rows = []
     for name, cats in per.items():
         total = sum(cats.values())
-        rows.append({
-            "source": name,
-            "kind": kinds.get(name, ""),
-            "cells": [cats.get(c.code, 0) for c in CATEGORIES],
-            "other": sum(v for k, v in cats.items() if k not in CATEGORY_BY_CODE),
-            "total": total,
-            "loaded": loaded.get(name),
-            "rate": (f"{1000 * total / loaded[name]:.1f}" if loaded.get(name) else None),
-        })
+        rows.append(
+            {
+                "source": name,
+                "kind": kinds.get(name, ""),
+                "cells": [cats.get(c.code, 0) for c in CATEGORIES],
+                "other": sum(v for k, v in cats.items() if k not in CATEGORY_BY_CODE),
+                "total": total,
+                "loaded": loaded.get(name),
+                "rate": (f"{1000 * total / loaded[name]:.1f}" if loaded.get(name) else None),
+            }
+        )
     rows.sort(key=lambda r: (-r["total"], r["source"] is None, str(r["source"])))
     return rows
 
@@ -479,21 +504,37 @@ def _sources(summary: NightSummary) -> tuple[list[dict[str, Any]], dict[str, Any
     out = []
     grand = {"read": 0, "loaded": 0, "rejected": 0, "skipped": 0, "files": 0, "balanced": True}
     for src in summary.sources:
-        files = [{**f.to_dict(), "read": f.rows_read, "loaded": f.rows_loaded, "rejected": f.rows_rejected,
-                  "skipped": f.rows_skipped, "balanced": f.balanced} for f in src.files]
+        files = [
+            {
+                **f.to_dict(),
+                "read": f.rows_read,
+                "loaded": f.rows_loaded,
+                "rejected": f.rows_rejected,
+                "skipped": f.rows_skipped,
+                "balanced": f.balanced,
+            }
+            for f in src.files
+        ]
         sums = [sum(f[k] for f in files) for k in ("read", "loaded", "rejected", "skipped")]
-        files_match = not files or sums == [src.rows_read, src.rows_loaded, src.rows_rejected, src.rows_skipped]
-        out.append({
-            "name": src.source_system,
-            "kind": src.source_kind,
-            "read": src.rows_read,
-            "loaded": src.rows_loaded,
-            "rejected": src.rows_rejected,
-            "skipped": src.rows_skipped,
-            "balanced": src.balanced,
-            "files_match": files_match,
-            "files": files,
-        })
+        files_match = not files or sums == [
+            src.rows_read,
+            src.rows_loaded,
+            src.rows_rejected,
+            src.rows_skipped,
+        ]
+        out.append(
+            {
+                "name": src.source_system,
+                "kind": src.source_kind,
+                "read": src.rows_read,
+                "loaded": src.rows_loaded,
+                "rejected": src.rows_rejected,
+                "skipped": src.rows_skipped,
+                "balanced": src.balanced,
+                "files_match": files_match,
+                "files": files,
+            }
+        )
         grand["read"] += src.rows_read
         grand["loaded"] += src.rows_loaded
         grand["rejected"] += src.rows_rejected
@@ -517,31 +558,37 @@ def _expectations(summary: NightSummary, mask: bool) -> tuple[list[dict[str, Any
             sample = [str(s) for s in (r.get("unexpected_sample") or [])[:20]]
             if mask:
                 if column in masking.BUYER_FIELDS:
-                    sample = [str(masking.mask_record({"field": column, "issuer_value": s})["issuer_value"])
-                              for s in sample]
+                    sample = [
+                        str(masking.mask_record({"field": column, "issuer_value": s})["issuer_value"])
+                        for s in sample
+                    ]
                 else:
                     sample = [masking.mask_free_text(s) or "" for s in sample]
             observed = r.get("observed_value")
-            results.append({
-                "expectation": r.get("expectation"),
-                "type": r.get("type"),
-                "column": column,
-                "state": state,
-                "error": r.get("error"),
-                "observed": None if observed is None else _short_json(observed),
-                "unexpected_count": r.get("unexpected_count"),
-                "sample": [s if len(s) <= 120 else s[:119] + "…" for s in sample],
-                "sample_more": max(0, len(r.get("unexpected_sample") or []) - 20),
-                "description": r.get("description"),
-            })
+            results.append(
+                {
+                    "expectation": r.get("expectation"),
+                    "type": r.get("type"),
+                    "column": column,
+                    "state": state,
+                    "error": r.get("error"),
+                    "observed": None if observed is None else _short_json(observed),
+                    "unexpected_count": r.get("unexpected_count"),
+                    "sample": [s if len(s) <= 120 else s[:119] + "…" for s in sample],
+                    "sample_more": max(0, len(r.get("unexpected_sample") or []) - 20),
+                    "description": r.get("description"),
+                }
+            )
         parameters = suite.get("parameters") if isinstance(suite.get("parameters"), Mapping) else {}
-        suites.append({
-            "suite": suite.get("suite"),
-            "target": suite.get("target"),
-            "success": bool(suite.get("success")),
-            "results": results,
-            "parameters": [(str(k), _short_json(v, 120)) for k, v in parameters.items()],
-        })
+        suites.append(
+            {
+                "suite": suite.get("suite"),
+                "target": suite.get("target"),
+                "success": bool(suite.get("success")),
+                "results": results,
+                "parameters": [(str(k), _short_json(v, 120)) for k, v in parameters.items()],
+            }
+        )
     return suites, tally
 
 
@@ -616,15 +663,17 @@ def render_report_html(
     findings_payload["fields"] = FIELD_LABELS
     findings_payload["lines"] = _lines_payload(lines, shown)
     findings_payload["causes"] = {k: f"{zh} {en}" for k, (zh, en) in MISSING_CAUSES.items()}
-    resolved_payload = _table_payload(resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask,
-                                      detail=_DETAIL_VIEW)
+    resolved_payload = _table_payload(
+        resolved_shown, _RESOLVED_VIEW, total=resolved.num_rows, mask=mask, detail=_DETAIL_VIEW
+    )
     resolved_payload["categories"] = findings_payload["categories"]
     resolved_payload["fields"] = FIELD_LABELS
     resolved_payload["causes"] = findings_payload["causes"]
     carried = carried if carried is not None else resolved.slice(0, 0)
     carried_shown = carried.slice(0, max_rows)
-    carried_payload = _table_payload(carried_shown, _FINDINGS_VIEW, total=carried.num_rows, mask=mask,
-                                     detail=_DETAIL_VIEW)
+    carried_payload = _table_payload(
+        carried_shown, _FINDINGS_VIEW, total=carried.num_rows, mask=mask, detail=_DETAIL_VIEW
+    )
     for key in ("categories", "fields", "causes"):
         carried_payload[key] = resolved_payload[key]
     rejected_payload = _table_payload(rejected_shown, _REJECTED_VIEW, total=rejected.num_rows, mask=mask)
@@ -633,11 +682,19 @@ def render_report_html(
     source_names = sorted({r["source"] for r in by_source}, key=lambda s: (s is None, str(s)))
     config = summary.config
     config_rows = [
-        {"key": k, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=_json_default)}
+        {
+            "key": k,
+            "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=_json_default),
+        }
         for k, v in _flatten(config)
     ]
     r = summary.run
-    run = {"run_id": r.run_id, "started_at": r.started_at, "finished_at": r.finished_at, "duration_s": r.duration_s}
+    run = {
+        "run_id": r.run_id,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "duration_s": r.duration_s,
+    }
     window = {"start": summary.window_start, "end": summary.window_end}
     outcome = summary.outcome
     history = _history(summary)
@@ -706,7 +763,8 @@ def render_report_html(
         "open_items": _open_items_view(summary),
         "decision_problems": [
             {k: masking.mark_bidi(v) if isinstance(v, str) else v for k, v in p.items()}
-            for p in (summary.decisions or {}).get("problems") or [] if isinstance(p, dict)
+            for p in (summary.decisions or {}).get("problems") or []
+            if isinstance(p, dict)
         ],
         "decision_files": list((summary.decisions or {}).get("files_read") or []),
         "headline": _headline(summary),
@@ -734,9 +792,12 @@ def _money(summary: NightSummary) -> dict[str, Any]:
     m = summary.amount_at_risk or {}
     by_cat = _dict(m.get("by_category"))
     by_source = _dict(m.get("by_source"))
-    return {"total": _yuan(m.get("total")), "known": bool(m),
-            "by_category": {str(k): _yuan(v) for k, v in by_cat.items()},
-            "by_source": [(str(k), _yuan(v)) for k, v in by_source.items()]}
+    return {
+        "total": _yuan(m.get("total")),
+        "known": bool(m),
+        "by_category": {str(k): _yuan(v) for k, v in by_cat.items()},
+        "by_source": [(str(k), _yuan(v)) for k, v in by_source.items()],
+    }
 
 
 def _open_items_view(summary: NightSummary) -> dict[str, Any]:
@@ -749,8 +810,14 @@ def _open_items_view(summary: NightSummary) -> dict[str, Any]:
         "not_checked": int(items.get("not_checked") or 0),
         "decided": int(items.get("decided") or 0),
         "reopened": int(items.get("reopened") or 0),
-        "aging": [(name, int((aging.get(name) or {}).get("count") or 0), _yuan((aging.get(name) or {}).get("amount")))
-                  for name, _lo, _hi in AGING_BUCKETS],
+        "aging": [
+            (
+                name,
+                int((aging.get(name) or {}).get("count") or 0),
+                _yuan((aging.get(name) or {}).get("amount")),
+            )
+            for name, _lo, _hi in AGING_BUCKETS
+        ],
     }
 
 
@@ -770,14 +837,21 @@ def _headline(summary: NightSummary) -> str:
 
 
 def _history(summary: NightSummary) -> list[dict[str, Any]]:
-    return [{"night": h.night, "outcome": h.outcome, "counts": dict(h.counts), "total": h.total}
-            for h in summary.history][-30:]
+    return [
+        {"night": h.night, "outcome": h.outcome, "counts": dict(h.counts), "total": h.total}
+        for h in summary.history
+    ][-30:]
 
 
 def _sellers(summary: NightSummary) -> list[dict[str, Any]]:
     top = max([s.findings for s in summary.by_seller] + [1])
     return [
-        {"tax_id": s.seller_tax_id, "name": s.seller_name, "findings": s.findings, "amount": _yuan(s.amount_at_risk),
-         "share": round(100 * s.findings / top, 1)}
+        {
+            "tax_id": s.seller_tax_id,
+            "name": s.seller_name,
+            "findings": s.findings,
+            "amount": _yuan(s.amount_at_risk),
+            "share": round(100 * s.findings / top, 1),
+        }
         for s in summary.by_seller
     ]

@@ -64,9 +64,9 @@ def _quoted_records(path: Path, delimiter: str) -> int:
     starts_ok = np.zeros(256, dtype=bool)
     starts_ok[[delim, 10, 13, 34]] = True
     records = 0
-    parity = 0        # inside quotes after the bytes processed so far
-    prev = 10         # the byte before the chunk (start of file: as after a line end)
-    pending = 0       # bytes of the current record since its last line end outside quotes
+    parity = 0  # inside quotes after the bytes processed so far
+    prev = 10  # the byte before the chunk (start of file: as after a line end)
+    pending = 0  # bytes of the current record since its last line end outside quotes
     pending_first = -1
     with path.open("rb") as f:
         data = f.read(_CHUNK)
@@ -106,7 +106,7 @@ def _quoted_records(path: Path, delimiter: str) -> int:
                     first[0] = pending_first
                 blank = (length == 0) | ((length == 1) & (first == 13))
                 records += int(ends.size - np.count_nonzero(blank))
-                tail = arr[ends[-1] + 1:]
+                tail = arr[ends[-1] + 1 :]
                 pending = int(tail.size)
                 pending_first = int(tail[0]) if tail.size else -1
             else:

@@ -38,10 +38,16 @@ def kept_nights(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | Non
     nights = {n for (n,) in con.execute("SELECT DISTINCT night FROM ingested_files").fetchall()}
     if tonight is not None:
         nights.add(tonight)
-    return sorted(nights, reverse=True)[: cfg.retain_nights] if cfg.retain_nights else sorted(nights, reverse=True)
+    return (
+        sorted(nights, reverse=True)[: cfg.retain_nights]
+        if cfg.retain_nights
+        else sorted(nights, reverse=True)
+    )
 
 
-def retention_horizon(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None) -> date | None:
+def retention_horizon(
+    con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None
+) -> date | None:
     """The oldest night whose staged rows are kept (None: every night is kept)."""
     kept = kept_nights(con, cfg, tonight)
     if cfg.retain_nights == 0 or len(kept) < cfg.retain_nights:
@@ -77,12 +83,15 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
     removed = dict.fromkeys(RETAINED_TABLES, 0)
     if horizon is None:
         return SweepResult(None, (), removed)
-    nights = tuple(n for (n,) in con.execute(
-        "SELECT DISTINCT night FROM staged_invoices WHERE night < $h UNION "
-        "SELECT DISTINCT night FROM staged_lines WHERE night < $h UNION "
-        "SELECT DISTINCT night FROM rejected_rows WHERE night < $h ORDER BY 1",
-        {"h": horizon},
-    ).fetchall())
+    nights = tuple(
+        n
+        for (n,) in con.execute(
+            "SELECT DISTINCT night FROM staged_invoices WHERE night < $h UNION "
+            "SELECT DISTINCT night FROM staged_lines WHERE night < $h UNION "
+            "SELECT DISTINCT night FROM rejected_rows WHERE night < $h ORDER BY 1",
+            {"h": horizon},
+        ).fetchall()
+    )
     if not nights:
         return SweepResult(horizon, (), removed)
     con.execute("BEGIN TRANSACTION")
@@ -107,7 +116,9 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
         )
         for table in RETAINED_TABLES:
             # Table names come from the fixed tuple above.
-            removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchall()[0][0]
+            removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchall()[
+                0
+            ][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -172,11 +183,15 @@ def compact(db_path: Path, cfg: Config, *, log: object = None) -> CompactResult:
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        say(f"retention: removed the staged rows of {len(swept.nights)} night(s) before "
-            f"{swept.horizon.isoformat() if swept.horizon else '-'}")
+        say(
+            f"retention: removed the staged rows of {len(swept.nights)} night(s) before "
+            f"{swept.horizon.isoformat() if swept.horizon else '-'}"
+        )
         wal = db_path.with_name(db_path.name + ".wal")
         if wal.exists():  # a checkpointed, closed database has none; with one, the copy would miss rows
-            raise LockError(f"{wal}: the database still has a write-ahead log after a checkpoint; not compacted")
+            raise LockError(
+                f"{wal}: the database still has a write-ahead log after a checkpoint; not compacted"
+            )
         tmp = db_path.with_name(f".{db_path.name}{_COMPACT_TAG}{os.getpid()}")
         try:
             _copy_database(db_path, tmp, cfg)
@@ -202,8 +217,11 @@ def _copy_database(src: Path, dst: Path, cfg: Config) -> None:
     """Every table of ``src`` into a fresh file ``dst`` (checkpointed, closed)."""
     from .db import pause_point
 
-    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": cfg.duckdb_memory_limit, "autoinstall_known_extensions": False,
-              "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": cfg.duckdb_memory_limit,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
     if cfg.duckdb_threads:
         config["threads"] = cfg.duckdb_threads
     if cfg.duckdb_temp_directory:

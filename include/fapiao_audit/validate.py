@@ -99,7 +99,9 @@ _STAGED_VIEW_SQL = (
     "SELECT * FROM staged_invoices WHERE night = {night} AND source_kind = {kind}{system_filter}"
 )
 _LINES_VIEW = "gx_lines"
-_LINES_VIEW_SQL = f"CREATE OR REPLACE TEMP VIEW {_LINES_VIEW} AS SELECT * FROM staged_lines WHERE night = {{night}}"
+_LINES_VIEW_SQL = (
+    f"CREATE OR REPLACE TEMP VIEW {_LINES_VIEW} AS SELECT * FROM staged_lines WHERE night = {{night}}"
+)
 _FINDINGS_VIEW_SQL = (
     f"CREATE OR REPLACE TEMP VIEW {_FINDINGS_VIEW} AS SELECT * FROM findings WHERE night = {{night}}"
 )
@@ -405,7 +407,9 @@ def _sql_type(number: Decimal) -> str:
     return f"DECIMAL({width}, {len(fraction)})" if width <= 38 else "DOUBLE"
 
 
-def _create_thresholds(con: duckdb.DuckDBPyConnection, numbers: Mapping[str, Decimal], views: list[str]) -> None:
+def _create_thresholds(
+    con: duckdb.DuckDBPyConnection, numbers: Mapping[str, Decimal], views: list[str]
+) -> None:
     """(Re)create ``gx_thresholds``: one row, a column per number, values bound, never written into SQL."""
     names = sorted(numbers)
     for name in names:
@@ -465,8 +469,12 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
     create(_LINES_VIEW, _LINES_VIEW_SQL.format(night=night_sql))
     create(_FINDINGS_VIEW, _FINDINGS_VIEW_SQL.format(night=night_sql))
     create(_STATS_VIEW, _STATS_TABLE_SQL.format(night=night_sql))
-    create(_CATEGORIES_TABLE, f"CREATE OR REPLACE TEMP TABLE {_CATEGORIES_TABLE} (code VARCHAR, family VARCHAR)")
-    con.executemany(f"INSERT INTO {_CATEGORIES_TABLE} VALUES (?, ?)", [[c.code, c.family] for c in CATEGORIES])
+    create(
+        _CATEGORIES_TABLE, f"CREATE OR REPLACE TEMP TABLE {_CATEGORIES_TABLE} (code VARCHAR, family VARCHAR)"
+    )
+    con.executemany(
+        f"INSERT INTO {_CATEGORIES_TABLE} VALUES (?, ?)", [[c.code, c.family] for c in CATEGORIES]
+    )
 
 
 def _drop_views(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:

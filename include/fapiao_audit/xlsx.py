@@ -225,8 +225,10 @@ class Workbook:
                     buf.clear()
                     size[0] = 0
                     if len(strings) >= limits.shared_strings:
-                        raise XlsxError(f"more than {limits.shared_strings:,} shared strings "
-                                        "(xlsx_max_shared_strings); refused")
+                        raise XlsxError(
+                            f"more than {limits.shared_strings:,} shared strings "
+                            "(xlsx_max_shared_strings); refused"
+                        )
                 elif local == "rPh":
                     depth_rph += 1
                 elif local == "t" and not depth_rph:
@@ -238,8 +240,9 @@ class Workbook:
                 if local == "si":
                     text = "".join(buf)
                     if len(text) > CELL_MAX:
-                        raise XlsxError(f"a shared string of {len(text):,} characters (a cell holds at most "
-                                        f"{CELL_MAX:,})")
+                        raise XlsxError(
+                            f"a shared string of {len(text):,} characters (a cell holds at most {CELL_MAX:,})"
+                        )
                     strings.append(text)
                 elif local == "rPh":
                     depth_rph -= 1
@@ -251,11 +254,15 @@ class Workbook:
                     size[0] += len(data)
                     size[1] += len(data)
                     if size[0] > CELL_MAX:  # said before the string is held whole
-                        raise XlsxError(f"a shared string of more than {CELL_MAX:,} characters (a cell holds at "
-                                        f"most {CELL_MAX:,})")
+                        raise XlsxError(
+                            f"a shared string of more than {CELL_MAX:,} characters (a cell holds at "
+                            f"most {CELL_MAX:,})"
+                        )
                     if size[1] > limits.shared_string_chars:
-                        raise XlsxError(f"shared strings of more than {limits.shared_string_chars:,} characters "
-                                        "in all; refused")
+                        raise XlsxError(
+                            f"shared strings of more than {limits.shared_string_chars:,} characters "
+                            "in all; refused"
+                        )
                     buf.append(data)
 
             with self._open(part) as f:
@@ -296,8 +303,11 @@ class Workbook:
         if part is not None:
             with self._open(part) as f:
                 _parse(f, start, end)
-        dates = {i for i, fmt in enumerate(xfs)
-                 if (is_date_format(custom[fmt]) if fmt in custom else fmt in _BUILTIN_DATE_FORMATS)}
+        dates = {
+            i
+            for i, fmt in enumerate(xfs)
+            if (is_date_format(custom[fmt]) if fmt in custom else fmt in _BUILTIN_DATE_FORMATS)
+        }
         self._date_styles = frozenset(dates)
         return self._date_styles
 
@@ -320,13 +330,17 @@ class Workbook:
             return self._bounded(self._rows_plain(sheet, part))
         return self._bounded(self._rows_expat(sheet, part))
 
-    def _bounded(self, rows: Iterator[tuple[int, list[str | None]]]) -> Iterator[tuple[int, list[str | None]]]:
+    def _bounded(
+        self, rows: Iterator[tuple[int, list[str | None]]]
+    ) -> Iterator[tuple[int, list[str | None]]]:
         """Rows no wider than the column limit: a cell in column XFD would widen every row of the sheet."""
         most = self.limits.columns
         for number, cells in rows:
             if len(cells) > most:
-                raise XlsxError(f"row {number} has a cell in column {len(cells):,}, beyond the limit of {most:,} "
-                                "columns (xlsx_max_columns); refused")
+                raise XlsxError(
+                    f"row {number} has a cell in column {len(cells):,}, beyond the limit of {most:,} "
+                    "columns (xlsx_max_columns); refused"
+                )
             yield number, cells
 
     def _plain(self, part: str) -> bool:
@@ -340,10 +354,16 @@ class Workbook:
                         head = False
                         prolog = chunk[:200].lower()
                         if chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or (
-                                b"encoding=" in prolog.split(b"?>")[0] and b"utf-8" not in prolog.split(b"?>")[0]):
+                            b"encoding=" in prolog.split(b"?>")[0] and b"utf-8" not in prolog.split(b"?>")[0]
+                        ):
                             return False
                     window = tail + chunk
-                    if b"<![CDATA[" in window or b"<!--" in window or b"<!DOCTYPE" in window or b"<!ENTITY" in window:
+                    if (
+                        b"<![CDATA[" in window
+                        or b"<!--" in window
+                        or b"<!DOCTYPE" in window
+                        or b"<!ENTITY" in window
+                    ):
                         return False
                     if _PREFIXED.search(window):
                         return False
@@ -376,7 +396,7 @@ class Workbook:
                         if opening.group(1):  # <sheetData/>: an empty sheet
                             return
                         in_data = True
-                        text = text[opening.end():]
+                        text = text[opening.end() :]
                     end = text.find("</sheetData>")
                     if end >= 0:
                         text, done = text[:end], True
@@ -414,7 +434,7 @@ class Workbook:
         def start(name: str, attrs: dict[str, str]) -> None:
             nonlocal row_number, col, kind, style, text, collecting, in_rph
             if ":" in name:  # a prefixed element (x:c): the sheet's own namespace under a prefix
-                name = name[name.rfind(":") + 1:]
+                name = name[name.rfind(":") + 1 :]
             if name == "c":
                 ref = attrs.get("r")
                 col = _column(ref) if ref else col + 1
@@ -437,7 +457,7 @@ class Workbook:
         def end(name: str) -> None:
             nonlocal collecting, in_rph
             if ":" in name:
-                name = name[name.rfind(":") + 1:]
+                name = name[name.rfind(":") + 1 :]
             if name == "c":
                 if text is not None:
                     value = _value("".join(text), kind, style, shared, dates, date1904, row_number, col)
@@ -525,8 +545,8 @@ def _gaps(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
     """The matches of ``pattern`` in ``text``, which must hold nothing else but white space."""
     at = 0
     for m in pattern.finditer(text):
-        if text[at:m.start()].strip():
-            raise NotPlain(f"unexpected content {text[at:m.start()].strip()[:40]!r}")
+        if text[at : m.start()].strip():
+            raise NotPlain(f"unexpected content {text[at : m.start()].strip()[:40]!r}")
         at = m.end()
         yield m
     if text[at:].strip():
@@ -554,11 +574,11 @@ def _plain_rows(block: str) -> Iterator[tuple[str, str]]:
         if end < 0:
             raise NotPlain("an unclosed row")
         if piece[end - 1] == "/":
-            if piece[end + 1:].replace("</row>", "").strip():
+            if piece[end + 1 :].replace("</row>", "").strip():
                 raise NotPlain("content after an empty row")
-            yield piece[start + 4:end - 1], ""
+            yield piece[start + 4 : end - 1], ""
             continue
-        yield piece[start + 4:end], piece[end + 1:]
+        yield piece[start + 4 : end], piece[end + 1 :]
 
 
 def _inline_text(inner: str) -> str | None:
@@ -580,8 +600,9 @@ _PLAIN_CELL = re.compile(
 _COLUMNS: dict[str, int] = {}
 
 
-def _plain_cells(content: str, shared: list[str], dates: frozenset[int], date1904: bool,
-                 row: int) -> list[str | None]:
+def _plain_cells(
+    content: str, shared: list[str], dates: frozenset[int], date1904: bool, row: int
+) -> list[str | None]:
     """The cells of one row's XML (the plain reader): one regular expression a cell. A row holding
     any other cell shape is declined (:class:`NotPlain`), never guessed."""
     found = _PLAIN_CELL.findall(content)
@@ -654,8 +675,16 @@ def _column(ref: str) -> int:
     return n - 1
 
 
-def _value(raw: str, kind: str | None, style: int, shared: list[str], dates: frozenset[int], date1904: bool,
-           row: int, col: int) -> str | None:
+def _value(
+    raw: str,
+    kind: str | None,
+    style: int,
+    shared: list[str],
+    dates: frozenset[int],
+    date1904: bool,
+    row: int,
+    col: int,
+) -> str | None:
     try:
         if kind is None or kind == "n":
             if raw == "":
@@ -672,5 +701,7 @@ def _value(raw: str, kind: str | None, style: int, shared: list[str], dates: fro
         if kind == "d":
             return raw.replace("T", " ")
     except (ValueError, IndexError, OverflowError):
-        raise XlsxError(f"row {row}, column {col + 1}: cannot read the value {raw[:40]!r} (type {kind or 'n'})") from None
+        raise XlsxError(
+            f"row {row}, column {col + 1}: cannot read the value {raw[:40]!r} (type {kind or 'n'})"
+        ) from None
     return raw

@@ -90,15 +90,32 @@ def alert_receivers():
     http = ThreadingHTTPServer(("127.0.0.1", 0), Robot)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     mp = pytest.MonkeyPatch()
-    mp.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-        "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "fapiao-audit@example.test",
-                  "timeout": 10, "retry_limit": 0},
-    }))
-    mp.setenv("AIRFLOW_CONN_FAPIAO_CHAT", json.dumps({
-        "conn_type": "http",
-        "host": f"http://127.0.0.1:{http.server_address[1]}/robot/send?access_token=test-token",
-    }))
+    mp.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "extra": {
+                    "disable_tls": True,
+                    "disable_ssl": True,
+                    "from_email": "fapiao-audit@example.test",
+                    "timeout": 10,
+                    "retry_limit": 0,
+                },
+            }
+        ),
+    )
+    mp.setenv(
+        "AIRFLOW_CONN_FAPIAO_CHAT",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": f"http://127.0.0.1:{http.server_address[1]}/robot/send?access_token=test-token",
+            }
+        ),
+    )
     mp.setenv("FAPIAO_ALERT_EMAIL", "finance-ops@example.test, data-eng@example.test")
     try:
         yield got

@@ -24,8 +24,16 @@ def test_nightly_shape(dagbag):
     dag = dagbag.dags["fapiao_nightly"]
     assert dag.max_active_runs == 1
     assert {t.task_id for t in dag.tasks} == {
-        "extract_database_sources", "wait_for_deliveries", "list_sources", "ingest", "plan_shards", "reconcile_shard", "reconcile", "validate",
-        "publish", "quality_gate",
+        "extract_database_sources",
+        "wait_for_deliveries",
+        "list_sources",
+        "ingest",
+        "plan_shards",
+        "reconcile_shard",
+        "reconcile",
+        "validate",
+        "publish",
+        "quality_gate",
     }
     assert dag.get_task("quality_gate").retries == 0
     for tid in ("ingest", "reconcile", "validate", "publish"):
@@ -47,7 +55,10 @@ def test_night_from_interval_across_beijing_midnight():
     # 15:59 UTC is still 23:59 on the 21st in Beijing; 16:00 UTC is 00:00 on the 22nd.
     assert night_for({}, pendulum.datetime(2026, 11, 21, 15, 59, tz="UTC")).isoformat() == "2026-11-21"
     assert night_for({}, pendulum.datetime(2026, 11, 21, 16, 0, tz="UTC")).isoformat() == "2026-11-22"
-    assert night_for({"night": "2026-11-01"}, pendulum.datetime(2026, 11, 21, 16, 0, tz="UTC")).isoformat() == "2026-11-01"
+    assert (
+        night_for({"night": "2026-11-01"}, pendulum.datetime(2026, 11, 21, 16, 0, tz="UTC")).isoformat()
+        == "2026-11-01"
+    )
 
 
 def test_every_dag_and_task_is_time_limited(dagbag):
@@ -85,20 +96,31 @@ def _parse_nightly(env: dict[str, str]) -> str:
     import subprocess
     import sys
 
-    code = ("import runpy, sys\n"
-            "try:\n"
-            "    g = runpy.run_path(sys.argv[1])\n"
-            "except ValueError as e:\n"
-            "    print('error:', e); sys.exit(0)\n"
-            "print(g['PUBLISH_BY_HOUR'], g['fapiao_nightly']().deadline[0].interval)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "fapiao_nightly.py")],
-                         env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import runpy, sys\n"
+        "try:\n"
+        "    g = runpy.run_path(sys.argv[1])\n"
+        "except ValueError as e:\n"
+        "    print('error:', e); sys.exit(0)\n"
+        "print(g['PUBLISH_BY_HOUR'], g['fapiao_nightly']().deadline[0].interval)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "dags" / "fapiao_nightly.py")],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
 def test_publish_by_hour_is_configurable_and_checked():
     assert _parse_nightly({"FAPIAO_PUBLISH_BY_HOUR": "6"}) == "6 1 day, 6:00:00"
-    assert _parse_nightly({"FAPIAO_PUBLISH_BY_HOUR": "25"}) == "error: FAPIAO_PUBLISH_BY_HOUR must be an hour 0-23, got 25"
+    assert (
+        _parse_nightly({"FAPIAO_PUBLISH_BY_HOUR": "25"})
+        == "error: FAPIAO_PUBLISH_BY_HOUR must be an hour 0-23, got 25"
+    )
 
 
 def test_notifications_are_per_run_not_per_task(dagbag):

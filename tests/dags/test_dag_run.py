@@ -36,8 +36,10 @@ def _state(dagrun) -> str:
 
 def _keys(path: Path) -> list[tuple[str, ...]]:
     with path.open(encoding="utf-8-sig", newline="") as f:
-        return sorted((r["category"], r["invoice_code"], r["invoice_number"], r["field"], r["source_system"])
-                      for r in csv.DictReader(f))
+        return sorted(
+            (r["category"], r["invoice_code"], r["invoice_number"], r["field"], r["source_system"])
+            for r in csv.DictReader(f)
+        )
 
 
 def _task_states(dagrun) -> dict[str, str]:
@@ -52,7 +54,8 @@ def _asset_events(run_id: str) -> list[dict]:
 
     with create_session() as session:
         rows = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .where(AssetModel.name == "fapiao_published_night", AssetEvent.source_run_id == run_id)
         ).all()
         return [dict(e.extra or {}) for e in rows]
@@ -70,7 +73,9 @@ def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag, a
     states = _task_states(dagrun)
     night_dir = env / "reports" / NIGHT.isoformat()
     assert (night_dir / "manifest.json").is_file()
-    assert _keys(night_dir / "exceptions.csv") == _keys(env / "landing" / NIGHT.isoformat() / "expected_findings.csv")
+    assert _keys(night_dir / "exceptions.csv") == _keys(
+        env / "landing" / NIGHT.isoformat() / "expected_findings.csv"
+    )
     # Injected cross-issuer duplicates fail a threshold: report published, the gate fails the run.
     assert states["publish"] == "success"
     assert states["quality_gate"] == "failed"
@@ -86,8 +91,10 @@ def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag, a
     assert mail["From"] == "fapiao-audit@example.test"
     assert mail["X-Envelope-To"] == "finance-ops@example.test, data-eng@example.test"
     total = sum(summary["counts"].values())
-    line = (f"fapiao_nightly night 2026-11-21: run failed at quality_gate; published, {total} findings, "
-            f"expectations failed; report {report}")
+    line = (
+        f"fapiao_nightly night 2026-11-21: run failed at quality_gate; published, {total} findings, "
+        f"expectations failed; report {report}"
+    )
     assert line in _html(mail)
     assert len(alert_receivers.posts) == 1
     post = alert_receivers.posts[0]
@@ -96,8 +103,15 @@ def test_nightly_publishes_a_night_and_gate_fails_on_expectations(env, dagbag, a
 
     # The published night is an Asset event whose extra says which night, how it went, and where.
     events = _asset_events(dagrun.run_id)
-    assert events == [{"night": "2026-11-21", "outcome": "failed", "counts": summary["counts"],
-                       "findings": total, "report": str(night_dir)}]
+    assert events == [
+        {
+            "night": "2026-11-21",
+            "outcome": "failed",
+            "counts": summary["counts"],
+            "findings": total,
+            "report": str(night_dir),
+        }
+    ]
 
 
 def test_rerun_with_night_param_replaces_the_night(env, dagbag):
@@ -105,8 +119,10 @@ def test_rerun_with_night_param_replaces_the_night(env, dagbag):
     night_dir = env / "reports" / NIGHT.isoformat()
     before = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
     csv_before = (night_dir / "exceptions.csv").read_bytes()
-    dagrun = dag.test(logical_date=pendulum.datetime(2026, 11, 25, tz="Asia/Shanghai"),
-                      run_conf={"night": NIGHT.isoformat()})
+    dagrun = dag.test(
+        logical_date=pendulum.datetime(2026, 11, 25, tz="Asia/Shanghai"),
+        run_conf={"night": NIGHT.isoformat()},
+    )
     assert _task_states(dagrun)["publish"] == "success"
     after = json.loads((night_dir / "manifest.json").read_text(encoding="utf-8"))
     assert after["run_id"] != before["run_id"]
@@ -115,7 +131,9 @@ def test_rerun_with_night_param_replaces_the_night(env, dagbag):
 
     con = duckdb.connect(str(env / "db" / "fapiao.duckdb"), read_only=True)
     try:
-        staged = con.execute("SELECT count(*), count(DISTINCT (source_system, file, line)) FROM staged_invoices").fetchone()
+        staged = con.execute(
+            "SELECT count(*), count(DISTINCT (source_system, file, line)) FROM staged_invoices"
+        ).fetchone()
         assert staged[0] == staged[1]  # no row staged twice by the rerun
     finally:
         con.close()
@@ -125,14 +143,18 @@ def test_passing_night_succeeds(env, dagbag, tmp_path, alert_receivers):
     dag = dagbag.dags["fapiao_nightly"]
     alert_receivers.clear()
     cfg = tmp_path / "lenient.toml"
-    cfg.write_text("[thresholds]\nmax_duplicate_across_issuers = 1000\nmax_missing_in_registry_rate = 1\n"
-                   "max_missing_in_issuer_rate = 1\nmax_field_mismatch_rate = 1\nmax_rejected_rate = 1\n"
-                   + SOURCES_TOML, encoding="utf-8")
+    cfg.write_text(
+        "[thresholds]\nmax_duplicate_across_issuers = 1000\nmax_missing_in_registry_rate = 1\n"
+        "max_missing_in_issuer_rate = 1\nmax_field_mismatch_rate = 1\nmax_rejected_rate = 1\n" + SOURCES_TOML,
+        encoding="utf-8",
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("FAPIAO_CONFIG", str(cfg))
     try:
-        dagrun = dag.test(logical_date=pendulum.datetime(2026, 11, 26, tz="Asia/Shanghai"),
-                          run_conf={"night": NIGHT.isoformat()})
+        dagrun = dag.test(
+            logical_date=pendulum.datetime(2026, 11, 26, tz="Asia/Shanghai"),
+            run_conf={"night": NIGHT.isoformat()},
+        )
     finally:
         mp.undo()
     summary = json.loads((env / "reports" / NIGHT.isoformat() / "summary.json").read_text(encoding="utf-8"))
@@ -143,7 +165,8 @@ def test_passing_night_succeeds(env, dagbag, tmp_path, alert_receivers):
     # The outcome goes out once either way, saying which.
     state = "success" if summary["outcome"] == "passed" else "failed"
     assert [m["Subject"] for m in alert_receivers.mails] == [
-        f"[fapiao] night 2026-11-21: run {state}, expectations {summary['outcome']}"]
+        f"[fapiao] night 2026-11-21: run {state}, expectations {summary['outcome']}"
+    ]
     assert len(alert_receivers.posts) == 1
     assert f"expectations {summary['outcome']}" in alert_receivers.posts[0]["json"]["text"]["content"]
     assert [e["outcome"] for e in _asset_events(dagrun.run_id)] == [summary["outcome"]]
@@ -153,8 +176,10 @@ def test_sharded_run_maps_one_task_per_shard_and_publishes_the_same_night(env, d
     dag = dagbag.dags["fapiao_nightly"]
     night_dir = env / "reports" / NIGHT.isoformat()
     csv_before = (night_dir / "exceptions.csv").read_bytes()
-    dagrun = dag.test(logical_date=pendulum.datetime(2026, 11, 27, tz="Asia/Shanghai"),
-                      run_conf={"night": NIGHT.isoformat(), "shards": 4})
+    dagrun = dag.test(
+        logical_date=pendulum.datetime(2026, 11, 27, tz="Asia/Shanghai"),
+        run_conf={"night": NIGHT.isoformat(), "shards": 4},
+    )
     shard_tis = [ti for ti in dagrun.get_task_instances() if ti.task_id == "reconcile_shard"]
     assert sorted(ti.map_index for ti in shard_tis) == [0, 1, 2, 3]
     assert all(str(getattr(ti.state, "value", ti.state)) == "success" for ti in shard_tis)

@@ -16,9 +16,15 @@ import pytest
 from fapiao_audit.notifications import night_not_published, send_late_alert
 
 LATE_RUN = {  # the context the scheduler gives a deadline callback: the run as the REST API shows it
-    "dag_run": {"dag_id": "fapiao_nightly", "dag_run_id": "scheduled__2026-11-20T16:00:00+00:00",
-                "run_type": "scheduled", "state": "running", "conf": {},
-                "data_interval_start": "2026-11-20T16:00:00Z", "data_interval_end": "2026-11-21T16:00:00Z"},
+    "dag_run": {
+        "dag_id": "fapiao_nightly",
+        "dag_run_id": "scheduled__2026-11-20T16:00:00+00:00",
+        "run_type": "scheduled",
+        "state": "running",
+        "conf": {},
+        "data_interval_start": "2026-11-20T16:00:00Z",
+        "data_interval_end": "2026-11-21T16:00:00Z",
+    },
     "deadline": {"id": "0", "deadline_time": "2026-11-22T00:00:00Z"},
 }
 
@@ -26,12 +32,17 @@ LATE_RUN = {  # the context the scheduler gives a deadline callback: the run as 
 def test_deadline_callback_reaches_mail_and_chat(alert_receivers, monkeypatch, tmp_path):
     monkeypatch.setenv("FAPIAO_REPORTS", str(tmp_path / "reports"))
     alert_receivers.clear()
-    asyncio.run(night_not_published(context=json.loads(json.dumps(LATE_RUN)), publish_by="08:00 Asia/Shanghai"))
-    line = (f"fapiao_nightly night 2026-11-21: not published by 08:00 Asia/Shanghai "
-            f"(run scheduled__2026-11-20T16:00:00+00:00, running); report expected at "
-            f"{tmp_path / 'reports' / '2026-11-21' / 'report.html'}")
+    asyncio.run(
+        night_not_published(context=json.loads(json.dumps(LATE_RUN)), publish_by="08:00 Asia/Shanghai")
+    )
+    line = (
+        f"fapiao_nightly night 2026-11-21: not published by 08:00 Asia/Shanghai "
+        f"(run scheduled__2026-11-20T16:00:00+00:00, running); report expected at "
+        f"{tmp_path / 'reports' / '2026-11-21' / 'report.html'}"
+    )
     assert [m["Subject"] for m in alert_receivers.mails] == [
-        "[fapiao] night 2026-11-21: not published by 08:00 Asia/Shanghai"]
+        "[fapiao] night 2026-11-21: not published by 08:00 Asia/Shanghai"
+    ]
     assert line in alert_receivers.mails[0].get_body().get_content()
     assert [p["json"] for p in alert_receivers.posts] == [{"msgtype": "text", "text": {"content": line}}]
 
@@ -48,9 +59,17 @@ def test_no_late_alert_for_a_rerun_of_a_past_night(alert_receivers, run_type):
 def test_no_late_alert_when_the_run_published_its_night_then_failed(alert_receivers, monkeypatch, tmp_path):
     night_dir = tmp_path / "reports" / "2026-11-21"
     night_dir.mkdir(parents=True)
-    (night_dir / "summary.json").write_text(json.dumps(
-        {"night": "2026-11-21", "outcome": "failed", "counts": {"MISSING_IN_REGISTRY": 3},
-         "run": {"started_at": "2026-11-22T01:05:00+08:00"}}), encoding="utf-8")
+    (night_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "night": "2026-11-21",
+                "outcome": "failed",
+                "counts": {"MISSING_IN_REGISTRY": 3},
+                "run": {"started_at": "2026-11-22T01:05:00+08:00"},
+            }
+        ),
+        encoding="utf-8",
+    )
     monkeypatch.setenv("FAPIAO_REPORTS", str(tmp_path / "reports"))
     ctx = json.loads(json.dumps(LATE_RUN))
     ctx["dag_run"]["start_date"] = "2026-11-21T17:00:00Z"  # 01:00 Beijing: the report is this run's
@@ -91,7 +110,9 @@ def test_dingtalk_signature_from_the_connection_password(alert_receivers, monkey
     [post] = alert_receivers.posts
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(post["path"]).query)
     assert q["access_token"] == ["test-token"]
-    expected = base64.b64encode(hmac.new(b"SECxyz", f"{q['timestamp'][0]}\nSECxyz".encode(), hashlib.sha256).digest())
+    expected = base64.b64encode(
+        hmac.new(b"SECxyz", f"{q['timestamp'][0]}\nSECxyz".encode(), hashlib.sha256).digest()
+    )
     assert q["sign"] == [expected.decode()]
 
 
@@ -116,8 +137,15 @@ def test_a_robot_that_refuses_fails_the_notifier(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_FAPIAO_CHAT", json.dumps(
-            {"conn_type": "http", "host": f"http://127.0.0.1:{server.server_address[1]}/robot/send?access_token=t"}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_FAPIAO_CHAT",
+            json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": f"http://127.0.0.1:{server.server_address[1]}/robot/send?access_token=t",
+                }
+            ),
+        )
         with pytest.raises(RuntimeError, match="keywords not in content"):
             ChatWebhookNotifier()({"fapiao": type("O", (), {"line": "x"})()})
     finally:

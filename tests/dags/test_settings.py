@@ -30,4 +30,5 @@ def test_a_variables_backend_error_fails_loudly(monkeypatch, airflow_db):
         orchestration.settings()
     assert str(e.value) == (
         "Airflow Variable FAPIAO_LANDING: the Variables backend failed (ConnectionError: secrets backend "
-        "unreachable); not falling back to the environment or the default. Fix the backend, or retry the task")
+        "unreachable); not falling back to the environment or the default. Fix the backend, or retry the task"
+    )
