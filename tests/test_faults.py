@@ -1036,9 +1036,8 @@ def test_a_workbook_declaring_fewer_rows_than_it_holds_is_read_whole(tmp_path):
     assert (erp["rows_read"], erp["rows_loaded"], erp["rows_rejected"]) == (599, 599, 0)
 
 
-def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
-    """A 34 MB remark (beyond DuckDB's 32 MiB buffer): the row is rejected with its reason, and the file's
-    rows still add up (it neither vanishes nor stops the night)."""
+def long_line_night(tmp_path: Path) -> Path:
+    """A night whose erp file holds a 34 MB remark on its second row (beyond DuckDB's 32 MiB read buffer)."""
     from factories import invoice
 
     day = "2026-11-18"
@@ -1049,6 +1048,13 @@ def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
         invoice("26112000000000000003", day=day),
     ]
     tiny_night(landing, rows, rows[:1])
+    return landing
+
+
+def test_a_csv_line_longer_than_the_read_buffer_is_a_rejected_row(tmp_path):
+    """A 34 MB remark (beyond DuckDB's 32 MiB buffer): the row is rejected with its reason, and the file's
+    rows still add up (it neither vanishes nor stops the night)."""
+    landing = long_line_night(tmp_path)
     assert main(run_args(tmp_path, landing)) in (0, 1)
     summary = json.loads((tmp_path / "reports" / NIGHT / "summary.json").read_text(encoding="utf-8"))
     (erp,) = [s for s in summary["sources"] if s["source_system"] == "erp"]
@@ -1184,16 +1190,7 @@ def test_a_row_the_reader_loses_leaves_the_file_unbalanced_and_the_night_failed(
 def test_a_long_line_under_a_tiny_memory_limit_says_out_of_memory_and_the_database_recovers(tmp_path, capsys):
     """A 34 MB line with duckdb_memory_limit = 32MB: DuckDB stops on a fatal error; the run says it is out of
     memory and what to change, publishes nothing, and the same database runs the night with a sane limit."""
-    from factories import invoice
-
-    day = "2026-11-18"
-    landing = tmp_path / "landing"
-    rows = [
-        invoice("26112000000000000001", day=day),
-        invoice("26112000000000000002", day=day, remark="x" * (34 << 20)),
-        invoice("26112000000000000003", day=day),
-    ]
-    tiny_night(landing, rows, rows[:1])
+    landing = long_line_night(tmp_path)
     tight = tmp_path / "tight.toml"
     tight.write_text('duckdb_memory_limit = "32MB"\n', encoding="utf-8")
     assert main(run_args(tmp_path, landing, config=tight)) == 2

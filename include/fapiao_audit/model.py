@@ -410,30 +410,27 @@ ACTIONS: dict[tuple[str, str | None], Action] = {
         "Correct the issuing system's (ERP) record to match the registry",
         "finance",
     ),
-    ("FIELD_MISMATCH", "amount"): Action(
-        "核对金额；开票有误则开具红字发票后重开，录入有误则更正 ERP",
-        "Check the amount: if the invoice is wrong, "
-        "issue a red invoice and reissue; if the ERP entry is wrong, correct it",
-        "finance",
-    ),
-    ("FIELD_MISMATCH", "tax_amount"): Action(
-        "核对税额；开票有误则开具红字发票后重开，录入有误则更正 ERP",
-        "Check the tax: if the invoice is wrong, issue "
-        "a red invoice and reissue; if the ERP entry is wrong, correct it",
-        "finance",
-    ),
-    ("FIELD_MISMATCH", "total_amount"): Action(
-        "核对价税合计；开票有误则开具红字发票后重开，录入有误则更正 ERP",
-        "Check the total: if the invoice is wrong, "
-        "issue a red invoice and reissue; if the ERP entry is wrong, correct it",
-        "finance",
-    ),
-    ("FIELD_MISMATCH", "buyer_tax_id"): Action(
-        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"
-    ),
-    ("FIELD_MISMATCH", "buyer_name"): Action(
-        "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"
-    ),
+    # An amount that differs: a wrong invoice is reversed and reissued, a wrong ERP entry corrected.
+    **{
+        ("FIELD_MISMATCH", field_name): Action(
+            f"核对{zh}；开票有误则开具红字发票后重开，录入有误则更正 ERP",
+            f"Check the {en}: if the invoice is wrong, issue a red invoice and reissue; if the ERP entry is "
+            "wrong, correct it",
+            "finance",
+        )
+        for field_name, zh, en in (
+            ("amount", "金额", "amount"),
+            ("tax_amount", "税额", "tax"),
+            ("total_amount", "价税合计", "total"),
+        )
+    },
+    # A wrong buyer cannot be corrected on an issued invoice.
+    **{
+        ("FIELD_MISMATCH", field_name): Action(
+            "购方信息有误须开具红字发票后重开", "A wrong buyer needs a red invoice and a reissue", "finance"
+        )
+        for field_name in ("buyer_tax_id", "buyer_name")
+    },
     ("STATUS_MISMATCH", None): Action(
         "在开票系统中同步作废/红冲状态，或向税务机关核实",
         "Bring the issuing system's void/red status in line, or check it with the tax bureau",
