@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -261,3 +262,10 @@ def test_demo_runs_and_points_at_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "report.html" in out and (tmp_path / "demo" / "reports" / "2026-11-22" / "report.html").is_file()
+    # Each night says its money and open items; the index lists both nights.
+    assert re.search(
+        r"2026-11-22: \d+ findings, [\d,]+\.\d\d yuan at risk, \d+ open items \(\d+ left the window", out
+    )
+    index = tmp_path / "demo" / "reports" / "index.html"
+    assert f"Every night: {index.resolve()}" in out
+    assert "2026-11-21/report.html" in index.read_text(encoding="utf-8")

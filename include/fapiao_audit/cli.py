@@ -8,6 +8,7 @@ clear message on stderr, never a traceback (set FAPIAO_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -252,11 +253,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         generate_night(landing, night, rows=args.rows, seed=7)
         out = run_night(Paths(landing, reports, db), night, cfg)
         total = sum(out.counts.values())
-        print(f"{night.isoformat()}: {total} findings, expectations {out.outcome} -> {out.published}")
+        print(
+            f"{night.isoformat()}: {total} findings, {_open_items_line(out.published)}expectations {out.outcome} "
+            f"-> {out.published}"
+        )
         worst = max(worst, out.exit_code)
     report = (reports / last.isoformat() / "report.html").resolve()
     print(f"\nAudit report: {report}")
     print(f"Mismatch list: {report.with_name('exceptions.xlsx')} (and exceptions.csv)")
+    print(f"Every night: {(reports / 'index.html').resolve()}")
     return EXIT_OK
 
 
@@ -265,6 +270,19 @@ def _quiet_libraries() -> None:
     warnings are worth reading. Set before GX is first imported, so nothing slips out during import."""
     for name in ("great_expectations", "great_expectations.core", "great_expectations.datasource"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _open_items_line(night_dir: Path) -> str:
+    """ "<yuan> at risk, <n> open items (<k> left the window), " from a published night's summary.json."""
+    try:
+        summary = json.loads((night_dir / "summary.json").read_text(encoding="utf-8"))
+        money, items = summary["amount_at_risk"], summary["open_items"]
+        return (
+            f"{money['total']:,.2f} yuan at risk, {items['total']} open items "
+            f"({items['left_window']} left the window unresolved), "
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:
