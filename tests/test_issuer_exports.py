@@ -545,7 +545,7 @@ def test_the_outputs_carry_the_cause_and_the_report_groups_missing_invoices_by_i
     }
     assert cells["01"] == "已报送但税务系统中没有" and cells["07"].startswith("原因不明")
     html = (night / "report.html").read_text(encoding="utf-8")
-    section = html[html.index('id="missing-causes"') : html.index('id="categories"')]
+    section = html[html.index('id="missing-causes"') : html.index('id="trend"')]
     assert section.index("uploaded_but_absent") < section.index("not_uploaded")
     assert 'class="serious"' in section
 
