@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "--retain",
             str(ns.retain),
         ]
-        night, peak = _child(script, proc_args)
+        night, peak = base._child(proc_args, script=script)
         night["peak_rss"] = peak
         night["load"] = base._load()
         if floor:
@@ -246,34 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     print(f"written {path.relative_to(ROOT)}")
     return 0
-
-
-def _child(script: str, args: list[str]) -> tuple[dict, int]:
-    """bench/run.py's _child, for this script's children."""
-    import threading
-
-    proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            try:
-                peak = max(peak, base._vm("VmRSS", proc.pid))
-            except (OSError, ValueError):
-                pass
-            stop.wait(0.05)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, _ = proc.communicate()
-    stop.set()
-    th.join()
-    lines = [ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")]
-    if proc.returncode not in (0, 1) or not lines:
-        sys.exit(f"bench: night failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return json.loads(lines[-1][len("BENCH_JSON ") :]), peak
 
 
 def _ratios(nights: list[dict], compacted: int, retain: int) -> dict[str, str]:

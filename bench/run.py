@@ -100,10 +100,11 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, int]:
-    """Run a measuring child; return its JSON result and the peak RSS sampled from outside."""
+def _child(args: list[str], env: dict[str, str] | None = None, script: str | None = None) -> tuple[dict, int]:
+    """Run a measuring child (this script, or ``script``); return its JSON result and the peak RSS sampled
+    from outside."""
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *args],
+        [sys.executable, script or str(Path(__file__).resolve()), *args],
         stdout=subprocess.PIPE,
         env={**os.environ, **(env or {})},
         text=True,
@@ -127,7 +128,9 @@ def _child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, in
     th.join()
     lines = [ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")]
     if proc.returncode not in (0, 1) or not lines:
-        sys.exit(f"bench: child {args[0]} failed (exit {proc.returncode}):\n{out[-3000:]}")
+        sys.exit(
+            f"bench: child {args[0] if args else script} failed (exit {proc.returncode}):\n{out[-3000:]}"
+        )
     return json.loads(lines[-1][len("BENCH_JSON ") :]), peak
 
 
