@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         help="acknowledgements folder: finance's decision files (the workbook with 处理状态 filled "
         "in, or a CSV of finding id, status, note); overrides acknowledgements_dir",
     )
+    run.add_argument(
+        "--restage-all",
+        action="store_true",
+        help="write every staged row as a new version, as if nothing had been staged before (by default a "
+        "row identical to one staged on an earlier night is only marked as seen); the same files are published",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="print each stage's wall time on stderr")
     run.add_argument(
         "-q",
@@ -138,6 +144,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, allow_missing=source_names("--allow-missing", args.allow_missing))
     if args.acks is not None:
         cfg = replace(cfg, acknowledgements_dir=str(args.acks))
+    if args.restage_all:
+        cfg = replace(cfg, restage_all=True)
     if not args.landing.is_dir():
         raise ConfigError(f"--landing: {args.landing} is not a folder")
     db = args.db or (args.reports.resolve().parent / "fapiao.duckdb")

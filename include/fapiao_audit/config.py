@@ -168,6 +168,10 @@ class Config:
     #: each published night (findings, runs, summaries and the ingested files' audit trail are kept
     #: forever); such a night can no longer be rerun. 0 keeps every night.
     retain_nights: int = 35
+    #: Stage every row as a new version, as if nothing had been staged before (by default only rows that
+    #: changed are written; see versions.py). Publishes the same files; for checking and after a change
+    #: to normalisation.
+    restage_all: bool = False
     expected_sources: tuple[str, ...] = ()
     retired_sources: tuple[str, ...] = ()
     allow_missing: tuple[str, ...] = ()
@@ -210,6 +214,7 @@ _SCALARS: dict[str, type] = {
     "monitored_sellers": list,
     "source_lookback_nights": int,
     "retain_nights": int,
+    "restage_all": bool,
     "xlsx_max_uncompressed_mb": int,
     "xlsx_max_shared_strings": int,
     "xlsx_max_columns": int,

@@ -23,6 +23,7 @@ import duckdb
 
 from .config import Config
 from .errors import LockError, first_line
+from .versions import migrate, set_aside_legacy
 
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _PARAM_RE = re.compile(r"\$([A-Za-z_]\w*)")
@@ -119,7 +120,9 @@ def connect(
         # Library code: no progress bars on the terminal or in task logs.
         con.execute("SET enable_progress_bar = false")
         if not read_only:
+            set_aside_legacy(con)  # staged tables of a database written before versions
             run_sql_file(con, "schema.sql", {})
+            migrate(con)
         if allowed_dirs is not None:
             lock_down(con, allowed_dirs)
     except BaseException:

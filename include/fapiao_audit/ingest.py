@@ -41,6 +41,7 @@ from .model import (
     word_lists,
 )
 from .rowcount import csv_records, jsonl_records, parquet_rows
+from .versions import INVOICES, LINES, forget, stage
 from .xlsx import DEFAULT_LIMITS, Limits, NotPlain, Workbook, XlsxError
 
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet", ".jsonl": "jsonl"}
@@ -910,11 +911,10 @@ def prune_sources(con: duckdb.DuckDBPyConnection, night: date, systems: Iterable
     keep = sorted(systems)
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("staged_invoices", "staged_lines", "rejected_rows", "ingested_files"):
-            con.execute(
-                f"DELETE FROM {table} WHERE night = $night AND NOT list_contains($keep, source_system)",
-                {"night": night, "keep": keep},
-            )
+        where = "night = $night AND NOT list_contains($keep, source_system)"
+        forget(con, where, {"night": night, "keep": keep})
+        for table in ("rejected_rows", "ingested_files"):
+            con.execute(f"DELETE FROM {table} WHERE {where}", {"night": night, "keep": keep})
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -970,40 +970,44 @@ def ingest_source(
             )
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("staged_invoices", "staged_lines", "rejected_rows", "ingested_files"):
-                con.execute(
-                    f"DELETE FROM {table} WHERE night = $night AND source_system = $system",
-                    {"night": night, "system": d.source_system},
-                )
+            where = {"night": night, "system": d.source_system}
+            forget(con, "night = $night AND source_system = $system", where)
+            for table in ("rejected_rows", "ingested_files"):
+                con.execute(f"DELETE FROM {table} WHERE night = $night AND source_system = $system", where)
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             for rel, t in staged:
-                params = {
-                    "night": night,
-                    "kind": d.source_kind,
-                    "system": d.source_system,
-                    "file": rel,
-                    "sheet": t.sheet,
-                }
+                store = INVOICES
                 if t.kind == "lines":
                     con.execute(f"CREATE OR REPLACE TEMP VIEW ing_lines_file AS {_lines_view(t.table)}")
-                    statement = "insert_lines"
+                    statement, store = "staged_lines", LINES
                 elif t.groups:
                     con.execute(
                         "CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT n.*, g.lines, g.lines_amount, "
                         "g.lines_tax, g.line_rate_gap, g.line_rate_line, NULL::VARCHAR AS line_problem "
                         f"FROM {t.table} n LEFT JOIN {t.groups} g ON g.invoice_key = n.invoice_key"
                     )
-                    statement = "insert_staged"
+                    statement = "staged_rows"
                 elif t.summed:
                     con.execute(f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS FROM {t.table}")
-                    statement = "insert_staged"
+                    statement = "staged_rows"
                 else:
                     con.execute(
                         f"CREATE OR REPLACE TEMP VIEW ing_norm_file AS SELECT *, {_NO_LINES} FROM {t.table}"
                     )
-                    statement = "insert_staged"
+                    statement = "staged_rows"
                 try:
-                    execute_sql(con, named_sql("ingest.sql", statement), params)
+                    execute_sql(con, named_sql("ingest.sql", statement), {})
+                    stage(
+                        con,
+                        store,
+                        "ing_stage_rows",
+                        night=night,
+                        kind=d.source_kind,
+                        system=d.source_system,
+                        file=rel,
+                        sheet=t.sheet,
+                        restage_all=cfg.restage_all,
+                    )
                 except duckdb.OutOfMemoryException as e:
                     raise _out_of_memory(night_dir / rel, e) from None
             con.execute("INSERT INTO rejected_rows BY NAME FROM ing_rejected")

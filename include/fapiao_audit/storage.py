@@ -1,9 +1,10 @@
 """Storage over months: retention of staged rows, and compaction of the database file.
 
-A night stages every row of its snapshots (a 7-day window, so most rows repeat the night before).
-Kept forever, that is about a first night's worth of file a night. Retention keeps the staged rows
-(invoices, lines, rejected rows) of the newest ``retain_nights`` nights only; findings, runs, the
-stages' results and the ingested files' audit trail are small and kept forever. DuckDB reuses the
+A night's snapshots are stored as versions (versions.py): a record is written once, and a night adds a
+narrow row per staged row. Kept forever, even that grows without end. Retention keeps the snapshots
+(invoices, lines, rejected rows) of the newest ``retain_nights`` nights only, and the versions they
+hold; findings, runs, the stages' results and the ingested files' audit trail are small and kept
+forever. DuckDB reuses the
 blocks freed by deletes but never gives them back to the file system: ``compact`` rewrites the
 database into a new file and swaps it in atomically, under the same one-writer lock a run takes.
 
@@ -26,9 +27,11 @@ import duckdb
 from .config import Config
 from .db import connect, exclusive
 from .errors import InputError, LockError
+from .versions import STORES, drop_unseen
 
-#: Tables whose rows belong to a night and are removed once it falls out of retention.
-RETAINED_TABLES = ("staged_invoices", "staged_lines", "rejected_rows")
+#: Tables whose rows belong to a night and are removed once it falls out of retention (the snapshots'
+#: seen rows; the versions no kept night holds any more go with them).
+RETAINED_TABLES = ("invoice_seen", "line_seen", "rejected_rows")
 
 
 def kept_nights(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None) -> list[date]:
@@ -80,14 +83,14 @@ class SweepResult:
 def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
     """Remove the staged rows of nights before the retention horizon, in one transaction."""
     horizon = retention_horizon(con, cfg)
-    removed = dict.fromkeys(RETAINED_TABLES, 0)
+    removed = dict.fromkeys((*RETAINED_TABLES, *(v.versions for v in STORES)), 0)
     if horizon is None:
         return SweepResult(None, (), removed)
     nights = tuple(
         n
         for (n,) in con.execute(
-            "SELECT DISTINCT night FROM staged_invoices WHERE night < $h UNION "
-            "SELECT DISTINCT night FROM staged_lines WHERE night < $h UNION "
+            "SELECT DISTINCT night FROM invoice_seen WHERE night < $h UNION "
+            "SELECT DISTINCT night FROM line_seen WHERE night < $h UNION "
             "SELECT DISTINCT night FROM rejected_rows WHERE night < $h ORDER BY 1",
             {"h": horizon},
         ).fetchall()
@@ -119,6 +122,7 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
             removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchall()[
                 0
             ][0]
+        removed |= drop_unseen(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -1,4 +1,4 @@
--- Normalisation of one delivered file into staged_invoices / rejected_rows.
+-- Normalisation of one delivered file into staged_invoices / staged_lines (as versions) / rejected_rows.
 -- Input: the temp view ing_mapped(__line, <canonical columns as VARCHAR or NULL>, first_cell).
 -- Parameters: $night, $kind, $system, $file.
 
@@ -391,24 +391,24 @@ FROM ing_line_groups g
 JOIN ing_norm_lines f ON f.__line = g.__line
 JOIN disagree x ON x.invoice_key = g.invoice_key;
 
--- name: insert_staged
+-- name: staged_rows
 -- At the commit, once per file: ing_norm_file is a view of that file's invoice rows, with the line
--- sums of its invoices where it has lines (NULL where it has none).
-INSERT INTO staged_invoices BY NAME
-SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, n.__line AS line,
+-- sums of its invoices where it has lines (NULL where it has none). The loaded rows, with the values
+-- a version of staged_invoices stores (versions.stage writes them).
+CREATE OR REPLACE TEMP VIEW ing_stage_rows AS
+SELECT n.__line AS line,
        n.invoice_key, coalesce(n.invoice_code, '') AS invoice_code, n.invoice_number, n.invoice_type,
        n.invoice_type_raw, n.issue_time, n.issue_date, n.seller_tax_id, n.seller_name, n.buyer_tax_id,
        n.buyer_name, n.amount, n.tax_amount, n.tax_rate, n.total_amount, n.status, n.is_red,
-       n.original_invoice_key, n.remark, $sheet AS sheet, n.risk_level,
-       n.lines, n.lines_amount, n.lines_tax, n.line_rate_gap, n.line_rate_line, n.line_problem,
-       n.upload_status, n.source_document
+       n.original_invoice_key, n.remark, n.risk_level,
+       n.lines, n.lines_amount, n.lines_tax, n.line_rate_gap, n.line_rate_line,
+       n.line_problem, n.upload_status, n.source_document
 FROM ing_norm_file n
 WHERE n.reason IS NULL;
 
--- name: insert_lines
-INSERT INTO staged_lines BY NAME
-SELECT $night AS night, $kind AS source_kind, $system AS source_system, $file AS file, $sheet AS sheet,
-       __line AS line, invoice_key, item_name, tax_code, spec, unit, quantity, unit_price, amount, tax_rate,
+-- name: staged_lines
+CREATE OR REPLACE TEMP VIEW ing_stage_rows AS
+SELECT __line AS line, invoice_key, item_name, tax_code, spec, unit, quantity, unit_price, amount, tax_rate,
        tax_amount, total_amount, is_summary
 FROM ing_lines_file;
 

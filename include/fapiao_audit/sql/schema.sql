@@ -17,12 +17,17 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     rows_skipped   BIGINT  DEFAULT 0      -- rows that are no invoice (a 合计 totals row); read = loaded + rejected + skipped
 );
 
-CREATE TABLE IF NOT EXISTS staged_invoices (
-    night                   DATE    NOT NULL,
+-- Staged invoices are stored as versions: a record (one invoice of one source, as normalised) is written
+-- once, the first night it arrives with these values; each night's snapshot is a narrow list of the
+-- versions it holds, where (invoice_seen). staged_invoices (a view, below) is tonight's snapshot as a
+-- table of the same columns as ever: reconciliation, expectations and reports read it unchanged.
+-- row_hash: hash() of the record's values, asked together with source and key (include/fapiao_audit/versions.py).
+CREATE TABLE IF NOT EXISTS invoice_versions (
+    version_id              BIGINT  NOT NULL,
     source_kind             VARCHAR NOT NULL,
     source_system           VARCHAR NOT NULL,
-    file                    VARCHAR NOT NULL,
-    line                    BIGINT  NOT NULL,   -- 1-based line in the file (header is line 1 for csv/xlsx)
+    row_hash                UBIGINT NOT NULL,
+    first_night             DATE    NOT NULL,   -- the night that first staged it (informative)
     invoice_key             VARCHAR,            -- 20-digit number, or '<code>-<number>' for legacy invoices
     invoice_code            VARCHAR,            -- '' for 数电票
     invoice_number          VARCHAR,
@@ -42,26 +47,35 @@ CREATE TABLE IF NOT EXISTS staged_invoices (
     is_red                  BOOLEAN,
     original_invoice_key    VARCHAR,            -- red invoices: the blue invoice's key
     remark                  VARCHAR,
-    sheet                   VARCHAR,            -- workbooks: the sheet the row was read from
     risk_level              VARCHAR,            -- registry: none | suspicious | abnormal_voucher | out_of_control | other text
     lines                   INTEGER,            -- invoices with lines (staged_lines): how many; NULL without lines
     lines_amount            DECIMAL(18, 2),     -- the lines' sums (a 详见销货清单 summary line not counted twice)
     lines_tax               DECIMAL(18, 2),
     line_rate_gap           DECIMAL(38, 6),     -- the largest |amount x rate - tax| of one line
-    line_rate_line          BIGINT,             -- the file line of that line
     line_problem            VARCHAR,            -- line files: header fields the lines of one invoice disagree on
     upload_status           VARCHAR,            -- issuers: uploaded | not_uploaded | uploading | failed | signature_failed | other text
     source_document         VARCHAR             -- issuers: the system's own document number (单据编号), evidence only
 );
 
--- One row per invoice line (the registry's 信息汇总表, or an issuer's line file), traced to file and line.
-CREATE TABLE IF NOT EXISTS staged_lines (
-    night           DATE    NOT NULL,
+-- A night's snapshot: one narrow row per staged row, where it was read and which version it holds.
+CREATE TABLE IF NOT EXISTS invoice_seen (
+    night          DATE    NOT NULL,
+    source_kind    VARCHAR NOT NULL,
+    source_system  VARCHAR NOT NULL,
+    file           VARCHAR NOT NULL,
+    sheet          VARCHAR,            -- workbooks: the sheet the row was read from
+    line           BIGINT  NOT NULL,   -- 1-based line in the file (header is line 1 for csv/xlsx)
+    version_id     BIGINT  NOT NULL,
+    line_rate_line BIGINT              -- invoices with lines: the file line of the line with the largest rate gap
+);
+
+-- One row per invoice line (the registry's 信息汇总表, or an issuer's line file), stored the same way.
+CREATE TABLE IF NOT EXISTS line_versions (
+    version_id      BIGINT  NOT NULL,
     source_kind     VARCHAR NOT NULL,
     source_system   VARCHAR NOT NULL,
-    file            VARCHAR NOT NULL,
-    sheet           VARCHAR,
-    line            BIGINT  NOT NULL,
+    row_hash        UBIGINT NOT NULL,
+    first_night     DATE    NOT NULL,
     invoice_key     VARCHAR NOT NULL,
     item_name       VARCHAR,            -- 货物或应税劳务名称 / 项目名称 / 商品名称
     tax_code        VARCHAR,            -- 税收分类编码
@@ -75,6 +89,32 @@ CREATE TABLE IF NOT EXISTS staged_lines (
     total_amount    DECIMAL(18, 2),
     is_summary      BOOLEAN             -- a (详见销货清单) line standing for detail lines of the same invoice
 );
+
+CREATE TABLE IF NOT EXISTS line_seen (
+    night          DATE    NOT NULL,
+    source_kind    VARCHAR NOT NULL,
+    source_system  VARCHAR NOT NULL,
+    file           VARCHAR NOT NULL,
+    sheet          VARCHAR,
+    line           BIGINT  NOT NULL,
+    version_id     BIGINT  NOT NULL
+);
+
+-- Each night's snapshots, with the columns (and their order) staged_invoices and staged_lines always had.
+CREATE OR REPLACE VIEW staged_invoices AS
+SELECT s.night, s.source_kind, s.source_system, s.file, s.line,
+       v.invoice_key, v.invoice_code, v.invoice_number, v.invoice_type, v.invoice_type_raw, v.issue_time,
+       v.issue_date, v.seller_tax_id, v.seller_name, v.buyer_tax_id, v.buyer_name, v.amount, v.tax_amount,
+       v.tax_rate, v.total_amount, v.status, v.is_red, v.original_invoice_key, v.remark, s.sheet, v.risk_level,
+       v.lines, v.lines_amount, v.lines_tax, v.line_rate_gap, s.line_rate_line,
+       v.line_problem, v.upload_status, v.source_document
+FROM invoice_seen s JOIN invoice_versions v ON v.version_id = s.version_id;
+
+CREATE OR REPLACE VIEW staged_lines AS
+SELECT s.night, s.source_kind, s.source_system, s.file, s.sheet, s.line,
+       v.invoice_key, v.item_name, v.tax_code, v.spec, v.unit, v.quantity, v.unit_price, v.amount, v.tax_rate,
+       v.tax_amount, v.total_amount, v.is_summary
+FROM line_seen s JOIN line_versions v ON v.version_id = s.version_id;
 
 CREATE TABLE IF NOT EXISTS rejected_rows (
     night          DATE    NOT NULL,
@@ -180,18 +220,8 @@ CREATE TABLE IF NOT EXISTS run_state (
 
 -- Databases written before these columns existed get them (appended, in the same order as above).
 ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS rows_skipped BIGINT DEFAULT 0;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS sheet VARCHAR;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS risk_level VARCHAR;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines INTEGER;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines_amount DECIMAL(18, 2);
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS lines_tax DECIMAL(18, 2);
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_rate_gap DECIMAL(38, 6);
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_rate_line BIGINT;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS line_problem VARCHAR;
 ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS sheet VARCHAR;
 ALTER TABLE rejected_rows ADD COLUMN IF NOT EXISTS skipped BOOLEAN DEFAULT false;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS upload_status VARCHAR;
-ALTER TABLE staged_invoices ADD COLUMN IF NOT EXISTS source_document VARCHAR;
 ALTER TABLE findings ADD COLUMN IF NOT EXISTS cause VARCHAR;
 ALTER TABLE findings ADD COLUMN IF NOT EXISTS finding_id VARCHAR;
 ALTER TABLE findings ADD COLUMN IF NOT EXISTS case_id VARCHAR;
