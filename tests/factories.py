@@ -94,3 +94,24 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]], encoding: s
         w.writerow(header)
         w.writerows(rows)
     return path
+
+
+def stage_rows(con, view: str, columns: str, rows: list) -> None:
+    """Rows (``columns`` of ``staged_invoices`` or ``staged_lines``, comma separated) staged the way ingest
+    stores them: as versions and seen rows, one call of versions.stage per night, source, file and sheet."""
+    from fapiao_audit.versions import INVOICES, LINES, stage
+
+    store = INVOICES if view == "staged_invoices" else LINES
+    con.execute(f"CREATE OR REPLACE TEMP TABLE t_stage AS SELECT * FROM {view} LIMIT 0")
+    marks = ", ".join(["?"] * len(columns.split(",")))
+    con.executemany(f"INSERT INTO t_stage ({columns}) VALUES ({marks})", rows)
+    groups = con.execute("SELECT DISTINCT night, source_kind, source_system, file, sheet FROM t_stage").fetchall()
+    for night, kind, system, file, sheet in groups:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE t_stage_rows AS SELECT * FROM t_stage WHERE night = ? AND source_kind = ? "
+            "AND source_system = ? AND file = ? AND sheet IS NOT DISTINCT FROM ?",
+            [night, kind, system, file, sheet],
+        )
+        stage(con, store, "t_stage_rows", night=night, kind=kind, system=system, file=file, sheet=sheet)
+    con.execute("DROP TABLE IF EXISTS temp.main.t_stage_rows")
+    con.execute("DROP TABLE IF EXISTS temp.main.t_stage")

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from factories import stage_rows
 from fapiao_audit import gx_duckdb
 from fapiao_audit.errors import SuiteError
 from fapiao_audit.validate import SUITE_FILES, load_suite_counts, run_expectations
@@ -68,7 +69,7 @@ def staged_row(
 
 
 def insert_staged(con, rows):
-    con.executemany(f"INSERT INTO staged_invoices ({STAGED_COLUMNS}) VALUES ({', '.join(['?'] * 14)})", rows)
+    stage_rows(con, "staged_invoices", STAGED_COLUMNS, rows)
 
 
 def insert_finding(con, category, key, source_system=None, seller="91110000MA01ABCD1X"):
@@ -280,7 +281,10 @@ def test_registry_defects_and_null_keys(con):
             staged_row("registry", "registry", 302, "", digital(302), key=None, amount="1.00", tax="0.13"),
         ],
     )
-    con.execute("UPDATE staged_invoices SET invoice_key = NULL, amount = NULL WHERE line = 302")
+    con.execute(
+        "UPDATE invoice_versions SET invoice_key = NULL, amount = NULL "
+        "WHERE version_id IN (SELECT version_id FROM invoice_seen WHERE line = 302)"
+    )
     report = run(con)
     reg = by_name(report, "registry")
     assert failed(report) == [
@@ -463,14 +467,18 @@ def test_lines_belong_to_invoices_and_add_up(con):
     clean_night(con)
     # a registry invoice whose 2 lines add up to 90 (the invoice says 100), and a line of no invoice
     con.execute(
-        "UPDATE staged_invoices SET lines = 2, lines_amount = 90.00, lines_tax = 13.00 "
+        "UPDATE invoice_versions SET lines = 2, lines_amount = 90.00, lines_tax = 13.00 "
         "WHERE source_kind = 'registry' AND invoice_number = ?",
         [digital(1)],
     )
-    con.executemany(
-        "INSERT INTO staged_lines (night, source_kind, source_system, file, sheet, line, invoice_key, amount) "
-        "VALUES (?, 'registry', 'registry', 'registry/export.xlsx', '信息汇总表', ?, ?, ?)",
-        [[NIGHT, 2, digital(1), 50], [NIGHT, 3, digital(1), 40], [NIGHT, 4, digital(999), 10]],
+    stage_rows(
+        con,
+        "staged_lines",
+        "night, source_kind, source_system, file, sheet, line, invoice_key, amount",
+        [
+            [NIGHT, "registry", "registry", "registry/export.xlsx", "信息汇总表", line, key, amount]
+            for line, key, amount in ((2, digital(1), 50), (3, digital(1), 40), (4, digital(999), 10))
+        ],
     )
     report = run(con, max_line_mismatch_rate=0)
     registry = by_name(report, "registry")
