@@ -105,7 +105,9 @@ def stage_rows(con, view: str, columns: str, rows: list) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE t_stage AS SELECT * FROM {view} LIMIT 0")
     marks = ", ".join(["?"] * len(columns.split(",")))
     con.executemany(f"INSERT INTO t_stage ({columns}) VALUES ({marks})", rows)
-    groups = con.execute("SELECT DISTINCT night, source_kind, source_system, file, sheet FROM t_stage").fetchall()
+    groups = con.execute(
+        "SELECT DISTINCT night, source_kind, source_system, file, sheet FROM t_stage"
+    ).fetchall()
     for night, kind, system, file, sheet in groups:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE t_stage_rows AS SELECT * FROM t_stage WHERE night = ? AND source_kind = ? "

@@ -56,7 +56,9 @@ def _mask(data: bytes, run: dict) -> bytes:
     data = re.sub(rb'"bytes": [0-9]+', b'"bytes": 0', data)
     # the storage settings the runs differ in, echoed with the configuration
     data = re.sub(rb'\n *"(retain_nights|restage_all)": [a-z0-9]+,', b"", data)
-    data = re.sub(rb'<tr><td class="mono">(retain_nights|restage_all)</td><td class="mono">[^<]*</td></tr>', b"", data)
+    data = re.sub(
+        rb'<tr><td class="mono">(retain_nights|restage_all)</td><td class="mono">[^<]*</td></tr>', b"", data
+    )
     return re.sub(rb'(Duration</span></dt><dd class="mono">)[^<]*', rb"\1-", data)
 
 
@@ -127,7 +129,9 @@ def test_steady_nights_store_only_what_changed(nights):
     _, _, changed, every = nights
     con = duckdb.connect(str(changed.db), read_only=True)
     try:
-        versions = dict(con.execute("SELECT first_night, count(*) FROM invoice_versions GROUP BY 1").fetchall())
+        versions = dict(
+            con.execute("SELECT first_night, count(*) FROM invoice_versions GROUP BY 1").fetchall()
+        )
         seen = dict(con.execute("SELECT night, count(*) FROM invoice_seen GROUP BY 1").fetchall())
     finally:
         con.close()

@@ -226,3 +226,53 @@ def test_a_red_invoice_still_finds_its_blue_after_retention(make_night, tmp_path
             )
     assert b"ORPHAN_RED_INVOICE" not in got[0]
     assert got[2] == got[0]
+
+
+def test_a_database_with_staged_tables_is_moved_into_versions(months, tmp_path):
+    """A database written before versions holds staged_invoices / staged_lines as plain tables, some
+    without the newer columns: the first connection moves their rows into versions (the snapshots read
+    the same), and the newest night rerun on it publishes the same bytes."""
+    from fapiao_audit.db import connect
+
+    _, runs = months
+    db = tmp_path / "fapiao.duckdb"
+    db.write_bytes(runs["all"].db.read_bytes())
+    order = "ORDER BY night, source_system, file, line"
+    staged = _count(db, f"SELECT * FROM staged_invoices {order}")
+    lines = _count(db, f"SELECT * FROM staged_lines {order}")
+    con = duckdb.connect(str(db))
+    for view in ("staged_invoices", "staged_lines"):
+        con.execute(f"CREATE TABLE fa_old AS SELECT * FROM {view}")
+        con.execute(f"DROP VIEW {view}")
+        con.execute(f"ALTER TABLE fa_old RENAME TO {view}")
+    con.execute("ALTER TABLE staged_invoices DROP COLUMN source_document")  # written before it existed
+    for table in ("invoice_versions", "invoice_seen", "line_versions", "line_seen"):
+        con.execute(f"DROP TABLE {table}")
+    con.close()
+    connect(db, Config()).close()
+    assert _count(
+        db, "SELECT table_type FROM information_schema.tables WHERE table_name = 'staged_invoices'"
+    ) == [("VIEW",)]
+    assert _count(db, f"SELECT * EXCLUDE (source_document) FROM staged_invoices {order}") == [
+        row[:-1] for row in staged
+    ]
+    assert _count(db, f"SELECT * FROM staged_lines {order}") == lines
+    paths = Paths(runs["all"].landing, tmp_path / "reports", db)
+    run_night(paths, NIGHTS[3], Config())
+    assert (paths.reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes() == (
+        runs["all"].reports / NIGHTS[3].isoformat() / "exceptions.csv"
+    ).read_bytes()
+
+
+def test_retention_removes_the_versions_no_kept_night_holds(months):
+    _, runs = months
+    for db in (runs["two"].db, runs["all"].db):
+        assert _count(
+            db,
+            "SELECT count(*) FROM invoice_versions v WHERE NOT EXISTS "
+            "(SELECT 1 FROM invoice_seen s WHERE s.version_id = v.version_id)",
+        ) == [(0,)]
+    kept, every = (
+        _count(r.db, "SELECT count(*) FROM invoice_versions")[0][0] for r in (runs["two"], runs["all"])
+    )
+    assert kept < every

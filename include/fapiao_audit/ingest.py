@@ -970,10 +970,10 @@ def ingest_source(
             )
         con.execute("BEGIN TRANSACTION")
         try:
-            where = {"night": night, "system": d.source_system}
-            forget(con, "night = $night AND source_system = $system", where)
+            scope: dict[str, object] = {"night": night, "system": d.source_system}
+            forget(con, "night = $night AND source_system = $system", scope)
             for table in ("rejected_rows", "ingested_files"):
-                con.execute(f"DELETE FROM {table} WHERE night = $night AND source_system = $system", where)
+                con.execute(f"DELETE FROM {table} WHERE night = $night AND source_system = $system", scope)
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             for rel, t in staged:
                 store = INVOICES

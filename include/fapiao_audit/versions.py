@@ -83,7 +83,9 @@ def stage(
     )
     base = con.execute(f"SELECT coalesce(max(version_id), 0) FROM {store.versions}").fetchall()[0][0]
     if restage_all:
-        con.execute("CREATE OR REPLACE TEMP TABLE ing_vid AS SELECT line, NULL::BIGINT AS version_id FROM ing_cand")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE ing_vid AS SELECT line, NULL::BIGINT AS version_id FROM ing_cand"
+        )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE ing_new AS SELECT line, invoice_key, row_hash, "
             "$base + row_number() OVER (ORDER BY line) AS version_id FROM ing_cand",
