@@ -83,7 +83,9 @@ def child_night(ns: argparse.Namespace) -> None:
     from fapiao_audit.pipeline import Paths, run_night
 
     cfg = load_config(Path(ns.config) if ns.config else None)
-    cfg = replace(cfg, duckdb_memory_limit=ns.memory_limit, retain_nights=ns.retain)
+    cfg = replace(
+        cfg, duckdb_memory_limit=ns.memory_limit, retain_nights=ns.retain, restage_all=ns.restage_all
+    )
     paths = Paths(Path(ns.landing), Path(ns.reports), Path(ns.db))
     stages: list[dict] = []
     base._reset_hwm()
@@ -114,7 +116,15 @@ def child_night(ns: argparse.Namespace) -> None:
     con = duckdb.connect(ns.db, read_only=True)
     try:
         staged_total, nights_kept = con.execute(
-            "SELECT count(*), count(DISTINCT night) FROM staged_invoices"
+            "SELECT count(*), count(DISTINCT night) FROM invoice_seen"
+        ).fetchone()
+        # what tonight wrote: new versions (invoices and lines) and one seen row per staged row
+        written = con.execute(
+            "SELECT (SELECT count(*) FROM invoice_versions WHERE first_night = $n) + "
+            "(SELECT count(*) FROM line_versions WHERE first_night = $n), "
+            "(SELECT count(*) FROM invoice_versions), "
+            "(SELECT count(*) FROM invoice_seen WHERE night = $n) + (SELECT count(*) FROM line_seen WHERE night = $n)",
+            {"n": date.fromisoformat(ns.night)},
         ).fetchone()
     finally:
         con.close()
@@ -129,6 +139,9 @@ def child_night(ns: argparse.Namespace) -> None:
         "rows_staged": sum(s["rows_loaded"] for s in summary["sources"]),
         "staged_rows_in_db": staged_total,
         "staged_nights_in_db": nights_kept,
+        "versions_written": written[0],
+        "versions_in_db": written[1],
+        "seen_rows_written": written[2],
         "db_bytes": db.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
     }
     print("BENCH_JSON " + json.dumps(out), flush=True)
@@ -143,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(opt)
         p.add_argument("--memory-limit", default="3GB")
         p.add_argument("--retain", type=int, default=35)
+        p.add_argument("--restage-all", action="store_true")
         child_night(p.parse_args(argv))
         return 0
     p = argparse.ArgumentParser(description="Months of nights on one database (see bench/RESULTS.md).")
@@ -152,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--memory-limit", default="3GB")
     p.add_argument("--no-floor", action="store_true", help="skip the per-night persist floor")
+    p.add_argument(
+        "--restage-all", action="store_true", help="write every staged row as a new version (restage_all)"
+    )
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fapiao-months")
     ns = p.parse_args(argv)
     nights = [FIRST + timedelta(days=i) for i in range(ns.nights)]
     landing = generate(ns.work, ns.rows, ns.seed, nights)
-    run_dir = ns.work / f"run-{ns.rows}-{ns.nights}-r{ns.retain}"
+    tag = f"{ns.rows}-{ns.nights}-r{ns.retain}" + ("-restage" if ns.restage_all else "")
+    run_dir = ns.work / f"run-{tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     db = run_dir / "fapiao.duckdb"
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             ns.memory_limit,
             "--retain",
             str(ns.retain),
+            *(["--restage-all"] if ns.restage_all else []),
         ]
         night, peak = base._child(proc_args, script=script)
         night["peak_rss"] = peak
@@ -208,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{n}: {night['seconds']:7.1f} s  ingest {st.get('ingest', 0):6.1f}  reconcile {st.get('reconcile', 0):5.1f}  "
             f"validate {st.get('validate', 0):5.1f}  publish {st.get('publish', 0):5.1f}  retention "
-            f"{st.get('retention', 0):4.1f} | staged {night['rows_staged']:,} rows "
-            f"({night['staged_rows_in_db']:,} in {night['staged_nights_in_db']} nights kept) | db "
+            f"{st.get('retention', 0):4.1f} | staged {night['rows_staged']:,} rows, "
+            f"{night['versions_written']:,} new versions ({night['versions_in_db']:,} invoice versions, "
+            f"{night['staged_rows_in_db']:,} seen in {night['staged_nights_in_db']} nights kept) | db "
             f"{night['db_bytes'] / 1e6:7.1f} MB | peak {peak / base.GiB:.2f} GiB"
             + (f" | persist floor {night['persist_floor_s']:.1f} s" if floor else ""),
             flush=True,
@@ -235,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows_per_side": ns.rows,
         "nights": results,
         "retain_nights": ns.retain,
+        "restage_all": ns.restage_all,
         "compact_seconds": compact_s,
         "db_bytes_after_compact": after,
         "ratios": ratios,
@@ -242,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"months-{ns.rows}-{ns.nights}-r{ns.retain}.json"
+    path = out_dir / f"months-{tag}.json"
     path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     print(f"written {path.relative_to(ROOT)}")
     return 0

@@ -246,7 +246,7 @@ def test_a_database_with_staged_tables_is_moved_into_versions(months, tmp_path):
         con.execute(f"DROP VIEW {view}")
         con.execute(f"ALTER TABLE fa_old RENAME TO {view}")
     con.execute("ALTER TABLE staged_invoices DROP COLUMN source_document")  # written before it existed
-    for table in ("invoice_versions", "invoice_seen", "line_versions", "line_seen"):
+    for table in ("invoice_versions", "invoice_seen", "line_versions", "line_seen", "staged_parts"):
         con.execute(f"DROP TABLE {table}")
     con.close()
     connect(db, Config()).close()

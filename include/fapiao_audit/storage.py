@@ -31,7 +31,7 @@ from .versions import STORES, drop_unseen
 
 #: Tables whose rows belong to a night and are removed once it falls out of retention (the snapshots'
 #: seen rows; the versions no kept night holds any more go with them).
-RETAINED_TABLES = ("invoice_seen", "line_seen", "rejected_rows")
+RETAINED_TABLES = ("invoice_seen", "line_seen", "staged_parts", "rejected_rows")
 
 
 def kept_nights(con: duckdb.DuckDBPyConnection, cfg: Config, tonight: date | None = None) -> list[date]:

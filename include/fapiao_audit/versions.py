@@ -71,70 +71,87 @@ def stage(
     sheet: str | None,
     restage_all: bool = False,
 ) -> Staged:
-    """Stage the rows of ``rows_view`` (``line`` and the record's values by name) as one file's part of a
-    night's snapshot. Runs inside the caller's transaction; table and view names are the fixed ones of
-    this module and of ingest.py, the values are bound."""
+    """Stage the rows of ``rows_view`` (``line``, unique, and the record's values by name) as one file's
+    part of a night's snapshot. Runs inside the caller's transaction, in two statements that hold nothing
+    but what DuckDB can spill (no scratch tables: a small ``duckdb_memory_limit`` must still do). Table
+    and view names are the fixed ones of this module and of ingest.py; the values are bound."""
     cols = content_columns(con, store)
     values = ", ".join(f"r.{c}" for c in cols)
-    placed = "".join(f", {c}" for c in store.positional)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE ing_cand AS SELECT r.line, r.invoice_key, hash({values}) AS row_hash{placed} "
-        f"FROM {rows_view} r"
-    )
+    row_hash = f"hash({values})"
+    placed = "".join(f", r.{c}" for c in store.positional)
+    # A new version's id is the largest id so far plus its line in the file: unique (lines are, and the
+    # next file starts above this one's largest) with no numbering pass (a window over all the rows
+    # does not spill to disk the way joins and aggregates do).
     base = con.execute(f"SELECT coalesce(max(version_id), 0) FROM {store.versions}").fetchall()[0][0]
+    part = part_id(con, night, kind, system, file, sheet)
+    where = {"night": night, "kind": kind, "system": system, "part": part, "base": base}
     if restage_all:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_vid AS SELECT line, NULL::BIGINT AS version_id FROM ing_cand"
-        )
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_new AS SELECT line, invoice_key, row_hash, "
-            "$base + row_number() OVER (ORDER BY line) AS version_id FROM ing_cand",
-            {"base": base},
+        # Every row a new version; the seen rows number them the same way.
+        new = f"SELECT r.line, r.invoice_key, {row_hash} AS row_hash FROM {rows_view} r"
+        seen_sql = (
+            f"SELECT $night AS night, $part AS part_id, r.line, $base + r.line AS version_id{placed} "
+            f"FROM {rows_view} r ORDER BY r.line"
         )
     else:
-        # The versions this source already has with the same key and values (several only if an
-        # earlier restage_all wrote duplicates: the first is taken).
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_vid AS SELECT c.line, min(v.version_id) AS version_id "
-            f"FROM ing_cand c JOIN {store.versions} v ON v.source_system = $system AND v.row_hash = c.row_hash "
-            "AND v.invoice_key IS NOT DISTINCT FROM c.invoice_key GROUP BY c.line",
-            {"system": system},
+        # New versions: the records this source has no version of yet (with the same key and values),
+        # once each (a record twice in the file is one version, numbered at its first line).
+        new = (
+            f"SELECT min(c.line) AS line, c.invoice_key, c.row_hash FROM (SELECT r.line, r.invoice_key, "
+            f"{row_hash} AS row_hash FROM {rows_view} r) c WHERE NOT EXISTS (SELECT 1 FROM {store.versions} v "
+            "WHERE v.source_system = $system AND v.row_hash = c.row_hash "
+            "AND v.invoice_key IS NOT DISTINCT FROM c.invoice_key) GROUP BY c.invoice_key, c.row_hash"
         )
-        # The rest: one new version per distinct record (a record twice in the file is one version).
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE ing_new AS SELECT line, invoice_key, row_hash, "
-            "$base + row_number() OVER (ORDER BY line) AS version_id FROM ("
-            "SELECT DISTINCT ON (invoice_key, row_hash) c.line, c.invoice_key, c.row_hash FROM ing_cand c "
-            "ANTI JOIN ing_vid m ON m.line = c.line ORDER BY c.invoice_key, c.row_hash, c.line)",
-            {"base": base},
+        # Then every row holds the version of its key and values (the first, should an earlier
+        # restage_all have written the same record twice).
+        seen_sql = (
+            f"SELECT $night AS night, $part AS part_id, r.line, min(v.version_id) AS version_id{placed} "
+            f"FROM {rows_view} r "
+            f"JOIN {store.versions} v ON v.source_system = $system AND v.row_hash = {row_hash} "
+            f"AND v.invoice_key IS NOT DISTINCT FROM r.invoice_key GROUP BY r.line{placed} ORDER BY r.line"
         )
     written = con.execute(
-        f"INSERT INTO {store.versions} BY NAME SELECT n.version_id, $kind AS source_kind, "
-        f"$system AS source_system, n.row_hash, $night AS first_night, {values} "
-        f"FROM ing_new n JOIN {rows_view} r ON r.line = n.line ORDER BY n.version_id",
-        {"kind": kind, "system": system, "night": night},
+        f"INSERT INTO {store.versions} BY NAME SELECT $base + n.line AS version_id, "
+        f"$kind AS source_kind, $system AS source_system, n.row_hash, $night AS first_night, {values} "
+        f"FROM ({new}) n JOIN {rows_view} r ON r.line = n.line",
+        {k: where[k] for k in ("kind", "system", "night", "base")},
     ).fetchall()[0][0]
-    to_new = (
-        "n.line = c.line"
-        if restage_all
-        else "m.version_id IS NULL AND n.invoice_key IS NOT DISTINCT FROM c.invoice_key AND n.row_hash = c.row_hash"
-    )
-    seen = con.execute(
-        f"INSERT INTO {store.seen} BY NAME SELECT $night AS night, $kind AS source_kind, $system AS source_system, "
-        f"$file AS file, $sheet AS sheet, c.line, coalesce(m.version_id, n.version_id) AS version_id{placed} "
-        f"FROM ing_cand c LEFT JOIN ing_vid m ON m.line = c.line LEFT JOIN ing_new n ON {to_new} ORDER BY c.line",
-        {"night": night, "kind": kind, "system": system, "file": file, "sheet": sheet},
-    ).fetchall()[0][0]
-    for t in ("ing_cand", "ing_vid", "ing_new"):
-        con.execute(f"DROP TABLE IF EXISTS temp.main.{t}")
+    params = {k: v for k, v in where.items() if k in ("night", "part", "base" if restage_all else "system")}
+    seen = con.execute(f"INSERT INTO {store.seen} BY NAME {seen_sql}", params).fetchall()[0][0]
+    rows = con.execute(f"SELECT count(*) FROM {rows_view}").fetchall()[0][0]
+    if seen != rows:  # every row must hold a version: never a row lost on the way
+        raise RuntimeError(f"{file}: {rows} rows to stage, {seen} staged ({store.seen})")
     return Staged(seen, written)
 
 
+def part_id(
+    con: duckdb.DuckDBPyConnection, night: date, kind: str, system: str, file: str, sheet: str | None
+) -> int:
+    """The part (night, source, file, sheet) the rows being staged belong to, added if new."""
+    key = {"night": night, "system": system, "file": file, "sheet": sheet}
+    found = con.execute(
+        "SELECT part_id FROM staged_parts WHERE night = $night AND source_system = $system AND file = $file "
+        "AND sheet IS NOT DISTINCT FROM $sheet",
+        key,
+    ).fetchall()
+    if found:
+        return int(found[0][0])
+    new = con.execute("SELECT coalesce(max(part_id), 0) + 1 FROM staged_parts").fetchall()[0][0]
+    con.execute(
+        "INSERT INTO staged_parts VALUES ($part, $night, $kind, $system, $file, $sheet)",
+        {**key, "part": new, "kind": kind},
+    )
+    return int(new)
+
+
 def forget(con: duckdb.DuckDBPyConnection, where: str, params: dict[str, object]) -> None:
-    """Remove nights' snapshot rows (``where`` over night / source_system) from both seen tables; the
-    versions they held stay until :func:`drop_unseen`."""
+    """Remove nights' snapshot rows (``where`` over night / source_system) and their parts; the versions
+    they held stay until :func:`drop_unseen`."""
     for store in STORES:
-        con.execute(f"DELETE FROM {store.seen} WHERE {where}", params)
+        con.execute(
+            f"DELETE FROM {store.seen} WHERE part_id IN (SELECT part_id FROM staged_parts WHERE {where})",
+            params,
+        )
+    con.execute(f"DELETE FROM staged_parts WHERE {where}", params)
 
 
 def drop_unseen(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -199,17 +216,24 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             values = ", ".join(cols)
             placed = "".join(f", {c}" for c in store.positional)
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE fa_migrate AS SELECT row_number() OVER (ORDER BY night, "
-                f"source_system, file, line) AS version_id, night, source_kind, source_system, file, sheet, line"
-                f"{placed}, {values} FROM {table}"
+                "INSERT INTO staged_parts SELECT (SELECT coalesce(max(part_id), 0) FROM staged_parts) + row_number() "
+                "OVER (ORDER BY night, source_system, file, sheet), * FROM (SELECT DISTINCT night, source_kind, "
+                f"source_system, file, sheet FROM {table} EXCEPT SELECT night, source_kind, source_system, file, "
+                "sheet FROM staged_parts)"
+            )
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE fa_migrate AS SELECT row_number() OVER (ORDER BY t.night, "
+                f"t.source_system, t.file, t.line) AS version_id, t.night, t.source_kind, t.source_system, "
+                f"p.part_id, t.line{placed}, {values} FROM {table} t JOIN staged_parts p ON p.night = t.night "
+                "AND p.source_system = t.source_system AND p.file = t.file AND p.sheet IS NOT DISTINCT FROM t.sheet"
             )
             con.execute(
                 f"INSERT INTO {store.versions} BY NAME SELECT version_id, source_kind, source_system, "
                 f"hash({values}) AS row_hash, night AS first_night, {values} FROM fa_migrate ORDER BY version_id"
             )
             con.execute(
-                f"INSERT INTO {store.seen} BY NAME SELECT night, source_kind, source_system, file, sheet, line, "
-                f"version_id{placed} FROM fa_migrate ORDER BY version_id"
+                f"INSERT INTO {store.seen} BY NAME SELECT night, part_id, line, version_id{placed} "
+                "FROM fa_migrate ORDER BY version_id"
             )
             con.execute("DROP TABLE temp.main.fa_migrate")
             con.execute(f"DROP TABLE {table}")

@@ -57,13 +57,21 @@ CREATE TABLE IF NOT EXISTS invoice_versions (
     source_document         VARCHAR             -- issuers: the system's own document number (单据编号), evidence only
 );
 
--- A night's snapshot: one narrow row per staged row, where it was read and which version it holds.
-CREATE TABLE IF NOT EXISTS invoice_seen (
+-- The parts of a night's snapshots: one row per night, source, file and sheet staged.
+CREATE TABLE IF NOT EXISTS staged_parts (
+    part_id        INTEGER NOT NULL,
     night          DATE    NOT NULL,
     source_kind    VARCHAR NOT NULL,
     source_system  VARCHAR NOT NULL,
     file           VARCHAR NOT NULL,
-    sheet          VARCHAR,            -- workbooks: the sheet the row was read from
+    sheet          VARCHAR             -- workbooks: the sheet the rows were read from
+);
+
+-- A night's snapshot: one narrow row per staged row, in which part and line it was read and which
+-- version it holds (narrow, so that joining it to its versions holds little in memory).
+CREATE TABLE IF NOT EXISTS invoice_seen (
+    night          DATE    NOT NULL,
+    part_id        INTEGER NOT NULL,
     line           BIGINT  NOT NULL,   -- 1-based line in the file (header is line 1 for csv/xlsx)
     version_id     BIGINT  NOT NULL,
     line_rate_line BIGINT              -- invoices with lines: the file line of the line with the largest rate gap
@@ -92,29 +100,30 @@ CREATE TABLE IF NOT EXISTS line_versions (
 
 CREATE TABLE IF NOT EXISTS line_seen (
     night          DATE    NOT NULL,
-    source_kind    VARCHAR NOT NULL,
-    source_system  VARCHAR NOT NULL,
-    file           VARCHAR NOT NULL,
-    sheet          VARCHAR,
+    part_id        INTEGER NOT NULL,
     line           BIGINT  NOT NULL,
     version_id     BIGINT  NOT NULL
 );
 
 -- Each night's snapshots, with the columns (and their order) staged_invoices and staged_lines always had.
 CREATE OR REPLACE VIEW staged_invoices AS
-SELECT s.night, s.source_kind, s.source_system, s.file, s.line,
+SELECT s.night, p.source_kind, p.source_system, p.file, s.line,
        v.invoice_key, v.invoice_code, v.invoice_number, v.invoice_type, v.invoice_type_raw, v.issue_time,
        v.issue_date, v.seller_tax_id, v.seller_name, v.buyer_tax_id, v.buyer_name, v.amount, v.tax_amount,
-       v.tax_rate, v.total_amount, v.status, v.is_red, v.original_invoice_key, v.remark, s.sheet, v.risk_level,
+       v.tax_rate, v.total_amount, v.status, v.is_red, v.original_invoice_key, v.remark, p.sheet, v.risk_level,
        v.lines, v.lines_amount, v.lines_tax, v.line_rate_gap, s.line_rate_line,
        v.line_problem, v.upload_status, v.source_document
-FROM invoice_seen s JOIN invoice_versions v ON v.version_id = s.version_id;
+FROM invoice_seen s
+JOIN staged_parts p ON p.part_id = s.part_id
+JOIN invoice_versions v ON v.version_id = s.version_id;
 
 CREATE OR REPLACE VIEW staged_lines AS
-SELECT s.night, s.source_kind, s.source_system, s.file, s.sheet, s.line,
+SELECT s.night, p.source_kind, p.source_system, p.file, p.sheet, s.line,
        v.invoice_key, v.item_name, v.tax_code, v.spec, v.unit, v.quantity, v.unit_price, v.amount, v.tax_rate,
        v.tax_amount, v.total_amount, v.is_summary
-FROM line_seen s JOIN line_versions v ON v.version_id = s.version_id;
+FROM line_seen s
+JOIN staged_parts p ON p.part_id = s.part_id
+JOIN line_versions v ON v.version_id = s.version_id;
 
 CREATE TABLE IF NOT EXISTS rejected_rows (
     night          DATE    NOT NULL,
