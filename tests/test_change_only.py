@@ -123,26 +123,25 @@ def test_the_nights_match_what_was_published_before_versions(nights):
     assert got == {k: v for k, v in snapshot.items() if k.startswith(f"{layout}/")}
 
 
+def _per_night(db: Path) -> tuple[dict, dict]:
+    """Invoice versions by the night that wrote them, and seen rows by night."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        by = "SELECT {}, count(*) FROM {} GROUP BY 1"
+        return (
+            dict(con.execute(by.format("first_night", "invoice_versions")).fetchall()),
+            dict(con.execute(by.format("night", "invoice_seen")).fetchall()),
+        )
+    finally:
+        con.close()
+
+
 def test_steady_nights_store_only_what_changed(nights):
     """Change-only: a steady night writes new versions for the rows that changed or are new, and one
     narrow 'seen' row per staged row; restage-all writes a version for every row."""
     _, _, changed, every = nights
-    con = duckdb.connect(str(changed.db), read_only=True)
-    try:
-        versions = dict(
-            con.execute("SELECT first_night, count(*) FROM invoice_versions GROUP BY 1").fetchall()
-        )
-        seen = dict(con.execute("SELECT night, count(*) FROM invoice_seen GROUP BY 1").fetchall())
-    finally:
-        con.close()
-    con = duckdb.connect(str(every.db), read_only=True)
-    try:
-        all_versions = dict(
-            con.execute("SELECT first_night, count(*) FROM invoice_versions GROUP BY 1").fetchall()
-        )
-        all_seen = dict(con.execute("SELECT night, count(*) FROM invoice_seen GROUP BY 1").fetchall())
-    finally:
-        con.close()
+    versions, seen = _per_night(changed.db)
+    all_versions, all_seen = _per_night(every.db)
     assert all_versions == all_seen  # restage-all: one version per staged row, every night
     assert {n: seen[n] for n in NIGHTS[1:]} == {n: all_seen[n] for n in NIGHTS[1:]}
     for n in NIGHTS[1:]:
