@@ -906,15 +906,22 @@ def find_delivery(landing: Path, night: date, source_system: str) -> Delivery:
     raise InputError(f"{landing / night.isoformat()}: no delivery from source '{source_system}'")
 
 
+def _forget_rows(con: duckdb.DuckDBPyConnection, where: str, params: dict[str, object]) -> None:
+    """Remove the staged rows (snapshots, rejected rows, ingested files) ``where`` says (over night and
+    source_system), inside the caller's transaction."""
+    forget(con, where, params)
+    for table in ("rejected_rows", "ingested_files"):
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
+
+
 def prune_sources(con: duckdb.DuckDBPyConnection, night: date, systems: Iterable[str]) -> None:
     """Drop staged rows of sources that no longer deliver for this night (a rerun replaces the night)."""
     keep = sorted(systems)
     con.execute("BEGIN TRANSACTION")
     try:
-        where = "night = $night AND NOT list_contains($keep, source_system)"
-        forget(con, where, {"night": night, "keep": keep})
-        for table in ("rejected_rows", "ingested_files"):
-            con.execute(f"DELETE FROM {table} WHERE {where}", {"night": night, "keep": keep})
+        _forget_rows(
+            con, "night = $night AND NOT list_contains($keep, source_system)", {"night": night, "keep": keep}
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -970,10 +977,9 @@ def ingest_source(
             )
         con.execute("BEGIN TRANSACTION")
         try:
-            scope: dict[str, object] = {"night": night, "system": d.source_system}
-            forget(con, "night = $night AND source_system = $system", scope)
-            for table in ("rejected_rows", "ingested_files"):
-                con.execute(f"DELETE FROM {table} WHERE night = $night AND source_system = $system", scope)
+            _forget_rows(
+                con, "night = $night AND source_system = $system", {"night": night, "system": d.source_system}
+            )
             pause_point("ingest")  # test hook: a kill here must leave the previous rows in place
             for rel, t in staged:
                 store = INVOICES

@@ -4,9 +4,9 @@ A night's snapshots are stored as versions (versions.py): a record is written on
 narrow row per staged row. Kept forever, even that grows without end. Retention keeps the snapshots
 (invoices, lines, rejected rows) of the newest ``retain_nights`` nights only, and the versions they
 hold; findings, runs, the stages' results and the ingested files' audit trail are small and kept
-forever. DuckDB reuses the
-blocks freed by deletes but never gives them back to the file system: ``compact`` rewrites the
-database into a new file and swaps it in atomically, under the same one-writer lock a run takes.
+forever. DuckDB reuses the blocks freed by deletes but never gives them back to the file system:
+``compact`` rewrites the database into a new file and swaps it in atomically, under the same
+one-writer lock a run takes.
 
 One thing older nights are still asked for: a red invoice's blue original "found in no snapshot"
 looks through every earlier staged night (reconcile.sql, orphan_red_invoices). Before a night's rows

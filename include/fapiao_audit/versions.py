@@ -84,7 +84,6 @@ def stage(
     # does not spill to disk the way joins and aggregates do).
     base = con.execute(f"SELECT coalesce(max(version_id), 0) FROM {store.versions}").fetchall()[0][0]
     part = part_id(con, night, kind, system, file, sheet)
-    where = {"night": night, "kind": kind, "system": system, "part": part, "base": base}
     if restage_all:
         # Every row a new version; the seen rows number them the same way.
         new = f"SELECT r.line, r.invoice_key, {row_hash} AS row_hash FROM {rows_view} r"
@@ -113,10 +112,12 @@ def stage(
         f"INSERT INTO {store.versions} BY NAME SELECT $base + n.line AS version_id, "
         f"$kind AS source_kind, $system AS source_system, n.row_hash, $night AS first_night, {values} "
         f"FROM ({new}) n JOIN {rows_view} r ON r.line = n.line",
-        {k: where[k] for k in ("kind", "system", "night", "base")},
+        {"kind": kind, "system": system, "night": night, "base": base},
     ).fetchall()[0][0]
-    params = {k: v for k, v in where.items() if k in ("night", "part", "base" if restage_all else "system")}
-    seen = con.execute(f"INSERT INTO {store.seen} BY NAME {seen_sql}", params).fetchall()[0][0]
+    matched_by = {"base": base} if restage_all else {"system": system}
+    seen = con.execute(
+        f"INSERT INTO {store.seen} BY NAME {seen_sql}", {"night": night, "part": part, **matched_by}
+    ).fetchall()[0][0]
     rows = con.execute(f"SELECT count(*) FROM {rows_view}").fetchall()[0][0]
     if seen != rows:  # every row must hold a version: never a row lost on the way
         raise RuntimeError(f"{file}: {rows} rows to stage, {seen} staged ({store.seen})")
