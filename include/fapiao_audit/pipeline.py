@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -61,6 +61,7 @@ from .publish import (
 )
 from .reconcile import ReconcileResult, fetch_carried, fetch_findings, fetch_resolved, reconcile_night
 from .storage import check_retained, sweep
+from .versions import night_table
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 #: run_state's stage holding the night's ExpectationSuiteValidationResults, as GX wrote them.
@@ -637,8 +638,15 @@ def run_night(
         timed("extract", stage_extract, paths, night, cfg)
     with open_db(paths, cfg) as con:
         timed("ingest", stage_ingest, con, paths, night, cfg, progress.file_read if progress else None)
-        timed("reconcile", stage_reconcile, con, night, cfg)
-        timed("validate", stage_validate, con, night, cfg)
+        with ExitStack() as held:
+
+            def reconcile() -> ReconcileResult:
+                # Tonight's snapshot copied once for the two stages that query it (timed with this one).
+                held.enter_context(night_table(con, night))
+                return stage_reconcile(con, night, cfg)
+
+            timed("reconcile", reconcile)
+            timed("validate", stage_validate, con, night, cfg)
         outcome = timed("publish", stage_publish, con, paths, night, cfg, started)
         return timed("retention", stage_retention, con, cfg, outcome)
 

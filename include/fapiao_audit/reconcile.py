@@ -48,6 +48,7 @@ from .model import (
     RISK_STATUSES,
     zero_counts,
 )
+from .versions import NIGHT_TABLE, night_table
 
 #: Statements of reconcile.sql that run once per shard, in order: the shard's keys and both sides
 #: side by side, then one section per finding category (the model names them).
@@ -165,7 +166,7 @@ def load_bad_tax_ids(con: duckdb.DuckDBPyConnection, night: date, shards: int = 
     """Distinct 18-character tax ids of the shard's records that fail their check character, as a temp table."""
     p = {"n": night, "shards": shards, "shard": shard}
     rows = (
-        "FROM staged_invoices WHERE night = $n AND invoice_key IS NOT NULL "
+        f"FROM {NIGHT_TABLE} WHERE night = $n AND invoice_key IS NOT NULL "
         "AND ($shards = 1 OR hash(invoice_key) % $shards = $shard)"
     )
     ids = con.execute(
@@ -207,9 +208,7 @@ def night_fingerprint(con: duckdb.DuckDBPyConnection, night: date, cfg: Config, 
         "SELECT source_system, file, sha256, rows_loaded FROM ingested_files WHERE night = $n ORDER BY ALL",
         {"n": night},
     ).fetchall()
-    staged = con.execute("SELECT count(*) FROM staged_invoices WHERE night = $n", {"n": night}).fetchall()[0][
-        0
-    ]
+    staged = con.execute("SELECT count(*) FROM invoice_seen WHERE night = $n", {"n": night}).fetchall()[0][0]
     p = params_for(night, cfg, shards)
     p.pop("shard")
     payload = {"version": __version__, "format": SHARD_FORMAT, "files": files, "staged": staged, "params": p}
@@ -235,24 +234,27 @@ def reconcile_shard(
         raise FapiaoError(f"shard {shard} is not one of 0..{shards - 1}")
     t0 = time.perf_counter()
     fingerprint = fingerprint or night_fingerprint(con, night, cfg, shards)
-    load_bad_tax_ids(con, night, shards, shard)
     statements = dict(sql_statements("reconcile.sql"))
     p = params_for(night, cfg, shards, shard)
-    for name in _PER_SHARD:
-        execute_sql(con, statements[name], p)
-    issuer_keys, registry_keys, issuer_only, other = execute_sql(
-        con, statements["shard_stats"], p
-    ).fetchall()[0]
-    findings = con.execute("SELECT count(*) FROM rc_findings").fetchall()[0][0]
-    folder = shard_folder(root, shard, shards)
-    part = folder.with_name(f".{folder.name}.{os.getpid()}.part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    # Files are written through the relational API: paths never go into SQL text.
-    con.table("rc_findings").write_parquet(str(part / "findings.parquet"))
-    unmatched_rel = con.sql(statements["unmatched"])
-    unmatched_rel.write_parquet(str(part / "unmatched.parquet"))
-    unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchall()[0][0]
+    with night_table(con, night):
+        load_bad_tax_ids(con, night, shards, shard)
+        for name in _PER_SHARD:
+            execute_sql(con, statements[name], p)
+        issuer_keys, registry_keys, issuer_only, other = execute_sql(
+            con, statements["shard_stats"], p
+        ).fetchall()[0]
+        findings = con.execute("SELECT count(*) FROM rc_findings").fetchall()[0][0]
+        folder = shard_folder(root, shard, shards)
+        part = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        # Files are written through the relational API: paths never go into SQL text.
+        con.table("rc_findings").write_parquet(str(part / "findings.parquet"))
+        unmatched_rel = con.sql(statements["unmatched"])
+        unmatched_rel.write_parquet(str(part / "unmatched.parquet"))
+        unmatched = con.execute("SELECT count(*) FROM rc_pairs WHERE in_issuer <> in_registry").fetchall()[0][
+            0
+        ]
     seconds = round(time.perf_counter() - t0, 3)
     stats = {
         "format": SHARD_FORMAT,
@@ -343,8 +345,13 @@ def merge_shards(
         ("amount_at_risk", "DECIMAL(18, 2)"),
     ):
         con.execute(f"ALTER TABLE rc_all ADD COLUMN {column} {kind}")
-    for name in _MERGE:
-        execute_sql(con, statements[name], p)
+    with night_table(con, night) as table:
+        for name in _MERGE:
+            execute_sql(con, statements[name], p)
+        issuer_sellers = con.execute(
+            f"SELECT count(DISTINCT seller_tax_id) FROM {table} WHERE night = $n AND source_kind = 'issuer'",
+            {"n": night},
+        ).fetchall()[0][0]
     read_decisions(con, Path(cfg.acknowledgements_dir) if cfg.acknowledgements_dir else None, night)
     prev, new, open_, resolved, gone = store_findings(con, night, cfg)
     counts = zero_counts()
@@ -358,10 +365,6 @@ def merge_shards(
     def total(key: str) -> int:
         return sum(int(s[key]) for s in stats)
 
-    issuer_sellers = con.execute(
-        "SELECT count(DISTINCT seller_tax_id) FROM staged_invoices WHERE night = $n AND source_kind = 'issuer'",
-        {"n": night},
-    ).fetchall()[0][0]
     monitored_from = "configured" if cfg.monitored_sellers else "issuers" if issuer_sellers else "none"
     return ReconcileResult(
         night,
@@ -405,9 +408,10 @@ def reconcile_night(
         root = shard_root(Path(w), night)
         clear_shards(root)
         fingerprint = night_fingerprint(con, night, cfg, cfg.shards)
-        for shard in range(cfg.shards):
-            reconcile_shard(con, night, cfg, shard, cfg.shards, root, fingerprint=fingerprint)
-        result = merge_shards(con, night, cfg, cfg.shards, root)
+        with night_table(con, night):  # one copy of tonight's snapshot for every shard and the merge
+            for shard in range(cfg.shards):
+                reconcile_shard(con, night, cfg, shard, cfg.shards, root, fingerprint=fingerprint)
+            result = merge_shards(con, night, cfg, cfg.shards, root)
         clear_shards(root)
         return result
 

@@ -2,7 +2,7 @@
 
 The heavy row-level work stays in DuckDB: each batch is a temporary relation on the caller's
 connection (views ``gx_registry`` and ``gx_issuer_<system>`` over the night's ``staged_invoices``, read
-once into the temp table ``gx_night``,
+once into the temp table ``night_invoices`` (versions.night_table),
 ``gx_lines`` over ``staged_lines``, ``gx_findings`` over ``findings``, the one-row temp table ``gx_reconciliation_stats``,
 ``gx_finding_categories``, the model's category codes, and ``gx_thresholds``, the suite's thresholds), and
 GX runs its metrics as SQL on that same connection through :mod:`fapiao_audit.gx_duckdb`.
@@ -54,6 +54,7 @@ from .config import SOURCE_NAME_RE
 from .db import quote_ident
 from .errors import SuiteError
 from .model import CATEGORIES
+from .versions import NIGHT_TABLE, night_table
 
 # No usage statistics leave the job (read by GX when a context is created).
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
@@ -91,17 +92,15 @@ _STATS_VIEW = "gx_reconciliation_stats"
 _CATEGORIES_TABLE = "gx_finding_categories"
 #: The suite's numeric thresholds, one row, one column each: what a query compares with.
 _THRESHOLDS_TABLE = "gx_thresholds"
-_TABLES = (_STATS_VIEW, _CATEGORIES_TABLE, _THRESHOLDS_TABLE, "gx_night")
+_TABLES = (_STATS_VIEW, _CATEGORIES_TABLE, _THRESHOLDS_TABLE)
 
 # Rendered with {night} = DATE 'YYYY-MM-DD' from a checked date, {view} = a quoted identifier
 # and {system_filter} holding a checked source name as a literal.
-# The night's staged invoices, read once into a temp table: staged_invoices is a view joining each
-# night's seen rows to their versions (versions.py), and GX asks its batches dozens of queries (each
-# about 4x dearer on the join than on a table; the copy costs about as much as 6 of them).
-_NIGHT_TABLE = "gx_night"
-_NIGHT_TABLE_SQL = (
-    f"CREATE OR REPLACE TEMP TABLE {_NIGHT_TABLE} AS SELECT * FROM staged_invoices WHERE night = {{night}}"
-)
+# The night's staged invoices are read from the temp table versions.night_table copies them into:
+# staged_invoices is a view joining each night's seen rows to their versions, and GX asks its batches
+# dozens of queries (each about 4x dearer on the join than on a table; the copy costs about as much as
+# 6 of them).
+_NIGHT_TABLE = NIGHT_TABLE
 _STAGED_VIEW_SQL = (
     "CREATE OR REPLACE TEMP VIEW {view} AS "
     f"SELECT * FROM {_NIGHT_TABLE} WHERE night = {{night}} AND source_kind = {{kind}}{{system_filter}}"
@@ -121,7 +120,7 @@ _FINDINGS_VIEW_SQL = (
 _STATS_TABLE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {_STATS_VIEW} AS
 WITH monitored_sellers AS (
-    SELECT DISTINCT seller_tax_id FROM gx_night
+    SELECT DISTINCT seller_tax_id FROM {_NIGHT_TABLE}
     WHERE night = {{night}} AND source_kind = 'issuer' AND seller_tax_id IS NOT NULL
     UNION
     SELECT seller_tax_id FROM {_FINDINGS_VIEW}
@@ -133,7 +132,7 @@ per_key AS (
         bool_or(source_kind = 'registry') AS in_registry,
         bool_or(source_kind = 'registry' AND seller_tax_id IN (SELECT seller_tax_id FROM monitored_sellers))
             AS in_monitored_registry
-    FROM gx_night
+    FROM {_NIGHT_TABLE}
     WHERE night = {{night}} AND invoice_key IS NOT NULL
     GROUP BY invoice_key
 ),
@@ -457,7 +456,6 @@ def _create_views(con: duckdb.DuckDBPyConnection, night: date, sources: list[str
         con.execute(sql)
         views.append(view)
 
-    create(_NIGHT_TABLE, _NIGHT_TABLE_SQL.format(night=night_sql))
     create(
         _REGISTRY_VIEW,
         _STAGED_VIEW_SQL.format(
@@ -767,8 +765,8 @@ def run_expectations(
     suites: list[dict[str, Any]] = []
     gx_results: list[dict[str, Any]] = []
     try:
-        _create_views(con, night, systems, views)
-        with _gx_quiet(), gx_duckdb.borrowed_connection(con) as connection_id:
+        with night_table(con, night), _gx_quiet(), gx_duckdb.borrowed_connection(con) as connection_id:
+            _create_views(con, night, systems, views)
             context = _make_context()
             datasource = context.data_sources.add_duckdb(name="fapiao_audit", connection_id=connection_id)
             try:

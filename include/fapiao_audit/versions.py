@@ -16,10 +16,16 @@ written as a new version, as if nothing had been staged before: the switch the e
 compares with.
 
 A version no kept night holds any more is removed with the nights retention removes (storage.sweep).
+
+The stages that ask tonight's snapshot many questions (reconciliation, expectations) read it from a temp
+table copied once (:func:`night_table`): every query of the view joins the night's seen rows to their
+versions again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 
@@ -75,6 +81,8 @@ def stage(
     part of a night's snapshot. Runs inside the caller's transaction, in two statements that hold nothing
     but what DuckDB can spill (no scratch tables: a small ``duckdb_memory_limit`` must still do). Table
     and view names are the fixed ones of this module and of ingest.py; the values are bound."""
+    if held_night(con) is not None:
+        raise RuntimeError(f"{file}: rows staged while a night's snapshot copy is held on this connection")
     cols = content_columns(con, store)
     values = ", ".join(f"r.{c}" for c in cols)
     row_hash = f"hash({values})"
@@ -122,6 +130,47 @@ def stage(
     if seen != rows:  # every row must hold a version: never a row lost on the way
         raise RuntimeError(f"{file}: {rows} rows to stage, {seen} staged ({store.seen})")
     return Staged(seen, written)
+
+
+#: Tonight's staged invoices, copied once for the stages that query them many times (:func:`night_table`).
+NIGHT_TABLE = "night_invoices"
+#: One row: the night :data:`NIGHT_TABLE` holds.
+_HELD = "night_invoices_held"
+
+
+def held_night(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The night whose snapshot this connection holds in :data:`NIGHT_TABLE`, if any."""
+    try:
+        row = con.execute(f"SELECT night FROM temp.{_HELD}").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return row[0] if row else None
+
+
+@contextmanager
+def night_table(con: duckdb.DuckDBPyConnection, night: date) -> Iterator[str]:
+    """Tonight's ``staged_invoices`` in the temp table :data:`NIGHT_TABLE` while the block runs (its name
+    is yielded). A block inside another for the same night reads the outer one's copy (``run_night``
+    holds one across reconciliation and expectations); nothing stages rows while a copy is held."""
+    held = held_night(con)
+    if held == night:
+        yield NIGHT_TABLE
+        return
+    if held is not None:
+        raise RuntimeError(f"the snapshot of {held} is held on this connection, not {night}'s")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {NIGHT_TABLE} AS SELECT * FROM staged_invoices WHERE night = $n",
+        {"n": night},
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_HELD} AS SELECT $n::DATE AS night", {"n": night})
+    try:
+        yield NIGHT_TABLE
+    finally:
+        for table in (_HELD, NIGHT_TABLE):
+            try:
+                con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+            except duckdb.Error:  # a connection left unusable by the block's own error: nothing to free
+                pass
 
 
 def part_id(

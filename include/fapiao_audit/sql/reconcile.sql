@@ -15,10 +15,13 @@
 -- make no finding except a rule a record breaks on its own; it is counted and never looked at again.
 -- Everything else (the few keys missing on a side, duplicated, differing or at risk) is worked out
 -- on a small table of their records, exactly as the categories say.
+--
+-- Tonight's snapshot is read from night_invoices, a temp table copied once from the staged_invoices view
+-- (versions.night_table): the view joins the night's seen rows to their versions on every query.
 
 -- name: macros
 CREATE OR REPLACE TEMP MACRO rc_rows(n, shards, shard) AS TABLE
-    SELECT * FROM staged_invoices
+    SELECT * FROM night_invoices
     WHERE night = n AND invoice_key IS NOT NULL AND (shards = 1 OR hash(invoice_key) % shards = shard);
 
 -- name: keys
@@ -81,7 +84,7 @@ SELECT DISTINCT seller_tax_id
 FROM (
     SELECT unnest($monitored::VARCHAR[]) AS seller_tax_id
     UNION ALL
-    SELECT seller_tax_id FROM staged_invoices
+    SELECT seller_tax_id FROM night_invoices
     WHERE night = $night AND source_kind = 'issuer' AND len($monitored::VARCHAR[]) = 0
 )
 WHERE seller_tax_id IS NOT NULL;
@@ -339,7 +342,7 @@ FROM violations;
 -- per blue are summed over the whole night (reds of one blue may fall into different shards).
 INSERT INTO rc_findings
 WITH reds AS (
-    SELECT * FROM staged_invoices
+    SELECT * FROM night_invoices
     WHERE night = $night AND is_red AND invoice_key IS NOT NULL
       AND (source_kind = 'issuer' OR seller_tax_id IN (SELECT seller_tax_id FROM rc_monitored))
     QUALIFY row_number() OVER (PARTITION BY invoice_key ORDER BY source_kind = 'registry', source_system, file, line) = 1
@@ -348,7 +351,7 @@ blues AS (
     SELECT invoice_key, abs(total_amount) AS total
     FROM (
         SELECT invoice_key, total_amount, 0 AS age, source_kind = 'registry' AS reg, source_system
-        FROM staged_invoices
+        FROM night_invoices
         WHERE night = $night AND invoice_key IN (SELECT original_invoice_key FROM reds) AND NOT is_red
         UNION ALL
         SELECT invoice_key, total_amount, $night - night, source_kind = 'registry', source_system
@@ -449,7 +452,7 @@ FROM (
     SELECT source_system, invoice_key, first(status ORDER BY file, line) AS status,
            first(upload_status ORDER BY file, line) AS upload_status,
            first(source_document ORDER BY file, line) AS source_document
-    FROM staged_invoices
+    FROM night_invoices
     WHERE night = $night AND source_kind = 'issuer'
       AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE category IN ('MISSING_IN_REGISTRY', 'PENDING_SYNC', 'NOT_ISSUED'))
     GROUP BY source_system, invoice_key
@@ -464,7 +467,7 @@ CREATE OR REPLACE TEMP TABLE rc_money AS
 SELECT source_kind, source_system, invoice_key,
        first(coalesce(total_amount, amount + tax_amount) ORDER BY file, line) AS total,
        first(nullif(original_invoice_key, '') ORDER BY file, line) FILTER (WHERE is_red) AS original_key
-FROM staged_invoices
+FROM night_invoices
 WHERE night = $night AND invoice_key IN (SELECT invoice_key FROM rc_all WHERE invoice_key IS NOT NULL)
 GROUP BY ALL;
 
