@@ -10,8 +10,8 @@ one-writer lock a run takes.
 
 One thing older nights are still asked for: a red invoice's blue original "found in no snapshot"
 looks through every earlier staged night (reconcile.sql, orphan_red_invoices). Before a night's rows
-go, its non-red invoices' keys and totals are folded into ``retired_blues`` (one row per key and
-source, the latest night it was seen), so retention changes no finding.
+go, its non-red invoices' keys and totals are folded into ``retired_blues`` (one row per key: the
+record that lookup would take, the latest night's), so retention changes no finding.
 """
 
 from __future__ import annotations
@@ -99,24 +99,23 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
         return SweepResult(horizon, (), removed)
     con.execute("BEGIN TRANSACTION")
     try:
-        # The blue originals of the nights going: the latest night of each key per source, replacing
-        # what an earlier sweep kept for the same key and source.
+        # The blue originals of the nights going, one per key: the record orphan_red_invoices would take
+        # of them (the latest night, the registry's before an issuer's, then the first system by name),
+        # against the one an earlier sweep kept for the same key. (One per key, not per key and source:
+        # the registry and the issuer hold the same blue invoices, and only one is ever read.)
         con.execute(
             "CREATE OR REPLACE TEMP TABLE st_blues AS "
-            "SELECT invoice_key, source_kind, source_system, max(night) AS night, "
-            "arg_max(total_amount, night) AS total_amount "
-            "FROM staged_invoices WHERE night < $h AND NOT is_red AND invoice_key IS NOT NULL GROUP BY ALL",
+            "WITH going AS (SELECT invoice_key, source_kind, source_system, night, total_amount "
+            "FROM staged_invoices WHERE night < $h AND NOT is_red AND invoice_key IS NOT NULL) "
+            "SELECT invoice_key, unnest(arg_min({'source_kind': source_kind, 'source_system': source_system, "
+            "'night': night, 'total_amount': total_amount}, {'age': DATE '9999-12-31' - night, "
+            "'issuer': source_kind <> 'registry', 'system': source_system})) "
+            "FROM (FROM going UNION ALL SELECT invoice_key, source_kind, source_system, night, total_amount "
+            "FROM retired_blues WHERE invoice_key IN (SELECT invoice_key FROM going)) GROUP BY invoice_key",
             {"h": horizon},
         )
-        con.execute(
-            "DELETE FROM retired_blues r USING st_blues b WHERE r.invoice_key = b.invoice_key "
-            "AND r.source_kind = b.source_kind AND r.source_system = b.source_system AND r.night <= b.night"
-        )
-        con.execute(
-            "INSERT INTO retired_blues BY NAME SELECT * FROM st_blues b WHERE NOT EXISTS (SELECT 1 FROM "
-            "retired_blues r WHERE r.invoice_key = b.invoice_key AND r.source_kind = b.source_kind "
-            "AND r.source_system = b.source_system)"
-        )
+        con.execute("DELETE FROM retired_blues WHERE invoice_key IN (SELECT invoice_key FROM st_blues)")
+        con.execute("INSERT INTO retired_blues BY NAME FROM st_blues")
         for table in RETAINED_TABLES:
             # Table names come from the fixed tuple above.
             removed[table] = con.execute(f"DELETE FROM {table} WHERE night < $h", {"h": horizon}).fetchall()[

@@ -210,8 +210,9 @@ CREATE TABLE IF NOT EXISTS runs (
     counts        JSON
 );
 
--- The blue originals of nights whose staged rows retention removed (storage.sweep): one row per key and
--- source, the latest night it was seen. A red invoice's original is looked for here too (orphan_red_invoices).
+-- The blue originals of nights whose staged rows retention removed (storage.sweep): one row per key, the
+-- record orphan_red_invoices would take (the latest night; the registry's before an issuer's). A red
+-- invoice's original is looked for here too. It grows by the blue invoices first issued each night.
 CREATE TABLE IF NOT EXISTS retired_blues (
     invoice_key    VARCHAR NOT NULL,
     source_kind    VARCHAR NOT NULL,
