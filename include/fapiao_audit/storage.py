@@ -105,7 +105,7 @@ def sweep(con: duckdb.DuckDBPyConnection, cfg: Config) -> SweepResult:
         # the registry and the issuer hold the same blue invoices, and only one is ever read.)
         con.execute(
             "CREATE OR REPLACE TEMP TABLE st_blues AS "
-            "WITH going AS (SELECT invoice_key, source_kind, source_system, night, total_amount "
+            "WITH going AS MATERIALIZED (SELECT invoice_key, source_kind, source_system, night, total_amount "
             "FROM staged_invoices WHERE night < $h AND NOT is_red AND invoice_key IS NOT NULL) "
             "SELECT invoice_key, unnest(arg_min({'source_kind': source_kind, 'source_system': source_system, "
             "'night': night, 'total_amount': total_amount}, {'age': DATE '9999-12-31' - night, "

@@ -100,10 +100,9 @@ _TABLES = (_STATS_VIEW, _CATEGORIES_TABLE, _THRESHOLDS_TABLE)
 # staged_invoices is a view joining each night's seen rows to their versions, and GX asks its batches
 # dozens of queries (each about 4x dearer on the join than on a table; the copy costs about as much as
 # 6 of them).
-_NIGHT_TABLE = NIGHT_TABLE
 _STAGED_VIEW_SQL = (
     "CREATE OR REPLACE TEMP VIEW {view} AS "
-    f"SELECT * FROM {_NIGHT_TABLE} WHERE night = {{night}} AND source_kind = {{kind}}{{system_filter}}"
+    f"SELECT * FROM {NIGHT_TABLE} WHERE night = {{night}} AND source_kind = {{kind}}{{system_filter}}"
 )
 _LINES_VIEW = "gx_lines"
 _LINES_VIEW_SQL = (
@@ -120,7 +119,7 @@ _FINDINGS_VIEW_SQL = (
 _STATS_TABLE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {_STATS_VIEW} AS
 WITH monitored_sellers AS (
-    SELECT DISTINCT seller_tax_id FROM {_NIGHT_TABLE}
+    SELECT DISTINCT seller_tax_id FROM {NIGHT_TABLE}
     WHERE night = {{night}} AND source_kind = 'issuer' AND seller_tax_id IS NOT NULL
     UNION
     SELECT seller_tax_id FROM {_FINDINGS_VIEW}
@@ -132,7 +131,7 @@ per_key AS (
         bool_or(source_kind = 'registry') AS in_registry,
         bool_or(source_kind = 'registry' AND seller_tax_id IN (SELECT seller_tax_id FROM monitored_sellers))
             AS in_monitored_registry
-    FROM {_NIGHT_TABLE}
+    FROM {NIGHT_TABLE}
     WHERE night = {{night}} AND invoice_key IS NOT NULL
     GROUP BY invoice_key
 ),
