@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -262,6 +263,60 @@ def test_a_database_with_staged_tables_is_moved_into_versions(months, tmp_path):
     assert (paths.reports / NIGHTS[3].isoformat() / "exceptions.csv").read_bytes() == (
         runs["all"].reports / NIGHTS[3].isoformat() / "exceptions.csv"
     ).read_bytes()
+
+
+def test_carried_items_are_stored_once_and_listed_every_night(months):
+    """An open item carried night after night is one row of values (carried_items) and one narrow row a
+    night; the view lists it on each night with that night's age."""
+    _, runs = months
+    db = runs["all"].db
+    nights, items, distinct = _count(
+        db, "SELECT count(*), (SELECT count(*) FROM carried_items), count(DISTINCT item) FROM carried_nights"
+    )[0]
+    assert items == distinct > 0 and nights > items, "items carried on several nights are stored once"
+    again = _count(
+        db,
+        "SELECT finding_id, list(night ORDER BY night), list(age_days ORDER BY night), "
+        "list(DISTINCT first_seen) FROM carried_findings GROUP BY ALL HAVING count(*) > 1 LIMIT 1",
+    )
+    fid, seen, ages, (first,) = again[0]
+    assert ages == [(n - first).days for n in seen], fid
+    assert _count(db, "SELECT DISTINCT finding_status = carried_as FROM carried_findings") == [(True,)]
+
+
+def test_a_database_with_a_carried_findings_table_is_moved_into_items(months, tmp_path):
+    """A database written before the split holds carried_findings as one full row per night and item:
+    the first connection moves them (the view reads the same rows), and a rerun publishes the same bytes."""
+    from fapiao_audit.db import connect
+
+    _, runs = months
+    db = tmp_path / "fapiao.duckdb"
+    db.write_bytes(runs["all"].db.read_bytes())
+    order = "ORDER BY ALL"
+    before = _count(db, f"SELECT * FROM carried_findings {order}")
+    assert len({row[0] for row in before}) >= 2, "items carried on two nights or more"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE fa_old AS SELECT * FROM carried_findings")
+    con.execute("DROP VIEW carried_findings")
+    con.execute("DROP TABLE carried_items")
+    con.execute("DROP TABLE carried_nights")
+    con.execute("ALTER TABLE fa_old RENAME TO carried_findings")
+    con.close()
+    connect(db, Config()).close()
+    assert _count(
+        db, "SELECT table_type FROM information_schema.tables WHERE table_name = 'carried_findings'"
+    ) == [("VIEW",)]
+    assert _count(db, f"SELECT * FROM carried_findings {order}") == before
+    assert _count(db, "SELECT count(*) FROM carried_items")[0][0] < len(before)
+    paths = Paths(runs["all"].landing, tmp_path / "reports", db)
+    run_night(paths, NIGHTS[3], Config())
+    got, want = (r / NIGHTS[3].isoformat() for r in (paths.reports, runs["all"].reports))
+    assert (got / "exceptions.csv").read_bytes() == (want / "exceptions.csv").read_bytes()
+    assert (
+        json.loads((got / "summary.json").read_bytes())["open_items"]
+        == json.loads((want / "summary.json").read_bytes())["open_items"]
+    )
+    assert _count(db, f"SELECT * FROM carried_findings {order}") == before
 
 
 def test_retention_removes_the_versions_no_kept_night_holds(months):

@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 
+from . import carried
 from .config import Config
 from .errors import LockError, first_line
 from .versions import migrate, set_aside_legacy
@@ -121,8 +122,10 @@ def connect(
         con.execute("SET enable_progress_bar = false")
         if not read_only:
             set_aside_legacy(con)  # staged tables of a database written before versions
+            carried.set_aside_legacy(con)  # ... and its carried items as one row per night
             run_sql_file(con, "schema.sql", {})
             migrate(con)
+            carried.migrate(con)
         if allowed_dirs is not None:
             lock_down(con, allowed_dirs)
     except BaseException:

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 from stdnum.cn import ric, uscc
 
-from . import __version__
+from . import __version__, carried
 from .config import SHANGHAI, Config
 from .db import connect, execute_sql, named_sql, sql_statements
 from .decisions import read_folder as read_decisions
@@ -472,8 +472,10 @@ def store_findings(
     _install_actions(con)
     con.execute("BEGIN TRANSACTION")
     try:
-        for name in ("delete_night", "insert_night", "apply_decisions", "delete_carried", "insert_carried"):
+        for name in ("delete_night", "insert_night", "apply_decisions", "delete_carried", "carried_tonight"):
             execute_sql(con, named_sql("findings.sql", name), p)
+        carried.store(con)
+        carried.drop_uncarried(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -138,11 +138,12 @@ FROM fa_decisions($night) d
 WHERE f.night = $night AND f.finding_id = d.finding_id;
 
 -- name: delete_carried
-DELETE FROM carried_findings WHERE night = $night;
+DELETE FROM carried_nights WHERE night = $night;
 
--- name: insert_carried
+-- name: carried_tonight
 -- Items gone tonight that are not fixed: left the window, or not checked; unless finance closed them.
-INSERT INTO carried_findings BY NAME
+-- (carried.store files them.)
+CREATE OR REPLACE TEMP TABLE fa_carried AS
 SELECT $night AS night, * EXCLUDE (closed, finding_status, carried_as),
        CASE finding_status WHEN 'out_of_window' THEN 'left_window' ELSE finding_status END AS finding_status,
        CASE finding_status WHEN 'out_of_window' THEN 'left_window' ELSE finding_status END AS carried_as

@@ -247,7 +247,32 @@ ALTER TABLE findings ADD COLUMN IF NOT EXISTS owner_role VARCHAR;
 
 -- Open items no longer reconciled: a finding whose invoice left the window (or whose system did not
 -- deliver) stays open, night after night, until it is found resolved in the window or finance closes it.
--- One row per night and item; the columns of a finding, with why it is carried.
-CREATE TABLE IF NOT EXISTS carried_findings AS SELECT * FROM findings WHERE false;
-ALTER TABLE carried_findings ADD COLUMN IF NOT EXISTS carried_as VARCHAR;  -- model.CARRIED_STATUSES
-ALTER TABLE carried_findings ADD COLUMN IF NOT EXISTS last_found DATE;     -- the last night that found it
+-- An item's values are stored once (carried_items, the columns of a finding that do not change while it
+-- is carried); each night it is carried adds one narrow row (carried_nights: why, and the decision in
+-- force). The view carried_findings gives one row per night and item (carried.py).
+CREATE TABLE IF NOT EXISTS carried_items AS
+SELECT NULL::BIGINT AS item,
+       * EXCLUDE (night, finding_status, age_days, decision, decision_note, decided_by, decided_on),
+       NULL::DATE AS last_found  -- the last night that found it
+FROM findings WHERE false;
+
+CREATE TABLE IF NOT EXISTS carried_nights (
+    night          DATE    NOT NULL,
+    item           BIGINT  NOT NULL,  -- carried_items.item
+    carried_as     VARCHAR NOT NULL,  -- model.CARRIED_STATUSES; also the item's finding_status that night
+    decision       VARCHAR,
+    decision_note  VARCHAR,
+    decided_by     VARCHAR,
+    decided_on     DATE
+);
+
+-- One row per night and carried item: the columns of a finding (age counted from first_seen to the
+-- night), then why it is carried and the last night that found it.
+CREATE OR REPLACE VIEW carried_findings AS
+SELECT n.night, i.category, i.invoice_key, i.invoice_code, i.invoice_number, i.field, i.source_system,
+       i.issuer_value, i.registry_value, i.seller_tax_id, i.issue_date, i.detail, i.suggested_match,
+       n.carried_as AS finding_status, i.first_seen, (n.night - i.first_seen)::INTEGER AS age_days, i.cause,
+       i.finding_id, i.case_id, i.issuer_total, i.registry_total, i.amount_at_risk, n.decision,
+       n.decision_note, n.decided_by, n.decided_on, i.action, i.owner_role, n.carried_as, i.last_found
+FROM carried_nights n
+JOIN carried_items i ON i.item = n.item;
